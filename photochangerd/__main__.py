@@ -1,0 +1,3 @@
+from photochangerd.cli import main
+
+main()

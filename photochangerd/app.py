@@ -1,0 +1,224 @@
+"""``run(config)``: the daemon's root nursery — every long-lived task is started here.
+
+::
+
+    run(config)
+    └─ trio_asyncio.open_loop()          asyncpg / aiosqlite live on this asyncio loop
+       └─ open_database()                engine + pool, disposed on exit
+          └─ root nursery
+             ├─ hypercorn serve(app)     HTTP: ingest, public links, health
+             ├─ worker × N               claim → provider (job deadline) → store → finalize
+             ├─ sweeper                  jobs past their deadline → ``timeout`` (the lease)
+             ├─ cleaner                  expired results and orphan files, every 15 min
+             ├─ activity log flusher     processing_log rows in batches
+             ├─ watchdog pinger          ``WATCHDOG=1`` while the database answers (systemd)
+             └─ signal watcher           SIGTERM/SIGINT → graceful shutdown
+
+Graceful shutdown is a deadline: stop intake (new ingests get 503), let Hypercorn finish the
+requests in flight (their own deadlines are ≤ 60 s, ``graceful_timeout`` is above that), let the
+workers finish what they hold, then cancel; whatever is still unfinished is finalized
+``cancelled`` under a shield.  Exit status 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import partial
+
+import trio
+import trio_asyncio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve as hypercorn_serve
+
+from photochangerd.auth.passwords import IngestPasswordChecker
+from photochangerd.bootstrap import bootstrap
+from photochangerd.clock import WallClock
+from photochangerd.config import Config
+from photochangerd.db.engine import Database, DatabaseUnavailable, open_database
+from photochangerd.db.migrate import migrate
+from photochangerd.http.app import create_asgi_app
+from photochangerd.http.context import AppContext, Intake
+from photochangerd.jobs.activity import ActivityLog
+from photochangerd.jobs.admission import Admission
+from photochangerd.jobs.service import JobService
+from photochangerd.jobs.worker import run_sweeper, run_worker
+from photochangerd.logs import event
+from photochangerd.media.cleaner import Cleaner, spool_leftovers
+from photochangerd.media.images import configure_pillow
+from photochangerd.media.imaging import ImageWorkers
+from photochangerd.media.store import MediaStore
+from photochangerd.providers.base import Provider
+from photochangerd.providers.local import LocalProvider
+from photochangerd.providers.registry import ProviderRegistry
+from photochangerd.systemd import notify, watchdog_interval
+
+log = logging.getLogger("photochangerd")
+
+
+@dataclass(frozen=True, slots=True)
+class Daemon:
+    """Handed to ``task_status.started()``: what a supervisor (or a test) needs."""
+
+    urls: list[str]
+    context: AppContext
+    shutdown: trio.Event
+
+
+def _hypercorn_config(config: Config) -> HypercornConfig:
+    hc = HypercornConfig()
+    hc.bind = list(config.bind)
+    hc.keep_alive_timeout = config.keep_alive_timeout_seconds
+    # Above the longest deadline: a restart must not cut in-flight ingests (pitfalls.md #6).
+    hc.graceful_timeout = config.shutdown_grace_seconds
+    hc.alpn_protocols = ["http/1.1"]  # HTTP/1.1 only (pitfalls.md #7)
+    hc.include_server_header = False
+    hc.accesslog = None
+    hc.errorlog = logging.getLogger("hypercorn.error")
+    hc.h11_max_incomplete_size = 16 * 1024
+    return hc
+
+
+def _instance_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+async def _watchdog(db: Database, interval: float) -> None:
+    while True:
+        try:
+            with trio.fail_after(interval):
+                await db.ping()
+            notify("WATCHDOG=1")
+        except (DatabaseUnavailable, trio.TooSlowError):
+            event(log, logging.WARNING, "watchdog.db_unavailable")
+        await trio.sleep(interval)
+
+
+async def _watch_signals(shutdown: trio.Event, nursery: trio.Nursery) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            if not shutdown.is_set():
+                event(log, logging.INFO, "shutdown.requested", signal=signal.Signals(signum).name)
+                shutdown.set()
+            else:  # a second signal: stop now
+                event(log, logging.WARNING, "shutdown.forced")
+                nursery.cancel_scope.cancel()
+
+
+async def run(
+    config: Config,
+    *,
+    providers: Mapping[str, Provider] | None = None,
+    clock: WallClock | None = None,
+    environ: Mapping[str, str] | None = None,
+    handle_signals: bool = True,
+    task_status: trio.TaskStatus[Daemon] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the daemon until SIGTERM/SIGINT (or ``Daemon.shutdown`` is set)."""
+    environ = os.environ if environ is None else environ
+    clock = clock or WallClock()
+    configure_pillow(config.max_image_pixels)
+    store = MediaStore(config.media_root)
+    config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+    store.ensure_dirs()
+    images = ImageWorkers(config.image_threads)
+    registry = ProviderRegistry({"local": LocalProvider(images), **(providers or {})})
+
+    async with (
+        trio_asyncio.open_loop(),
+        open_database(config.effective_database_url, config.db_connect_timeout_seconds) as db,
+    ):
+        applied = await migrate(db)
+        if applied:
+            event(log, logging.INFO, "db.migrated", applied=",".join(applied))
+        await bootstrap(db, config, clock.now(), environ)
+        jobs = JobService(
+            db=db,
+            store=store,
+            providers=registry,
+            images=images,
+            clock=clock,
+            instance_id=_instance_id(),
+        )
+        await jobs.recover_on_start()
+        if db.dialect == "sqlite":  # one daemon: every spool file is an abandoned upload
+            await store.remove(*spool_leftovers(store))
+        context = AppContext(
+            config=config,
+            db=db,
+            store=store,
+            jobs=jobs,
+            images=images,
+            admission=Admission(config.max_in_flight, config.max_in_flight_per_slot),
+            activity=ActivityLog(db),
+            ingest_passwords=IngestPasswordChecker(),
+            clock=clock,
+            intake=Intake(),
+        )
+        await _serve(config, context, handle_signals, task_status)
+
+
+async def _serve(
+    config: Config,
+    context: AppContext,
+    handle_signals: bool,
+    task_status: trio.TaskStatus[Daemon],
+) -> None:
+    shutdown = trio.Event()
+    jobs = context.jobs
+
+    async def shutdown_trigger() -> None:
+        await shutdown.wait()
+        context.intake.open = False
+        notify("STOPPING=1")
+        event(log, logging.INFO, "shutdown.draining", in_flight=len(jobs.running))
+
+    async with trio.open_nursery() as root:
+        if handle_signals:
+            root.start_soon(_watch_signals, shutdown, root)
+        root.start_soon(context.activity.run)
+        root.start_soon(
+            run_sweeper, jobs, config.sweep_interval_seconds, config.sweep_grace_seconds
+        )
+        root.start_soon(
+            Cleaner(context.db, context.store, context.clock).run, config.cleanup_interval_seconds
+        )
+        interval = watchdog_interval()
+        if interval:
+            root.start_soon(_watchdog, context.db, interval)
+        async with trio.open_nursery() as workers:
+            for number in range(config.workers):
+                workers.start_soon(run_worker, jobs, number)
+            async with trio.open_nursery() as http:
+                urls: list[str] = await http.start(
+                    partial(hypercorn_serve, shutdown_trigger=shutdown_trigger),
+                    create_asgi_app(context),
+                    _hypercorn_config(config),
+                )
+                notify("READY=1")
+                event(
+                    log,
+                    logging.INFO,
+                    "daemon.ready",
+                    urls=",".join(urls),
+                    database=context.db.dialect,
+                    workers=config.workers,
+                )
+                task_status.started(Daemon(urls, context, shutdown))
+            # Hypercorn has returned: requests in flight were answered (or hit
+            # graceful_timeout).  Jobs whose requester left may still run: until the grace ends.
+            with trio.move_on_after(config.shutdown_grace_seconds):
+                await jobs.wait_until_idle()
+            workers.cancel_scope.cancel()
+        with trio.CancelScope(shield=True), trio.move_on_after(10):
+            try:
+                await jobs.finalize_leftovers_on_shutdown()
+            except DatabaseUnavailable:
+                event(log, logging.ERROR, "shutdown.db_unavailable")
+            await context.activity.flush()
+        root.cancel_scope.cancel()
+    event(log, logging.INFO, "daemon.stopped")

@@ -1,0 +1,132 @@
+"""``photochangerd`` command line: ``serve`` (the default), ``migrate``, ``check-config``,
+``set-admin-password``."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import trio
+import trio_asyncio
+
+from photochangerd import __version__
+from photochangerd.config import SETTINGS, Config, ConfigError, env_name, load_config
+from photochangerd.logs import configure_logging
+
+T = TypeVar("T")
+
+config_option = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="TOML config file (default: $PHOTOCHANGER_CONFIG, "
+    "else /etc/photochanger/photochangerd.toml).",
+)
+
+
+def _load(config_path: Path | None) -> Config:
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    configure_logging(config.log_format, config.log_level)
+    return config
+
+
+def _with_database(config: Config, fn: Callable[[Any], Awaitable[T]]) -> T:
+    from photochangerd.db.engine import open_database
+    from photochangerd.db.migrate import migrate
+
+    async def main() -> T:
+        async with (
+            trio_asyncio.open_loop(),
+            open_database(config.effective_database_url, config.db_connect_timeout_seconds) as db,
+        ):
+            await migrate(db)
+            return await fn(db)
+
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    return trio.run(main)
+
+
+@click.group(invoke_without_command=True)
+@click.version_option(__version__, prog_name="photochangerd")
+@config_option
+@click.pass_context
+def main(ctx: click.Context, config_path: Path | None) -> None:
+    """PhotoChanger daemon. With no command: serve."""
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(serve, config_path=config_path)
+
+
+@main.command()
+@config_option
+def serve(config_path: Path | None) -> None:
+    """Run the daemon until SIGTERM/SIGINT (graceful: in-flight jobs finish)."""
+    from photochangerd.app import run
+
+    config = _load(config_path)
+    from photochangerd.db.engine import DatabaseUnavailable
+
+    try:
+        trio.run(run, config)
+    except DatabaseUnavailable as exc:
+        where = config.effective_database_url.split("@")[-1]
+        raise click.ClickException(f"{exc} ({where})") from None
+
+
+@main.command()
+@config_option
+def migrate(config_path: Path | None) -> None:
+    """Apply pending database migrations and exit."""
+    config = _load(config_path)
+
+    async def noop(_db: Any) -> None:
+        return None
+
+    _with_database(config, noop)
+    click.echo("database schema is up to date")
+
+
+@main.command("check-config")
+@config_option
+def check_config(config_path: Path | None) -> None:
+    """Print the effective configuration (secrets masked) and exit."""
+    config = _load(config_path)
+    for setting in SETTINGS:
+        value = getattr(config, setting.name)
+        if setting.name in ("jwt_secret", "secret_key") and value:
+            value = "***"
+        if setting.name == "database_url" and value and "@" in str(value):
+            value = str(value).split("://")[0] + "://***@" + str(value).split("@", 1)[1]
+        click.echo(f"{setting.name} = {value!r}    # {env_name(setting.name)}")
+
+
+@main.command("set-admin-password")
+@click.argument("username", type=click.Choice(["serg", "igor"]))
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+@config_option
+def set_admin_password(username: str, password_stdin: bool, config_path: Path | None) -> None:
+    """Set a built-in admin's password (prompted, or read from stdin — never an argument)."""
+    from photochangerd.auth.passwords import hash_password
+    from photochangerd.db import repositories
+
+    config = _load(config_path)
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("New password", hide_input=True, confirmation_prompt=True)
+    if len(password) < 8:
+        raise click.ClickException("the password needs at least 8 characters")
+    digest = hash_password(password)
+
+    async def store(db: Any) -> None:
+        await db.write(repositories.set_admin_password, username, digest, time.time())
+
+    _with_database(config, store)
+    click.echo(f"password of {username} updated")

@@ -1,0 +1,62 @@
+"""The Quart application: blueprints, the one error mapping, and the ASGI wrapper."""
+
+from __future__ import annotations
+
+import logging
+
+from quart import Response
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+from photochangerd.http import health, ingest, public
+from photochangerd.http.asgi import ShieldedSend
+from photochangerd.http.context import EXTENSION_KEY, AppContext
+from photochangerd.http.errors import ApiError, api_error_response, error_response
+from shared.errors import FailureReason
+
+log = logging.getLogger("photochangerd.http")
+
+_HTTP_REASONS = {
+    400: FailureReason.INVALID_REQUEST,
+    404: FailureReason.NOT_FOUND,
+    405: FailureReason.INVALID_REQUEST,
+    408: FailureReason.INVALID_REQUEST,
+    413: FailureReason.PAYLOAD_TOO_LARGE,
+}
+
+
+def create_quart_app(context: AppContext) -> QuartTrio:
+    app = QuartTrio("photochangerd")
+    app.extensions[EXTENSION_KEY] = context
+    # Our handlers enforce their own limits and deadlines (pitfalls.md #2, #3); Quart's
+    # MAX_CONTENT_LENGTH stays as a backstop bounding the unread buffer of any request.
+    app.config.update(
+        MAX_CONTENT_LENGTH=context.config.max_upload_bytes + 1024 * 1024,
+        BODY_TIMEOUT=None,
+        RESPONSE_TIMEOUT=None,
+        PROVIDE_AUTOMATIC_OPTIONS=False,
+    )
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    for blueprint in (ingest.bp, public.bp, health.bp):
+        app.register_blueprint(blueprint)
+
+    @app.errorhandler(ApiError)
+    async def on_api_error(error: ApiError) -> Response:
+        return api_error_response(error)
+
+    @app.errorhandler(HTTPException)
+    async def on_http_error(error: HTTPException) -> Response:
+        status = error.code or 500
+        reason = _HTTP_REASONS.get(status, FailureReason.INTERNAL_ERROR)
+        return error_response(status, reason, error.name)
+
+    @app.errorhandler(Exception)
+    async def on_unexpected(error: Exception) -> Response:
+        log.exception("http.internal_error", exc_info=error)
+        return error_response(500, FailureReason.INTERNAL_ERROR)
+
+    return app
+
+
+def create_asgi_app(context: AppContext) -> ShieldedSend:
+    return ShieldedSend(create_quart_app(context))

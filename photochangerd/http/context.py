@@ -1,0 +1,47 @@
+"""What the HTTP layer gets from the root nursery: narrow handles, never the nursery itself."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from quart import current_app
+
+from photochangerd.auth.passwords import IngestPasswordChecker
+from photochangerd.clock import WallClock
+from photochangerd.config import Config
+from photochangerd.db.engine import Database
+from photochangerd.jobs.activity import ActivityLog
+from photochangerd.jobs.admission import Admission
+from photochangerd.jobs.service import JobService
+from photochangerd.media.imaging import ImageWorkers
+from photochangerd.media.store import MediaStore
+
+
+@dataclass(slots=True)
+class Intake:
+    """Whether new ingests are accepted (closed during graceful shutdown)."""
+
+    open: bool = True
+
+
+@dataclass(slots=True)
+class AppContext:
+    config: Config
+    db: Database
+    store: MediaStore
+    jobs: JobService
+    images: ImageWorkers
+    admission: Admission
+    activity: ActivityLog
+    ingest_passwords: IngestPasswordChecker
+    clock: WallClock
+    intake: Intake = field(default_factory=Intake)
+
+
+EXTENSION_KEY = "photochanger"
+
+
+def ctx() -> AppContext:
+    """The running daemon's context (inside a request)."""
+    context: AppContext = current_app.extensions[EXTENSION_KEY]
+    return context

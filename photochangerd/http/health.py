@@ -1,0 +1,36 @@
+"""``/healthz`` (the process answers) and ``/readyz`` (database reachable, media writable)."""
+
+from __future__ import annotations
+
+import os
+
+import trio
+from quart import Blueprint, Response, jsonify
+
+from photochangerd.db.engine import DatabaseUnavailable
+from photochangerd.http.context import ctx
+from photochangerd.http.errors import error_response
+from shared.errors import FailureReason
+
+bp = Blueprint("health", __name__)
+
+
+@bp.route("/healthz", methods=["GET", "HEAD"])
+async def healthz() -> Response:
+    return jsonify({"status": "ok"})
+
+
+@bp.route("/readyz", methods=["GET", "HEAD"])
+async def readyz() -> Response:
+    app = ctx()
+    try:
+        with trio.fail_after(3):
+            await app.db.ping()
+    except (DatabaseUnavailable, trio.TooSlowError):
+        return error_response(503, FailureReason.SERVICE_UNAVAILABLE, "database unavailable")
+    writable = await trio.to_thread.run_sync(os.access, app.store.results, os.W_OK)
+    if not writable:
+        return error_response(503, FailureReason.SERVICE_UNAVAILABLE, "media dir not writable")
+    if not app.intake.open:
+        return error_response(503, FailureReason.SERVICE_UNAVAILABLE, "shutting down")
+    return jsonify({"status": "ok", "database": app.db.dialect})

@@ -1,0 +1,263 @@
+"""``POST /ingest/{slot_id}`` (alias ``/api/ingest/{slot_id}``): DSLR Remote Pro uploads.
+
+The checks run in the order of api.md §1, each answering at once without reading more of the
+body than needed: unknown/disabled slot → ``Content-Length`` over the limit (before any body
+byte is read) → not multipart → wrong password (checked as soon as its part has arrived, before
+the photo) → photo over the limit (counted while streaming) → not a valid image → queue full.
+Then the job is submitted and the request waits for its outcome until the deadline, which is
+measured from the request's arrival.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import Any
+
+import trio
+from quart import Blueprint, Response, request
+
+from photochangerd.db import repositories
+from photochangerd.db.engine import DatabaseUnavailable
+from photochangerd.domain.models import Outcome, new_job_id
+from photochangerd.http.context import AppContext, ctx
+from photochangerd.http.errors import (
+    ApiError,
+    InvalidPassword,
+    InvalidRequest,
+    NotFound,
+    PayloadTooLarge,
+    RateLimited,
+    RequestTooSlow,
+    ServiceUnavailable,
+    UnsupportedMediaType,
+    api_error_response,
+    error_response,
+)
+from photochangerd.http.multipart import FormLimits, read_upload
+from photochangerd.jobs.admission import Overloaded
+from photochangerd.logs import event
+from photochangerd.media.images import ImageInfo, UnsupportedImage, inspect_image
+from shared.errors import FailureReason, JobFailure
+from shared.slots import is_slot_id
+
+log = logging.getLogger("photochangerd.ingest")
+bp = Blueprint("ingest", __name__)
+
+FILE_FIELD = "fileToUpload"
+PASSWORD_FIELD = "password"  # noqa: S105 - a form field name
+FORM_OVERHEAD_BYTES = 256 * 1024  # text parts and multipart framing beyond the photo itself
+RETRY_AFTER_SECONDS = "5"
+MIB = 1024 * 1024
+
+
+def _hash_check(data: bytes, claimed: str | None) -> str:
+    """DSLR Remote Pro's ``hash`` is undocumented: record what it matches, never reject."""
+    if not claimed:
+        return "absent"
+    claimed = claimed.strip().lower()
+    for name in ("sha1", "sha256", "md5"):
+        if hashlib.new(name, data, usedforsecurity=False).hexdigest() == claimed:
+            return f"verified_{name}"
+    return "unverified"
+
+
+def _validate(data: bytes, max_pixels: int, claimed_hash: str | None) -> tuple[ImageInfo, str]:
+    return inspect_image(data, max_pixels), _hash_check(data, claimed_hash)
+
+
+def _success_response(job_id: str, outcome: Outcome, data: bytes) -> Response:
+    assert outcome.result is not None
+    response = Response(data, status=200, mimetype=outcome.result.mime_type)
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["X-Job-Id"] = job_id
+    response.headers["Link"] = f'</public/results/{job_id}>; rel="alternate"'
+    return response
+
+
+def _failure_response(outcome: Outcome) -> Response:
+    if outcome.failure is JobFailure.TIMEOUT:
+        return error_response(504, FailureReason.PROVIDER_TIMEOUT, outcome.details)
+    if outcome.failure is JobFailure.PROVIDER_ERROR:
+        return error_response(
+            outcome.response_status, FailureReason.PROVIDER_ERROR, outcome.details
+        )
+    if outcome.failure is JobFailure.CANCELLED:
+        return error_response(503, FailureReason.SERVICE_UNAVAILABLE, outcome.details)
+    return error_response(500, FailureReason.INTERNAL_ERROR, "the job failed inside the server")
+
+
+class _Attempt:
+    """One ingest attempt: its timings and what the processing log records about it."""
+
+    def __init__(self, app: AppContext, slot_id: str, source: str) -> None:
+        self.app = app
+        self.slot_id = slot_id
+        self.source = source
+        self.arrival = trio.current_time()
+        self.created_at = app.clock.now()
+        self.job_id: str | None = None
+        self.body_read = False
+
+    def record(self, status: int, reason: str | None, size: int | None = None) -> None:
+        elapsed_ms = (trio.current_time() - self.arrival) * 1000
+        self.app.activity.record(
+            created_at=self.created_at,
+            slot_id=self.slot_id if is_slot_id(self.slot_id) else None,
+            job_id=self.job_id,
+            source=self.source,
+            status_code=status,
+            failure_reason=reason,
+            duration_ms=elapsed_ms,
+        )
+        event(
+            log,
+            logging.INFO if status < 500 else logging.WARNING,
+            "ingest",
+            slot_id=self.slot_id[:20],
+            job_id=self.job_id,
+            status=status,
+            reason=reason,
+            ms=round(elapsed_ms, 1),
+            bytes=size,
+        )
+
+
+async def handle_ingest(slot_id: str, source: str = "ingest") -> Response:
+    app = ctx()
+    attempt = _Attempt(app, slot_id, source)
+    try:
+        response, reason, size = await _ingest(app, attempt, slot_id)
+    except ApiError as error:
+        response = api_error_response(error)
+        if not attempt.body_read:
+            # Answered before the body was read to its end: the connection cannot be reused,
+            # and a client still sending must not keep it open (pitfalls.md #1c).
+            response.headers["Connection"] = "close"
+        attempt.record(error.status, error.reason.value)
+        return response
+    attempt.record(response.status_code, reason, size)
+    return response
+
+
+async def _ingest(
+    app: AppContext, attempt: _Attempt, slot_id: str
+) -> tuple[Response, str | None, int]:
+    if not app.intake.open:
+        raise ServiceUnavailable("shutting down", headers={"Retry-After": "10"})
+    if not is_slot_id(slot_id):
+        raise NotFound("no such slot", reason=FailureReason.SLOT_NOT_FOUND)
+    try:
+        slot, settings = await app.db.read(repositories.load_ingest_context, slot_id)
+    except DatabaseUnavailable:
+        raise ServiceUnavailable("database unavailable", headers={"Retry-After": "5"}) from None
+    if slot is None:
+        raise NotFound("no such slot", reason=FailureReason.SLOT_NOT_FOUND)
+    if not slot.is_active:
+        raise NotFound("slot is disabled", reason=FailureReason.SLOT_DISABLED)
+
+    runtime = app.jobs.runtime
+    runtime.sync_response_seconds = float(settings.get("sync_response_seconds", 48))
+    runtime.result_ttl_seconds = float(settings.get("result_ttl_hours", 72)) * 3600
+    deadline = attempt.created_at + runtime.sync_response_seconds
+    file_limit = min(app.config.max_upload_bytes, slot.size_limit_mb * MIB)
+    limits = FormLimits(file_bytes=file_limit, body_bytes=file_limit + FORM_OVERHEAD_BYTES)
+    if request.content_length is not None and request.content_length > limits.body_bytes:
+        raise PayloadTooLarge(f"upload larger than {file_limit // MIB} MiB")
+    boundary = request.mimetype_params.get("boundary")
+    if request.mimetype != "multipart/form-data" or not boundary:
+        raise InvalidRequest("expected multipart/form-data with a boundary")
+
+    password_hash = str((settings.get("ingest_password") or {}).get("hash", ""))
+    password_ok: bool | None = None
+
+    async def on_field(name: str, value: str) -> None:
+        nonlocal password_ok
+        if name == PASSWORD_FIELD:
+            password_ok = await app.ingest_passwords.check(password_hash, value)
+            if not password_ok:
+                raise InvalidPassword("wrong ingest password")
+
+    spool = app.store.open_spool()
+    try:
+        with trio.move_on_at(attempt.arrival + runtime.sync_response_seconds) as body_scope:
+            form = await read_upload(
+                request.body, boundary, limits, spool, file_field=FILE_FIELD, on_field=on_field
+            )
+        if body_scope.cancelled_caught:
+            raise RequestTooSlow("the upload did not complete before the deadline")
+        attempt.body_read = True
+        if PASSWORD_FIELD not in form.fields or not form.file_received:
+            raise InvalidRequest(f"the form needs '{PASSWORD_FIELD}' and '{FILE_FIELD}' parts")
+        if form.file_size == 0:
+            raise UnsupportedMediaType("the photo is empty")
+        if password_ok is None:  # pragma: no cover - on_field always ran for the password
+            raise InvalidPassword("wrong ingest password")
+
+        data = await spool.read_all()
+        try:
+            image, hash_check = await app.images.run(
+                _validate, data, app.config.max_image_pixels, form.fields.get("hash")
+            )
+        except UnsupportedImage as exc:
+            raise UnsupportedMediaType(str(exc)) from None
+        if hash_check == "unverified":
+            event(log, logging.WARNING, "ingest.hash_unverified", slot_id=slot_id)
+
+        metadata: dict[str, Any] = {
+            "fields": {k: v for k, v in form.fields.items() if k not in (PASSWORD_FIELD,)},
+            "hash_check": hash_check,
+            "query": request.query_string.decode("latin-1")[:512],
+            "width": image.width,
+            "height": image.height,
+            "size_bytes": form.file_size,
+        }
+        if form.dropped_fields:
+            metadata["dropped_fields"] = form.dropped_fields
+        try:
+            with app.admission.admit(slot_id):
+                attempt.job_id = new_job_id()
+                try:
+                    submission = await app.jobs.submit(
+                        job_id=attempt.job_id,
+                        slot=slot,
+                        source=attempt.source,
+                        spool=spool,
+                        data=data,
+                        image=image,
+                        metadata=metadata,
+                        created_at=attempt.created_at,
+                        deadline=deadline,
+                    )
+                except DatabaseUnavailable:
+                    attempt.job_id = None
+                    raise ServiceUnavailable(
+                        "database unavailable", headers={"Retry-After": "5"}
+                    ) from None
+                outcome = await app.jobs.wait(submission)
+        except Overloaded as exc:
+            raise RateLimited(
+                f"too many photos in progress ({exc.scope})",
+                headers={"Retry-After": RETRY_AFTER_SECONDS},
+            ) from None
+    finally:
+        with trio.CancelScope(shield=True):
+            await spool.discard()
+
+    if not outcome.ok:
+        response = _failure_response(outcome)
+        reason = (await response.get_json() or {}).get("failure_reason")
+        return response, reason, 0
+    assert outcome.result is not None and attempt.job_id is not None
+    result = outcome.data if outcome.data is not None else await app.store.read(outcome.result.path)
+    return _success_response(attempt.job_id, outcome, result), None, len(result)
+
+
+@bp.route("/ingest/<slot_id>", methods=["POST"])
+async def ingest(slot_id: str) -> Response:
+    return await handle_ingest(slot_id)
+
+
+@bp.route("/api/ingest/<slot_id>", methods=["POST"])
+async def ingest_alias(slot_id: str) -> Response:
+    return await handle_ingest(slot_id)

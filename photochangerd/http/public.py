@@ -1,0 +1,59 @@
+"""Public, unauthenticated links: ``GET /public/results/{job_id}`` (72 h, then 410)."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+
+import trio
+from quart import Blueprint, Response, send_file
+
+from photochangerd.db import repositories
+from photochangerd.db.engine import DatabaseUnavailable
+from photochangerd.domain.models import JOB_ID_PATTERN
+from photochangerd.http.context import ctx
+from photochangerd.http.errors import NotFound, ResultExpired, ServiceUnavailable
+from photochangerd.media.images import EXT_BY_MIME
+from shared.errors import FailureReason
+
+bp = Blueprint("public", __name__)
+_JOB_ID_RE = re.compile(JOB_ID_PATTERN)
+
+
+def _not_found() -> NotFound:
+    return NotFound("no result for this link", reason=FailureReason.RESULT_NOT_FOUND)
+
+
+@bp.route("/public/results/<job_id>", methods=["GET", "HEAD"])
+async def result(job_id: str) -> Response:
+    # Strict id check: nothing but a well-formed job id reaches the DB, never the file system.
+    if _JOB_ID_RE.fullmatch(job_id) is None:
+        raise _not_found()
+    app = ctx()
+    try:
+        job = await app.db.read(repositories.get_job, job_id)
+    except DatabaseUnavailable:
+        raise ServiceUnavailable("database unavailable") from None
+    if job is None or not job.is_finalized or job.failure_reason is not None:
+        raise _not_found()
+    if job.result_expires_at is None or job.result_mime_type is None:
+        raise _not_found()
+    if job.result_expires_at <= app.clock.now():
+        raise ResultExpired("this result has expired")
+    if job.result_file_path is None:  # removed by the cleaner
+        raise ResultExpired("this result has expired")
+    path = Path(job.result_file_path)
+    if not await trio.to_thread.run_sync(path.is_file):
+        raise ResultExpired("this result is no longer stored")
+    extension = EXT_BY_MIME.get(job.result_mime_type, "bin")
+    response = await send_file(
+        path,
+        mimetype=job.result_mime_type,
+        as_attachment=True,
+        attachment_filename=f"{job_id}.{extension}",
+        conditional=True,
+        last_modified=datetime.fromtimestamp(job.finalized_at or 0, UTC),
+        cache_timeout=3600,
+    )
+    return response

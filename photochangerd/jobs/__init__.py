@@ -1,0 +1,1 @@
+"""The job pipeline: submit → queue → worker → provider → store → finalize → wake the waiter."""

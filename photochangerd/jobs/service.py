@@ -1,0 +1,370 @@
+"""The job service: the narrow handle request handlers get (submit, wait) plus the worker's
+processing step and the one finalize path everybody goes through.
+
+Lifecycle of a job::
+
+    submit ──▶ pending ──claim──▶ processing ──▶ finalized (success | timeout | provider_error
+                                                            | cancelled | internal_error)
+
+*Exactly once*: every path that ends a job (worker success or failure, the waiting request at
+its deadline, the sweeper, start-up recovery, shutdown) calls :meth:`JobService.finalize`, a
+conditional update that only one caller can win.  The winner wakes the in-process waiter and
+removes the input copy; a loser removes the result file it may have written.
+
+*Deadlines*: the waiting request waits inside ``trio.move_on_at(deadline)``; the worker runs the
+provider and the result store inside ``trio.move_on_at(deadline)`` too, so provider work for a job
+is cancelled structurally at the same instant its requester is answered 504.  The final write is
+shielded and bounded (``finalize``): it must happen even though its scope was just cancelled.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from photochangerd.clock import WallClock
+from photochangerd.db import repositories
+from photochangerd.db.engine import Database, DatabaseUnavailable
+from photochangerd.domain.models import Job, Outcome, Slot, StoredResult, timeout_outcome
+from photochangerd.jobs.waiters import Waiter, WaiterRegistry
+from photochangerd.logs import event
+from photochangerd.media.encode import convert
+from photochangerd.media.images import EXT_BY_MIME, ImageInfo
+from photochangerd.media.imaging import ImageWorkers
+from photochangerd.media.store import MediaStore, Spool
+from photochangerd.providers.base import (
+    ImageInput,
+    ProviderError,
+    ProviderRequest,
+    TemplateInput,
+)
+from photochangerd.providers.registry import ProviderRegistry
+from shared.errors import JobFailure
+
+log = logging.getLogger("photochangerd.jobs")
+
+FINALIZE_BUDGET = 10.0  # seconds a shielded final write may take before we give up on it
+CROSS_INSTANCE_POLL = 1.0  # PostgreSQL: how often a waiter checks for a job finished elsewhere
+
+
+@dataclass(slots=True)
+class RuntimeSettings:
+    """The runtime-editable settings this instance last read from the database."""
+
+    sync_response_seconds: float = 48.0
+    result_ttl_seconds: float = 72 * 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    job_id: str
+    waiter: Waiter
+    deadline: float  # wall clock
+    input_path: str
+
+
+class JobService:
+    def __init__(
+        self,
+        *,
+        db: Database,
+        store: MediaStore,
+        providers: ProviderRegistry,
+        images: ImageWorkers,
+        clock: WallClock,
+        instance_id: str,
+    ) -> None:
+        self.db = db
+        self.store = store
+        self.providers = providers
+        self.images = images
+        self.clock = clock
+        self.instance_id = instance_id
+        self.runtime = RuntimeSettings()
+        self.waiters = WaiterRegistry()
+        self._wake_send, self.wake_receive = trio.open_memory_channel[str](math.inf)
+        self.running: dict[str, trio.CancelScope] = {}
+        self._idle = trio.Event()
+
+    # -- request side ------------------------------------------------------------------------
+
+    async def submit(
+        self,
+        *,
+        job_id: str,
+        slot: Slot,
+        source: str,
+        spool: Spool,
+        data: bytes,
+        image: ImageInfo,
+        metadata: dict[str, Any],
+        created_at: float,
+        deadline: float,
+    ) -> Submission:
+        """Store the input, insert the pending job and wake a worker."""
+        input_path = self.store.input_path(job_id, image.extension)
+        await spool.commit(input_path, data)
+        values = {
+            "id": job_id,
+            "slot_id": slot.id,
+            "source": source,
+            "status": "pending",
+            "is_finalized": False,
+            "provider": slot.provider,
+            "operation": slot.operation,
+            "settings": slot.settings,
+            "created_at": created_at,
+            "deadline": deadline,
+            "attempts": 0,
+            "client_metadata": metadata,
+            "input_path": str(input_path),
+            "input_mime_type": image.mime_type,
+        }
+        waiter = self.waiters.register(job_id)
+        try:
+            await self.db.write(repositories.insert_job, values)
+        except BaseException:
+            self.waiters.discard(job_id)
+            with trio.CancelScope(shield=True):
+                await self.store.remove(input_path)
+            raise
+        self._wake_send.send_nowait(job_id)
+        return Submission(job_id, waiter, deadline, str(input_path))
+
+    async def wait(self, submission: Submission) -> Outcome:
+        """Wait for the job's outcome, at most until its deadline (then finalize ``timeout``).
+
+        Cancellation (the client went away): the job keeps running in its worker until it
+        finishes or reaches its deadline, and its result still lands in the gallery.
+        """
+        job_id = submission.job_id
+        waiter = submission.waiter
+        try:
+            with trio.move_on_at(self.clock.to_trio(submission.deadline)):
+                while not waiter.event.is_set():
+                    if self.db.dialect == "sqlite":
+                        await waiter.event.wait()
+                        break
+                    with trio.move_on_after(CROSS_INSTANCE_POLL):
+                        await waiter.event.wait()
+                    if not waiter.event.is_set():
+                        job = await self.db.read(repositories.get_job, job_id)
+                        if job is not None and job.is_finalized:
+                            return await self._outcome_of(job)
+                assert waiter.outcome is not None
+                return waiter.outcome
+            if await self.finalize(job_id, timeout_outcome(), submission.input_path):
+                return timeout_outcome()
+            # Lost the race against the worker finishing at the very same moment.
+            if waiter.outcome is not None:
+                return waiter.outcome
+            with trio.CancelScope(shield=True), trio.move_on_after(FINALIZE_BUDGET):
+                job = await self.db.read(repositories.get_job, job_id)
+                if job is not None:
+                    return await self._outcome_of(job)
+            return timeout_outcome()
+        finally:
+            self.waiters.discard(job_id)
+
+    async def _outcome_of(self, job: Job) -> Outcome:
+        """Rebuild an outcome from a finalized row (job finished by another instance)."""
+        failure = JobFailure(job.failure_reason) if job.failure_reason else None
+        if failure is None and job.result_file_path:
+            result = StoredResult(
+                job.result_file_path,
+                job.result_mime_type or "application/octet-stream",
+                job.result_size_bytes or 0,
+                job.result_checksum or "",
+            )
+            return Outcome(None, 200, result=result)
+        return Outcome(failure, job.response_status or 500, job.failure_details)
+
+    # -- finalization ------------------------------------------------------------------------
+
+    async def finalize(self, job_id: str, outcome: Outcome, input_path: str | None = None) -> bool:
+        """Record ``outcome`` unless the job is already final; True when this call decided it.
+
+        Runs shielded (it is the last write of a job whose scope may just have been cancelled)
+        and bounded by :data:`FINALIZE_BUDGET`.
+        """
+        won = False
+        with trio.CancelScope(shield=True), trio.move_on_after(FINALIZE_BUDGET):
+            try:
+                won = await self.db.write(
+                    repositories.finalize_job,
+                    job_id,
+                    now=self.clock.now(),
+                    failure_reason=outcome.failure.value if outcome.failure else None,
+                    response_status=outcome.response_status,
+                    details=outcome.details,
+                    result=outcome.result,
+                    result_ttl_seconds=self.runtime.result_ttl_seconds,
+                )
+            except DatabaseUnavailable:
+                event(
+                    log,
+                    logging.ERROR,
+                    "job.finalize_failed",
+                    job_id=job_id,
+                    reason="database_unavailable",
+                )
+                # The sweeper finalizes the row once the DB is back; answer the request now.
+                outcome = Outcome(JobFailure.INTERNAL_ERROR, 500, "database unavailable")
+                self.waiters.resolve(job_id, outcome)
+            if won:
+                self.waiters.resolve(job_id, outcome)
+                await self.store.remove(input_path)
+                event(
+                    log,
+                    logging.INFO,
+                    "job.finalized",
+                    job_id=job_id,
+                    outcome=outcome.failure.value if outcome.failure else "success",
+                    status=outcome.response_status,
+                    details=outcome.details,
+                )
+            elif outcome.result is not None:
+                await self.store.remove(outcome.result.path)
+        return won
+
+    # -- worker side -------------------------------------------------------------------------
+
+    async def process(self, job: Job) -> None:
+        """Run a claimed job to its end: provider → store → finalize, all before its deadline.
+
+        Cancelled from outside (shutdown past its grace period), the job is finalized
+        ``cancelled`` on the way out; it is never left unfinalized.
+        """
+        outcome: Outcome | None = None
+        started = trio.current_time()
+        try:
+            with trio.move_on_at(self.clock.to_trio(job.deadline)) as scope:
+                self.running[job.id] = scope
+                try:
+                    outcome = await self._produce(job)
+                except ProviderError as exc:
+                    outcome = Outcome(JobFailure.PROVIDER_ERROR, exc.http_status, str(exc))
+                except DatabaseUnavailable:
+                    outcome = Outcome(JobFailure.INTERNAL_ERROR, 500, "database unavailable")
+                except Exception as exc:
+                    log.exception("job.internal_error", extra={"fields": {"job_id": job.id}})
+                    outcome = Outcome(JobFailure.INTERNAL_ERROR, 500, type(exc).__name__)
+            if outcome is None:
+                outcome = timeout_outcome()
+        finally:
+            self.running.pop(job.id, None)
+            if not self.running:
+                self._idle.set()
+            if outcome is None:
+                outcome = Outcome(JobFailure.CANCELLED, 503, "daemon shut down")
+            event(
+                log,
+                logging.DEBUG,
+                "job.processed",
+                job_id=job.id,
+                slot_id=job.slot_id,
+                seconds=round(trio.current_time() - started, 4),
+            )
+            await self.finalize(job.id, outcome, job.input_path)
+
+    async def _produce(self, job: Job) -> Outcome:
+        if job.input_path is None or job.input_mime_type is None:
+            raise RuntimeError("job has no input")
+        photo = ImageInput(await self.store.read(job.input_path), job.input_mime_type)
+        bindings = await self.db.read(repositories.slot_templates, job.slot_id)
+        templates = [
+            TemplateInput(b.role, ImageInput(await self.store.read(b.path), b.mime_type))
+            for b in bindings
+        ]
+        provider = self.providers.get(job.provider)
+        result = await provider.process(
+            ProviderRequest(job.id, job.slot_id, job.operation, job.settings, photo, templates)
+        )
+        data, mime = result.data, result.mime_type
+        output_format = str(job.settings.get("output_format", "jpeg"))
+        if job.operation != "passthrough":
+            data, mime = await self.images.run(convert, data, mime, output_format)
+        extension = EXT_BY_MIME.get(mime)
+        if extension is None:
+            raise ProviderError(f"provider returned unsupported type {mime}")
+        stored = await self.store.write_result(job.id, data, extension, mime)
+        return Outcome(None, 200, result=stored, data=data)
+
+    # -- recovery and sweeping ---------------------------------------------------------------
+
+    async def recover_on_start(self) -> int:
+        """Finalize jobs a previous process left behind.
+
+        SQLite has exactly one daemon, so every unfinalized job belongs to a process that is
+        gone.  On PostgreSQL other instances may be alive: only jobs past their deadline are
+        ours to end (the deadline is the lease); the sweeper catches the rest when they expire.
+        """
+        now = self.clock.now()
+        if self.db.dialect == "sqlite":
+            ended = await self.db.write(
+                repositories.finalize_all_unfinalized,
+                now=now,
+                failure_reason=JobFailure.INTERNAL_ERROR.value,
+                details="interrupted: the daemon stopped before the job finished",
+            )
+        else:
+            ended = await self.db.write(
+                repositories.finalize_overdue,
+                now=now,
+                before=now,
+                failure_reason=JobFailure.TIMEOUT.value,
+                details="deadline passed while no instance held the job",
+            )
+        await self._remove_inputs(ended)
+        if ended:
+            event(log, logging.WARNING, "jobs.recovered", count=len(ended))
+        return len(ended)
+
+    async def sweep(self, grace: float) -> int:
+        """Finalize jobs past their deadline (+grace) as ``timeout``; returns how many."""
+        now = self.clock.now()
+        ended = await self.db.write(
+            repositories.finalize_overdue,
+            now=now,
+            before=now - grace,
+            failure_reason=JobFailure.TIMEOUT.value,
+            details="deadline passed (swept)",
+        )
+        for job_id, _ in ended:
+            self.waiters.resolve(job_id, timeout_outcome())
+        await self._remove_inputs(ended)
+        if ended:
+            event(log, logging.WARNING, "jobs.swept", count=len(ended))
+        return len(ended)
+
+    async def _remove_inputs(self, ended: list[tuple[str, str | None]]) -> None:
+        paths = [path for _, path in ended if path]
+        await self.store.remove(*paths)
+        await self.db.write(repositories.clear_input_paths, [job_id for job_id, _ in ended])
+
+    async def wait_until_idle(self) -> None:
+        """Return once no job is being processed in this instance."""
+        while self.running:
+            self._idle = trio.Event()
+            await self._idle.wait()
+
+    async def finalize_leftovers_on_shutdown(self) -> int:
+        """Shutdown: end jobs nobody will process any more (SQLite: we are the only daemon).
+
+        On PostgreSQL a pending job can still be claimed by another instance, so it is left to
+        them (or to the sweeper at its deadline).
+        """
+        if self.db.dialect != "sqlite":
+            return 0
+        ended = await self.db.write(
+            repositories.finalize_all_unfinalized,
+            now=self.clock.now(),
+            failure_reason=JobFailure.CANCELLED.value,
+            details="daemon shut down",
+        )
+        await self._remove_inputs(ended)
+        return len(ended)

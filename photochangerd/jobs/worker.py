@@ -1,0 +1,63 @@
+"""Worker tasks: take jobs from the queue and run them.
+
+A wake-up names the job just enqueued in this process (claimed by id: one cheap conditional
+update).  On PostgreSQL, idle workers also poll ``claim_next_job`` (``FOR UPDATE SKIP LOCKED``)
+so jobs enqueued by another instance whose workers are busy still get served.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import trio
+
+from photochangerd.db import repositories
+from photochangerd.db.engine import DatabaseUnavailable
+from photochangerd.jobs.service import JobService
+from photochangerd.logs import event
+
+log = logging.getLogger("photochangerd.worker")
+
+IDLE_POLL_SECONDS = 1.0
+DB_RETRY_SECONDS = 1.0
+
+
+async def run_worker(service: JobService, number: int) -> None:
+    """Process jobs forever.  Cancellation stops the worker; a job in progress is finalized."""
+    receive = service.wake_receive
+    shared_db = service.db.dialect == "postgresql"
+    while True:
+        job_id: str | None = None
+        if shared_db:
+            with trio.move_on_after(IDLE_POLL_SECONDS):
+                job_id = await receive.receive()
+        else:
+            job_id = await receive.receive()
+        try:
+            now = service.clock.now()
+            if job_id is not None:
+                job = await service.db.write(
+                    repositories.claim_job, job_id, service.instance_id, now
+                )
+            else:
+                job = await service.db.write(
+                    repositories.claim_next_job, service.instance_id, now, service.db.dialect
+                )
+        except DatabaseUnavailable:
+            event(log, logging.WARNING, "worker.db_unavailable", worker=number)
+            await trio.sleep(DB_RETRY_SECONDS)
+            continue
+        if job is None:
+            continue
+        event(log, logging.DEBUG, "job.claimed", job_id=job.id, slot_id=job.slot_id, worker=number)
+        await service.process(job)
+
+
+async def run_sweeper(service: JobService, interval: float, grace: float) -> None:
+    """Every ``interval`` s, finalize jobs past their deadline (the deadline is the lease)."""
+    while True:
+        try:
+            await service.sweep(grace)
+        except DatabaseUnavailable:
+            event(log, logging.WARNING, "sweeper.db_unavailable")
+        await trio.sleep(interval)

@@ -1,0 +1,1 @@
+"""Media: image sniffing/validation, the on-disk file store, the cleaner."""

@@ -1,0 +1,103 @@
+"""The cleaner: deletes expired results (their links then answer 410) and orphaned files.
+
+Orphans are files no database row points at: a crash between writing a file and committing its
+row, an interrupted atomic write (``.tmp``), an abandoned upload spool.  Only files older than
+:data:`ORPHAN_AGE` are touched, so a write in progress (in this or another instance sharing the
+media directory) is never removed under its writer.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import trio
+
+from photochangerd.clock import WallClock
+from photochangerd.db import repositories
+from photochangerd.db.engine import Database, DatabaseUnavailable
+from photochangerd.logs import event
+from photochangerd.media.store import MediaStore
+
+log = logging.getLogger("photochangerd.cleaner")
+
+ORPHAN_AGE = 600.0
+BATCH = 500
+
+
+@dataclass(frozen=True, slots=True)
+class CleanupReport:
+    expired_results: int
+    orphan_files: int
+
+
+class Cleaner:
+    def __init__(self, db: Database, store: MediaStore, clock: WallClock) -> None:
+        self.db = db
+        self.store = store
+        self.clock = clock
+
+    async def delete_expired_results(self, slot_id: str | None = None) -> int:
+        total = 0
+        while True:
+            expired = await self.db.read(
+                repositories.expired_results, self.clock.now(), BATCH, slot_id
+            )
+            if not expired:
+                return total
+            await self.store.remove(*(path for _, path in expired))
+            await self.db.write(repositories.clear_result_paths, [job_id for job_id, _ in expired])
+            total += len(expired)
+
+    async def delete_orphans(self, min_age: float = ORPHAN_AGE) -> int:
+        known = await self.db.read(repositories.known_media_paths)
+        directories = (self.store.results, self.store.temp, self.store.spool)
+
+        def work() -> int:
+            cutoff = time.time() - min_age
+            removed = 0
+            for directory in directories:
+                for path in directory.iterdir() if directory.is_dir() else ():
+                    try:
+                        if (
+                            path.is_file()
+                            and str(path) not in known
+                            and path.stat().st_mtime < cutoff
+                        ):
+                            path.unlink()
+                            removed += 1
+                    except FileNotFoundError:
+                        continue
+            return removed
+
+        return await trio.to_thread.run_sync(work)
+
+    async def run_once(self, slot_id: str | None = None) -> CleanupReport:
+        expired = await self.delete_expired_results(slot_id)
+        orphans = 0 if slot_id else await self.delete_orphans()
+        if expired or orphans:
+            event(
+                log,
+                logging.INFO,
+                "cleanup.done",
+                expired_results=expired,
+                orphan_files=orphans,
+                slot_id=slot_id,
+            )
+        return CleanupReport(expired, orphans)
+
+    async def run(self, interval: float) -> None:
+        """Clean now and then every ``interval`` seconds, forever."""
+        while True:
+            try:
+                await self.run_once()
+            except DatabaseUnavailable:
+                event(log, logging.WARNING, "cleanup.db_unavailable")
+            await trio.sleep(interval)
+
+
+def spool_leftovers(store: MediaStore) -> list[Path]:
+    """Spool files present at start-up (single-instance: all of them are abandoned)."""
+    return [p for p in store.spool.iterdir() if p.is_file()] if store.spool.is_dir() else []

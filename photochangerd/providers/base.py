@@ -1,0 +1,73 @@
+"""The provider interface and its error tree.
+
+::
+
+    ProviderError                 the provider could not produce an image for this job
+    ├── ProviderRejected          said no / broke / returned no image   → job provider_error, 502
+    └── ProviderUnavailable       temporarily unavailable (quota, 503)  → job provider_error, 503
+
+Deadlines are not a provider's business: the worker calls :meth:`Provider.process` inside
+``trio.move_on_at(job.deadline)``; a provider that needs the remaining time (to size a retry
+back-off or a poll interval) reads ``trio.current_effective_deadline()``.  On cancellation a
+provider simply lets ``trio.Cancelled`` propagate (never catch it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+class ProviderError(Exception):
+    """Base of provider failures; ``str()`` is a short, secret-free description."""
+
+    http_status = 502
+
+
+class ProviderRejected(ProviderError):
+    """The provider refused or failed the request (retrying will not help)."""
+
+
+class ProviderUnavailable(ProviderError):
+    """The provider is temporarily unavailable (retries within the deadline did not help)."""
+
+    http_status = 503
+
+
+@dataclass(frozen=True, slots=True)
+class ImageInput:
+    data: bytes = field(repr=False)
+    mime_type: str
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateInput:
+    role: str
+    image: ImageInput
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderRequest:
+    job_id: str
+    slot_id: str
+    operation: str
+    settings: Mapping[str, Any]
+    photo: ImageInput
+    templates: Sequence[TemplateInput] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderResult:
+    data: bytes = field(repr=False)
+    mime_type: str
+
+
+class Provider(Protocol):
+    """One AI backend.  Implementations must be safe to call concurrently."""
+
+    name: str
+
+    async def process(self, request: ProviderRequest) -> ProviderResult:
+        """Produce the output image.  Cancellation (the job's deadline) aborts all work."""
+        ...

@@ -1,0 +1,26 @@
+"""Provider / operation catalogue (api.md §5): the names are part of the contract."""
+
+from __future__ import annotations
+
+from typing import Final
+
+LOCAL_OPERATIONS: Final = ("passthrough", "enhance", "grayscale", "sepia", "frame")
+
+CATALOGUE: Final[dict[str, tuple[str, ...]]] = {
+    "local": LOCAL_OPERATIONS,
+    "gemini": ("edit",),
+    "turbotext": ("image2image", "mix_images", "face_swap"),
+    "openai": ("edit",),
+}
+
+OUTPUT_FORMATS: Final = ("jpeg", "png", "webp", "original")
+TEMPLATE_ROLES: Final = ("style", "face", "frame", "reference")
+JOB_SOURCES: Final = ("ingest", "test_run")
+
+DEFAULT_PROVIDER: Final = "local"
+DEFAULT_OPERATION: Final = "passthrough"
+
+
+def is_known(provider: str, operation: str) -> bool:
+    """True when ``operation`` is one of ``provider``'s operations."""
+    return operation in CATALOGUE.get(provider, ())
