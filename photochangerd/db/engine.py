@@ -60,6 +60,9 @@ class Database:
         self.engine = engine
         self.dialect: Dialect = dialect
         self._write_lock = trio.Lock() if dialect == "sqlite" else None
+        # Bound explicitly so tasks outside the loop's context (tests, other nurseries) can
+        # call in too.
+        self._loop = trio_asyncio.current_loop.get()
 
     async def _run(self, fn: Operation[T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
         async def in_asyncio() -> T:
@@ -67,7 +70,7 @@ class Database:
                 return await fn(conn, *args, **kwargs)
 
         try:
-            return await trio_asyncio.aio_as_trio(in_asyncio)()  # type: ignore[no-any-return]
+            return await trio_asyncio.aio_as_trio(in_asyncio, loop=self._loop)()  # type: ignore[no-any-return]
         except Exception as exc:
             if _is_unavailable(exc):
                 raise DatabaseUnavailable(f"database unavailable: {type(exc).__name__}") from exc

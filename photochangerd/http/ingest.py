@@ -253,11 +253,11 @@ async def _ingest(
     return _success_response(attempt.job_id, outcome, result), None, len(result)
 
 
-@bp.route("/ingest/<slot_id>", methods=["POST"])
+@bp.route("/ingest/<path:slot_id>", methods=["POST"])
 async def ingest(slot_id: str) -> Response:
     return await handle_ingest(slot_id)
 
 
-@bp.route("/api/ingest/<slot_id>", methods=["POST"])
+@bp.route("/api/ingest/<path:slot_id>", methods=["POST"])
 async def ingest_alias(slot_id: str) -> Response:
     return await handle_ingest(slot_id)

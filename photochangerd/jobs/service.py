@@ -33,12 +33,13 @@ from photochangerd.domain.models import Job, Outcome, Slot, StoredResult, timeou
 from photochangerd.jobs.waiters import Waiter, WaiterRegistry
 from photochangerd.logs import event
 from photochangerd.media.encode import convert
-from photochangerd.media.images import EXT_BY_MIME, ImageInfo
+from photochangerd.media.images import EXT_BY_MIME, ImageInfo, UnsupportedImage, inspect_image
 from photochangerd.media.imaging import ImageWorkers
 from photochangerd.media.store import MediaStore, Spool
 from photochangerd.providers.base import (
     ImageInput,
     ProviderError,
+    ProviderRejected,
     ProviderRequest,
     TemplateInput,
 )
@@ -65,6 +66,14 @@ class Submission:
     waiter: Waiter
     deadline: float  # wall clock
     input_path: str
+
+
+def _final_image(data: bytes, output_format: str, passthrough: bool) -> tuple[bytes, str]:
+    """Check a provider's output and convert it to the slot's output format (sync, thread)."""
+    info = inspect_image(data, max_pixels=200_000_000)
+    if passthrough:
+        return data, info.mime_type
+    return convert(data, info.mime_type, output_format)
 
 
 class JobService:
@@ -284,13 +293,14 @@ class JobService:
         result = await provider.process(
             ProviderRequest(job.id, job.slot_id, job.operation, job.settings, photo, templates)
         )
-        data, mime = result.data, result.mime_type
         output_format = str(job.settings.get("output_format", "jpeg"))
-        if job.operation != "passthrough":
-            data, mime = await self.images.run(convert, data, mime, output_format)
-        extension = EXT_BY_MIME.get(mime)
-        if extension is None:
-            raise ProviderError(f"provider returned unsupported type {mime}")
+        try:
+            data, mime = await self.images.run(
+                _final_image, result.data, output_format, job.operation == "passthrough"
+            )
+        except UnsupportedImage as exc:
+            raise ProviderRejected(f"the provider's output is not a usable image: {exc}") from None
+        extension = EXT_BY_MIME[mime]
         stored = await self.store.write_result(job.id, data, extension, mime)
         return Outcome(None, 200, result=stored, data=data)
 

@@ -1,0 +1,137 @@
+"""Shared fixtures: a real daemon on a real socket, real SQLite, a throwaway PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trio
+
+from photochangerd.app import Daemon, run
+from photochangerd.clock import WallClock
+from photochangerd.config import Config, load_config
+from photochangerd.db import repositories
+from photochangerd.domain.models import Job
+from tests.support.postgres import PostgresCluster, find_pg_bin
+from tests.support.providers import ScriptedProvider
+
+INGEST_PASSWORD = "123456"  # what real booths use; the daemon must cope with weak ones
+ADMIN_PASSWORD = "admin-password-for-tests"
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PostgresCluster]:
+    if find_pg_bin() is None:
+        message = "PostgreSQL binaries (initdb/pg_ctl) not found: PostgreSQL tests skipped"
+        if os.environ.get("PHOTOCHANGER_REQUIRE_POSTGRES") == "1":
+            pytest.fail(message + " — and PHOTOCHANGER_REQUIRE_POSTGRES=1")
+        pytest.skip(message)
+    with PostgresCluster() as cluster:
+        yield cluster
+
+
+_db_counter = iter(range(1, 1_000_000))
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty database of each dialect."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'test.sqlite3'}"
+    cluster: PostgresCluster = request.getfixturevalue("pg_cluster")
+    return cluster.create_database(f"t{os.getpid()}_{next(_db_counter)}")
+
+
+def make_config(tmp_path: Path, **overrides: Any) -> Config:
+    values: dict[str, Any] = {
+        "data_dir": tmp_path / "data",
+        "bind": ("127.0.0.1:0",),
+        "workers": 8,
+        "cleanup_interval_seconds": 3600.0,
+        "sweep_interval_seconds": 0.5,
+        "sweep_grace_seconds": 0.5,
+        "log_level": "warning",
+    }
+    values.update(overrides)
+    return load_config(environ={}, overrides=values)
+
+
+@dataclass
+class RunningDaemon:
+    daemon: Daemon
+    config: Config
+    clock: WallClock
+    provider: ScriptedProvider
+
+    @property
+    def url(self) -> str:
+        return self.daemon.urls[0]
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
+    @property
+    def context(self) -> Any:
+        return self.daemon.context
+
+    async def configure_slot(self, slot_id: str, **values: Any) -> None:
+        await self.context.db.write(repositories.update_slot, slot_id, values)
+
+    async def set_setting(self, key: str, value: Any) -> None:
+        await self.context.db.write(repositories.put_setting, key, value, self.clock.now(), "test")
+
+    async def job(self, job_id: str) -> Job:
+        job = await self.context.db.read(repositories.get_job, job_id)
+        assert job is not None
+        return job
+
+    async def wait_job_final(self, job_id: str, timeout: float = 10) -> Job:
+        with trio.fail_after(timeout):
+            while True:
+                job = await self.job(job_id)
+                if job.is_finalized:
+                    return job
+                await trio.sleep(0.02)
+
+
+TEST_ENV = {
+    "PHOTOCHANGER_INITIAL_INGEST_PASSWORD": INGEST_PASSWORD,
+    "PHOTOCHANGER_INITIAL_ADMIN_PASSWORD": ADMIN_PASSWORD,
+}
+
+
+async def start_daemon(
+    nursery: trio.Nursery, config: Config, clock: WallClock | None = None
+) -> RunningDaemon:
+    clock = clock or WallClock()
+    provider = ScriptedProvider()
+    daemon: Daemon = await nursery.start(
+        lambda task_status: run(
+            config,
+            providers={"script": provider},
+            clock=clock,
+            environ=TEST_ENV,
+            handle_signals=False,
+            task_status=task_status,
+        )
+    )
+    return RunningDaemon(daemon, config, clock, provider)
+
+
+@pytest.fixture
+async def daemon(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[RunningDaemon]:
+    running = await start_daemon(nursery, make_config(tmp_path))
+    yield running
+    running.daemon.shutdown.set()
+
+
+@pytest.fixture
+async def client(daemon: RunningDaemon) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=daemon.url, timeout=30) as http:
+        yield http
