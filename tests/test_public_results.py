@@ -1,0 +1,99 @@
+"""``GET /public/results/{job_id}``: 200 while valid, 410 after expiry, 404 otherwise."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from photochangerd.media.cleaner import Cleaner
+from tests.conftest import INGEST_PASSWORD, RunningDaemon
+from tests.support.dslr import dslr_upload
+from tests.support.images import make_jpeg
+
+PHOTO = make_jpeg(640, 480)
+
+
+async def _ingest(daemon: RunningDaemon, slot: str = "slot-001") -> str:
+    response = await dslr_upload("127.0.0.1", daemon.port, slot, photo=PHOTO,
+                                 password=INGEST_PASSWORD)
+    assert response is not None and response.status == 200
+    return response.headers["x-job-id"]
+
+
+async def test_result_download_then_410_after_ttl(
+    daemon: RunningDaemon, client: httpx.AsyncClient
+) -> None:
+    job_id = await _ingest(daemon)
+    response = await client.get(f"/public/results/{job_id}")
+    assert response.status_code == 200
+    assert response.content == PHOTO
+    assert response.headers["content-type"] == "image/jpeg"
+    assert response.headers["content-disposition"] == f'attachment; filename="{job_id}.jpg"'
+    assert "etag" in response.headers and "last-modified" in response.headers
+
+    head = await client.head(f"/public/results/{job_id}")
+    assert head.status_code == 200 and head.headers["content-length"] == str(len(PHOTO))
+    ranged = await client.get(f"/public/results/{job_id}", headers={"Range": "bytes=0-99"})
+    assert ranged.status_code == 206 and ranged.content == PHOTO[:100]
+    cached = await client.get(
+        f"/public/results/{job_id}", headers={"If-None-Match": response.headers["etag"]}
+    )
+    assert cached.status_code == 304
+
+    # 71 h later: still there.  73 h later: 410, even before the cleaner has run.
+    daemon.clock.offset = 71 * 3600
+    assert (await client.get(f"/public/results/{job_id}")).status_code == 200
+    daemon.clock.offset = 73 * 3600
+    expired = await client.get(f"/public/results/{job_id}")
+    assert expired.status_code == 410
+    assert expired.json()["failure_reason"] == "result_expired"
+
+    job = await daemon.job(job_id)
+    assert job.result_file_path is not None
+    report = await Cleaner(daemon.context.db, daemon.context.store, daemon.clock).run_once()
+    assert report.expired_results == 1
+    job = await daemon.job(job_id)
+    assert job.result_file_path is None
+    assert list(daemon.context.store.results.iterdir()) == []
+    again = await client.get(f"/public/results/{job_id}")
+    assert again.status_code == 410 and again.json()["failure_reason"] == "result_expired"
+
+
+async def test_result_ttl_setting_is_used(
+    daemon: RunningDaemon, client: httpx.AsyncClient
+) -> None:
+    await daemon.set_setting("result_ttl_hours", 1)
+    job_id = await _ingest(daemon)
+    daemon.clock.offset = 3700
+    assert (await client.get(f"/public/results/{job_id}")).status_code == 410
+
+
+@pytest.mark.parametrize(
+    "job_path",
+    [
+        "AAAAAAAAAAAAAAAAAAAAAA",  # well formed, unknown
+        "..",
+        "%2e%2e",
+        "..%2f..%2fetc%2fpasswd",
+        "abc%00def",
+        "abc%5cdef",
+        "x" * 5000,
+    ],
+)
+async def test_unknown_or_hostile_ids_are_404(client: httpx.AsyncClient, job_path: str) -> None:
+    response = await client.get(f"/public/results/{job_path}")
+    assert response.status_code == 404
+    assert response.json()["failure_reason"] in ("result_not_found", "not_found")
+    assert "/" not in response.json().get("details", "")
+
+
+async def test_failed_job_has_no_result(daemon: RunningDaemon, client: httpx.AsyncClient) -> None:
+    await daemon.configure_slot("slot-002", provider="script", operation="reject")
+    response = await dslr_upload("127.0.0.1", daemon.port, "slot-002", photo=PHOTO,
+                                 password=INGEST_PASSWORD)
+    assert response is not None and response.status == 502
+    from tests.test_ingest import _all_jobs
+
+    jobs = await daemon.context.db.read(_all_jobs)
+    answer = await client.get(f"/public/results/{jobs[0].id}")
+    assert answer.status_code == 404 and answer.json()["failure_reason"] == "result_not_found"

@@ -1,0 +1,204 @@
+"""Repository and queue behaviour on both dialects: real SQLite file, throwaway PostgreSQL."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+import trio
+import trio_asyncio
+
+from photochangerd.db import repositories, tables
+from photochangerd.db.engine import Database, open_database
+from photochangerd.db.migrate import migrate
+from photochangerd.domain.models import StoredResult, new_job_id
+from shared.slots import SLOT_IDS
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[Database]:
+    async with trio_asyncio.open_loop(), open_database(database_url) as database:
+        assert await migrate(database) == ["0001_initial"]
+        assert await migrate(database) == []  # idempotent
+        yield database
+
+
+def _job_values(slot_id: str = "slot-001", deadline_in: float = 30, **extra: Any) -> dict[str, Any]:
+    now = time.time()
+    values = {
+        "id": new_job_id(),
+        "slot_id": slot_id,
+        "source": "ingest",
+        "status": "pending",
+        "is_finalized": False,
+        "provider": "local",
+        "operation": "passthrough",
+        "settings": {"output_format": "jpeg"},
+        "created_at": now,
+        "deadline": now + deadline_in,
+        "attempts": 0,
+        "client_metadata": {"fields": {"profile": "C:\\Users\\Acer\\setup.xml"}},
+        "input_path": "/nonexistent/input.jpg",
+        "input_mime_type": "image/jpeg",
+    }
+    values.update(extra)
+    return values
+
+
+async def test_schema_matches_table_definitions(db: Database) -> None:
+    async def columns(conn: Any) -> dict[str, set[str]]:
+        def inspect(sync_conn: Any) -> dict[str, set[str]]:
+            inspector = sa.inspect(sync_conn)
+            return {
+                name: {c["name"] for c in inspector.get_columns(name)}
+                for name in inspector.get_table_names()
+            }
+
+        result: dict[str, set[str]] = await conn.run_sync(inspect)
+        return result
+
+    found = await db.read(columns)
+    for table in tables.metadata.sorted_tables:
+        assert found[table.name] == {c.name for c in table.columns}, table.name
+    assert "schema_migrations" in found
+
+
+async def test_fifteen_slots_seeded_active_on_local(db: Database) -> None:
+    slots = await db.read(repositories.list_slots)
+    assert [s.id for s in slots] == list(SLOT_IDS)
+    assert all(s.is_active and s.provider == "local" and s.operation == "passthrough"
+               for s in slots)
+    assert all(s.settings == {} and s.version == 1 and s.size_limit_mb == 20 for s in slots)
+
+
+async def test_update_slot_bumps_version(db: Database) -> None:
+    await db.write(repositories.update_slot, "slot-002",
+                   {"display_name": "Booth A", "settings": {"prompt": "x"}, "updated_by": "serg"})
+    slot = await db.read(repositories.get_slot, "slot-002")
+    assert slot is not None and slot.version == 2 and slot.display_name == "Booth A"
+    assert slot.settings == {"prompt": "x"} and slot.updated_by == "serg"
+    assert await db.read(repositories.get_slot, "slot-999") is None
+
+
+async def test_job_lifecycle_and_finalize_exactly_once(db: Database) -> None:
+    values = _job_values()
+    await db.write(repositories.insert_job, values)
+    job = await db.write(repositories.claim_job, values["id"], "instance-a", time.time())
+    assert job is not None and job.status == "processing" and job.attempts == 1
+    assert job.claimed_by == "instance-a"
+    assert job.client_metadata["fields"]["profile"] == "C:\\Users\\Acer\\setup.xml"
+    # a second claim of the same job fails
+    assert await db.write(repositories.claim_job, values["id"], "instance-b", time.time()) is None
+
+    result = StoredResult("/media/results/x.jpg", "image/jpeg", 123, "ab" * 32)
+    won = await db.write(repositories.finalize_job, values["id"], now=1000.0, failure_reason=None,
+                         response_status=200, details=None, result=result,
+                         result_ttl_seconds=3600.0)
+    lost = await db.write(repositories.finalize_job, values["id"], now=1001.0,
+                          failure_reason="timeout", response_status=504, details="late",
+                          result=None, result_ttl_seconds=3600.0)
+    assert (won, lost) == (True, False)
+    final = await db.read(repositories.get_job, values["id"])
+    assert final is not None and final.is_finalized and final.failure_reason is None
+    assert final.result_expires_at == 4600.0 and final.input_path is None
+    assert final.result_size_bytes == 123
+
+
+async def test_concurrent_claims_take_each_job_once(db: Database) -> None:
+    ids = []
+    for _ in range(20):
+        values = _job_values()
+        ids.append(values["id"])
+        await db.write(repositories.insert_job, values)
+        await trio.sleep(0.001)  # distinct created_at
+    claimed: list[str] = []
+
+    async def claimer(name: str) -> None:
+        while True:
+            job = await db.write(repositories.claim_next_job, name, time.time(), db.dialect)
+            if job is None:
+                return
+            claimed.append(job.id)
+
+    async with trio.open_nursery() as nursery:
+        for n in range(8):
+            nursery.start_soon(claimer, f"w{n}")
+    assert sorted(claimed) == sorted(ids)
+    assert len(set(claimed)) == 20
+
+
+async def test_claim_next_is_oldest_first_and_skips_expired(db: Database) -> None:
+    expired = _job_values(deadline_in=-1)
+    first = _job_values()
+    await db.write(repositories.insert_job, expired)
+    await trio.sleep(0.01)
+    await db.write(repositories.insert_job, first)
+    await trio.sleep(0.01)
+    await db.write(repositories.insert_job, _job_values())
+    job = await db.write(repositories.claim_next_job, "w", time.time(), db.dialect)
+    assert job is not None and job.id == first["id"]
+
+
+async def test_overdue_jobs_are_swept(db: Database) -> None:
+    overdue = _job_values(deadline_in=-10, status="processing")
+    fresh = _job_values(deadline_in=60, status="processing")
+    await db.write(repositories.insert_job, overdue)
+    await db.write(repositories.insert_job, fresh)
+    now = time.time()
+    ended = await db.write(repositories.finalize_overdue, now=now, before=now - 2,
+                           failure_reason="timeout", details="swept")
+    assert ended == [(overdue["id"], "/nonexistent/input.jpg")]
+    job = await db.read(repositories.get_job, overdue["id"])
+    assert job is not None and job.is_finalized and job.failure_reason == "timeout"
+    assert job.response_status == 504
+    still = await db.read(repositories.get_job, fresh["id"])
+    assert still is not None and not still.is_finalized
+
+
+async def test_expired_results_query(db: Database) -> None:
+    values = _job_values(is_finalized=True, result_file_path="/r/a.jpg",
+                         result_expires_at=100.0, result_mime_type="image/jpeg")
+    await db.write(repositories.insert_job, values)
+    await db.write(repositories.insert_job, _job_values(
+        is_finalized=True, result_file_path="/r/b.jpg", result_expires_at=10_000.0))
+    assert await db.read(repositories.expired_results, 200.0, 10) == [(values["id"], "/r/a.jpg")]
+    assert await db.read(repositories.expired_results, 200.0, 10, "slot-002") == []
+    await db.write(repositories.clear_result_paths, [values["id"]])
+    assert await db.read(repositories.expired_results, 200.0, 10) == []
+
+
+async def test_settings_upsert_and_seed(db: Database) -> None:
+    assert await db.write(repositories.insert_setting_if_missing, "k", {"a": 1}, 1.0)
+    assert not await db.write(repositories.insert_setting_if_missing, "k", {"a": 2}, 2.0)
+    await db.write(repositories.put_setting, "k", {"a": 3}, 3.0, "igor")
+    await db.write(repositories.put_setting, "n", 48.0, 3.0, "igor")
+    assert await db.read(repositories.get_settings) == {"k": {"a": 3}, "n": 48.0}
+
+
+async def test_cancelled_query_leaves_the_pool_usable(db: Database) -> None:
+    """pitfalls.md #13: a Trio cancel scope cancels a running query cleanly.
+
+    PostgreSQL aborts the query at once.  aiosqlite runs queries in a thread that cannot be
+    interrupted, so on SQLite the scope only returns once the statement ends (our statements
+    are single-row, indexed and take well under a millisecond); the engine stays usable.
+    """
+
+    async def slow(conn: Any) -> None:
+        if conn.dialect.name == "postgresql":
+            await conn.execute(sa.text("SELECT pg_sleep(5)"))
+        else:  # a long recursive CTE keeps SQLite busy
+            await conn.execute(sa.text(
+                "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x < 1000000)"
+                " SELECT count(*) FROM c"))
+
+    started = trio.current_time()
+    with trio.move_on_after(0.2) as scope:
+        await db.read(slow)
+    assert scope.cancelled_caught
+    if db.dialect == "postgresql":
+        assert trio.current_time() - started < 1.0
+    await db.ping()
+    assert len(await db.read(repositories.list_slots)) == 15
