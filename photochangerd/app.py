@@ -48,7 +48,7 @@ from photochangerd.jobs.admission import Admission
 from photochangerd.jobs.service import JobService
 from photochangerd.jobs.worker import run_sweeper, run_worker
 from photochangerd.logs import event
-from photochangerd.media.cleaner import Cleaner, spool_leftovers
+from photochangerd.media.cleaner import Cleaner, startup_leftovers
 from photochangerd.media.images import configure_pillow
 from photochangerd.media.imaging import ImageWorkers
 from photochangerd.media.store import MediaStore
@@ -145,8 +145,9 @@ async def run(
             instance_id=_instance_id(),
         )
         await jobs.recover_on_start()
-        if db.dialect == "sqlite":  # one daemon: every spool file is an abandoned upload
-            await store.remove(*spool_leftovers(store))
+        if db.dialect == "sqlite":  # one daemon: nobody else can be writing these
+            leftovers = await trio.to_thread.run_sync(startup_leftovers, store)
+            await store.remove(*leftovers)
         context = AppContext(
             config=config,
             db=db,

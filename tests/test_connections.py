@@ -95,7 +95,7 @@ async def test_early_401_while_client_trickles_is_closed(
                         break
                     received += chunk
                 try:
-                    await stream.send_all(body[position:position + 100])
+                    await stream.send_all(body[position : position + 100])
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     closed = True
                     break
@@ -117,8 +117,9 @@ async def test_daemon_keeps_serving_after_many_slow_clients(
         from tests.support.dslr import dslr_upload
 
         photo = make_jpeg(800, 600)
-        response = await dslr_upload("127.0.0.1", daemon.port, photo=photo,
-                                     password=INGEST_PASSWORD, timeout=10)
+        response = await dslr_upload(
+            "127.0.0.1", daemon.port, photo=photo, password=INGEST_PASSWORD, timeout=10
+        )
         assert response is not None and response.status == 200 and response.body == photo
     finally:
         for stream in streams:

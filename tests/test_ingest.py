@@ -72,10 +72,16 @@ async def test_dslr_upload_success(daemon: RunningDaemon) -> None:
 
 
 async def test_alias_route_png_and_webp(daemon: RunningDaemon) -> None:
-    for data, mime in ((make_png(300, 200, alpha=True), "image/png"), (make_webp(300, 200),
-                                                                       "image/webp")):
+    for data, mime in (
+        (make_png(300, 200, alpha=True), "image/png"),
+        (make_webp(300, 200), "image/webp"),
+    ):
         response = await dslr_upload(
-            "127.0.0.1", daemon.port, photo=data, path="/api/ingest/slot-002", query=None,
+            "127.0.0.1",
+            daemon.port,
+            photo=data,
+            path="/api/ingest/slot-002",
+            query=None,
             password=INGEST_PASSWORD,
         )
         assert response is not None and response.status == 200
@@ -103,9 +109,17 @@ def _error(response, status: int, reason: str) -> None:  # type: ignore[no-untyp
     assert set(body) <= {"status", "failure_reason", "details"}
 
 
-@pytest.mark.parametrize("slot_path", ["/ingest/slot-016", "/ingest/slot-000", "/ingest/slot-1",
-                                       "/ingest/..%2fslot-001", "/ingest/slot-001%00",
-                                       "/ingest/slot-001%5c"])
+@pytest.mark.parametrize(
+    "slot_path",
+    [
+        "/ingest/slot-016",
+        "/ingest/slot-000",
+        "/ingest/slot-1",
+        "/ingest/..%2fslot-001",
+        "/ingest/slot-001%00",
+        "/ingest/slot-001%5c",
+    ],
+)
 async def test_unknown_slot(daemon: RunningDaemon, slot_path: str) -> None:
     response = await dslr_upload("127.0.0.1", daemon.port, photo=PHOTO, path=slot_path)
     _error(response, 404, "slot_not_found")
@@ -113,8 +127,9 @@ async def test_unknown_slot(daemon: RunningDaemon, slot_path: str) -> None:
 
 async def test_disabled_slot(daemon: RunningDaemon) -> None:
     await daemon.configure_slot("slot-003", is_active=False)
-    response = await dslr_upload("127.0.0.1", daemon.port, "slot-003", photo=PHOTO,
-                                 password=INGEST_PASSWORD)
+    response = await dslr_upload(
+        "127.0.0.1", daemon.port, "slot-003", photo=PHOTO, password=INGEST_PASSWORD
+    )
     _error(response, 404, "slot_disabled")
 
 
@@ -122,8 +137,14 @@ async def test_content_length_over_limit_answers_before_the_body(daemon: Running
     await daemon.configure_slot("slot-001", size_limit_mb=1)
     big = make_jpeg(4000, 3000, grain=0.3)
     assert len(big) > 2 * 1024 * 1024
-    response = await dslr_upload("127.0.0.1", daemon.port, photo=big, password=INGEST_PASSWORD,
-                                 send_rate_bytes_per_s=200_000, check_close_within=2)
+    response = await dslr_upload(
+        "127.0.0.1",
+        daemon.port,
+        photo=big,
+        password=INGEST_PASSWORD,
+        send_rate_bytes_per_s=200_000,
+        check_close_within=2,
+    )
     _error(response, 413, "payload_too_large")
     assert response is not None
     assert response.elapsed < 1.0  # answered from the header, not after trickling the body
@@ -147,8 +168,10 @@ async def test_invalid_request(daemon: RunningDaemon, case: str) -> None:
     elif case == "missing_password":
         body, ctype = build_dslr_body(PHOTO, password=None)
     elif case == "missing_file":
-        body = body.split(b'name="fileToUpload"')[0].rsplit(b"\r\n--", 1)[0] + \
-            b"\r\n--------------090306000104030805010400--\r\n"
+        body = (
+            body.split(b'name="fileToUpload"')[0].rsplit(b"\r\n--", 1)[0]
+            + b"\r\n--------------090306000104030805010400--\r\n"
+        )
     elif case == "empty_body":
         body = b""
     response = await dslr_upload("127.0.0.1", daemon.port, body=body, content_type=ctype)
@@ -171,8 +194,14 @@ async def test_wrong_password(daemon: RunningDaemon) -> None:
 async def test_photo_over_slot_limit_is_cut_while_streaming(daemon: RunningDaemon) -> None:
     await daemon.configure_slot("slot-001", size_limit_mb=1)
     big = make_jpeg(4000, 3000, grain=0.3)
-    response = await dslr_upload("127.0.0.1", daemon.port, photo=big, password=INGEST_PASSWORD,
-                                 chunked=True, check_close_within=2)
+    response = await dslr_upload(
+        "127.0.0.1",
+        daemon.port,
+        photo=big,
+        password=INGEST_PASSWORD,
+        chunked=True,
+        check_close_within=2,
+    )
     _error(response, 413, "payload_too_large")
     assert response is not None and response.server_closed
     assert await _count_jobs(daemon) == 0
@@ -197,13 +226,15 @@ async def test_queue_bound_answers_429(nursery: trio.Nursery, tmp_path: Path) ->
     from tests.conftest import make_config, start_daemon
 
     daemon = await start_daemon(nursery, make_config(tmp_path, max_in_flight=1, workers=2))
-    await daemon.configure_slot("slot-001", provider="script", operation="echo",
-                                settings={"seconds": 1.0})
+    await daemon.configure_slot(
+        "slot-001", provider="script", operation="echo", settings={"seconds": 1.0}
+    )
     results: list[int] = []
 
     async def first() -> None:
-        response = await dslr_upload("127.0.0.1", daemon.port, photo=PHOTO,
-                                     password=INGEST_PASSWORD)
+        response = await dslr_upload(
+            "127.0.0.1", daemon.port, photo=PHOTO, password=INGEST_PASSWORD
+        )
         assert response is not None
         results.append(response.status)
 
@@ -212,8 +243,9 @@ async def test_queue_bound_answers_429(nursery: trio.Nursery, tmp_path: Path) ->
         with trio.fail_after(5):
             while not daemon.provider.calls:
                 await trio.sleep(0.01)
-        response = await dslr_upload("127.0.0.1", daemon.port, "slot-002", photo=PHOTO,
-                                     password=INGEST_PASSWORD)
+        response = await dslr_upload(
+            "127.0.0.1", daemon.port, "slot-002", photo=PHOTO, password=INGEST_PASSWORD
+        )
         _error(response, 429, "rate_limited")
         assert response is not None and int(response.headers["retry-after"]) > 0
     assert results == [200]
@@ -223,13 +255,15 @@ async def test_busy_slot_waits_in_the_queue(nursery: trio.Nursery, tmp_path: Pat
     from tests.conftest import make_config, start_daemon
 
     daemon = await start_daemon(nursery, make_config(tmp_path, workers=1))
-    await daemon.configure_slot("slot-001", provider="script", operation="echo",
-                                settings={"seconds": 0.3})
+    await daemon.configure_slot(
+        "slot-001", provider="script", operation="echo", settings={"seconds": 0.3}
+    )
     statuses: list[int] = []
 
     async def shoot() -> None:
-        response = await dslr_upload("127.0.0.1", daemon.port, photo=PHOTO,
-                                     password=INGEST_PASSWORD)
+        response = await dslr_upload(
+            "127.0.0.1", daemon.port, photo=PHOTO, password=INGEST_PASSWORD
+        )
         assert response is not None
         statuses.append(response.status)
 
@@ -252,8 +286,9 @@ async def test_provider_failures(
     daemon: RunningDaemon, operation: str, status: int, reason: str, failure: str
 ) -> None:
     await daemon.configure_slot("slot-004", provider="script", operation=operation)
-    response = await dslr_upload("127.0.0.1", daemon.port, "slot-004", photo=PHOTO,
-                                 password=INGEST_PASSWORD)
+    response = await dslr_upload(
+        "127.0.0.1", daemon.port, "slot-004", photo=PHOTO, password=INGEST_PASSWORD
+    )
     _error(response, status, reason)
     jobs = await daemon.context.db.read(_all_jobs)
     assert len(jobs) == 1
@@ -275,12 +310,15 @@ async def _all_jobs(conn):  # type: ignore[no-untyped-def]
 async def test_deadline_answers_504_and_cancels_provider_work(daemon: RunningDaemon) -> None:
     await daemon.set_setting("sync_response_seconds", 1.5)
     await daemon.configure_slot("slot-005", provider="script", operation="hang")
-    response = await dslr_upload("127.0.0.1", daemon.port, "slot-005", photo=PHOTO,
-                                 password=INGEST_PASSWORD)
+    response = await dslr_upload(
+        "127.0.0.1", daemon.port, "slot-005", photo=PHOTO, password=INGEST_PASSWORD
+    )
     assert response is not None
     assert response.status == 504
     assert response.json() == {
-        "status": "timeout", "failure_reason": "provider_timeout", "details": "deadline reached"
+        "status": "timeout",
+        "failure_reason": "provider_timeout",
+        "details": "deadline reached",
     }
     assert 1.45 <= response.elapsed <= 1.6, response.elapsed
     jobs = await daemon.context.db.read(_all_jobs)
@@ -297,14 +335,18 @@ async def test_deadline_answers_504_and_cancels_provider_work(daemon: RunningDae
 
 
 async def test_client_gone_job_still_finishes_into_the_gallery(daemon: RunningDaemon) -> None:
-    await daemon.configure_slot("slot-006", provider="script", operation="echo",
-                                settings={"seconds": 0.5})
-    response = await dslr_upload("127.0.0.1", daemon.port, "slot-006", photo=PHOTO,
-                                 password=INGEST_PASSWORD, close_after=0.2)
+    await daemon.configure_slot(
+        "slot-006", provider="script", operation="echo", settings={"seconds": 0.5}
+    )
+    response = await dslr_upload(
+        "127.0.0.1", daemon.port, "slot-006", photo=PHOTO, password=INGEST_PASSWORD, close_after=0.2
+    )
     assert response is None
     with trio.fail_after(3):
-        while not (await daemon.context.db.read(_all_jobs)) or \
-                not (await daemon.context.db.read(_all_jobs))[0].is_finalized:
+        while (
+            not (await daemon.context.db.read(_all_jobs))
+            or not (await daemon.context.db.read(_all_jobs))[0].is_finalized
+        ):
             await trio.sleep(0.02)
     job = (await daemon.context.db.read(_all_jobs))[0]
     assert job.failure_reason is None and Path(job.result_file_path or "").exists()

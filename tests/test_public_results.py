@@ -14,8 +14,9 @@ PHOTO = make_jpeg(640, 480)
 
 
 async def _ingest(daemon: RunningDaemon, slot: str = "slot-001") -> str:
-    response = await dslr_upload("127.0.0.1", daemon.port, slot, photo=PHOTO,
-                                 password=INGEST_PASSWORD)
+    response = await dslr_upload(
+        "127.0.0.1", daemon.port, slot, photo=PHOTO, password=INGEST_PASSWORD
+    )
     assert response is not None and response.status == 200
     return response.headers["x-job-id"]
 
@@ -59,9 +60,7 @@ async def test_result_download_then_410_after_ttl(
     assert again.status_code == 410 and again.json()["failure_reason"] == "result_expired"
 
 
-async def test_result_ttl_setting_is_used(
-    daemon: RunningDaemon, client: httpx.AsyncClient
-) -> None:
+async def test_result_ttl_setting_is_used(daemon: RunningDaemon, client: httpx.AsyncClient) -> None:
     await daemon.set_setting("result_ttl_hours", 1)
     job_id = await _ingest(daemon)
     daemon.clock.offset = 3700
@@ -89,8 +88,9 @@ async def test_unknown_or_hostile_ids_are_404(client: httpx.AsyncClient, job_pat
 
 async def test_failed_job_has_no_result(daemon: RunningDaemon, client: httpx.AsyncClient) -> None:
     await daemon.configure_slot("slot-002", provider="script", operation="reject")
-    response = await dslr_upload("127.0.0.1", daemon.port, "slot-002", photo=PHOTO,
-                                 password=INGEST_PASSWORD)
+    response = await dslr_upload(
+        "127.0.0.1", daemon.port, "slot-002", photo=PHOTO, password=INGEST_PASSWORD
+    )
     assert response is not None and response.status == 502
     from tests.test_ingest import _all_jobs
 

@@ -69,14 +69,18 @@ async def test_schema_matches_table_definitions(db: Database) -> None:
 async def test_fifteen_slots_seeded_active_on_local(db: Database) -> None:
     slots = await db.read(repositories.list_slots)
     assert [s.id for s in slots] == list(SLOT_IDS)
-    assert all(s.is_active and s.provider == "local" and s.operation == "passthrough"
-               for s in slots)
+    assert all(
+        s.is_active and s.provider == "local" and s.operation == "passthrough" for s in slots
+    )
     assert all(s.settings == {} and s.version == 1 and s.size_limit_mb == 20 for s in slots)
 
 
 async def test_update_slot_bumps_version(db: Database) -> None:
-    await db.write(repositories.update_slot, "slot-002",
-                   {"display_name": "Booth A", "settings": {"prompt": "x"}, "updated_by": "serg"})
+    await db.write(
+        repositories.update_slot,
+        "slot-002",
+        {"display_name": "Booth A", "settings": {"prompt": "x"}, "updated_by": "serg"},
+    )
     slot = await db.read(repositories.get_slot, "slot-002")
     assert slot is not None and slot.version == 2 and slot.display_name == "Booth A"
     assert slot.settings == {"prompt": "x"} and slot.updated_by == "serg"
@@ -94,12 +98,26 @@ async def test_job_lifecycle_and_finalize_exactly_once(db: Database) -> None:
     assert await db.write(repositories.claim_job, values["id"], "instance-b", time.time()) is None
 
     result = StoredResult("/media/results/x.jpg", "image/jpeg", 123, "ab" * 32)
-    won = await db.write(repositories.finalize_job, values["id"], now=1000.0, failure_reason=None,
-                         response_status=200, details=None, result=result,
-                         result_ttl_seconds=3600.0)
-    lost = await db.write(repositories.finalize_job, values["id"], now=1001.0,
-                          failure_reason="timeout", response_status=504, details="late",
-                          result=None, result_ttl_seconds=3600.0)
+    won = await db.write(
+        repositories.finalize_job,
+        values["id"],
+        now=1000.0,
+        failure_reason=None,
+        response_status=200,
+        details=None,
+        result=result,
+        result_ttl_seconds=3600.0,
+    )
+    lost = await db.write(
+        repositories.finalize_job,
+        values["id"],
+        now=1001.0,
+        failure_reason="timeout",
+        response_status=504,
+        details="late",
+        result=None,
+        result_ttl_seconds=3600.0,
+    )
     assert (won, lost) == (True, False)
     final = await db.read(repositories.get_job, values["id"])
     assert final is not None and final.is_finalized and final.failure_reason is None
@@ -148,8 +166,13 @@ async def test_overdue_jobs_are_swept(db: Database) -> None:
     await db.write(repositories.insert_job, overdue)
     await db.write(repositories.insert_job, fresh)
     now = time.time()
-    ended = await db.write(repositories.finalize_overdue, now=now, before=now - 2,
-                           failure_reason="timeout", details="swept")
+    ended = await db.write(
+        repositories.finalize_overdue,
+        now=now,
+        before=now - 2,
+        failure_reason="timeout",
+        details="swept",
+    )
     assert ended == [(overdue["id"], "/nonexistent/input.jpg")]
     job = await db.read(repositories.get_job, overdue["id"])
     assert job is not None and job.is_finalized and job.failure_reason == "timeout"
@@ -159,11 +182,17 @@ async def test_overdue_jobs_are_swept(db: Database) -> None:
 
 
 async def test_expired_results_query(db: Database) -> None:
-    values = _job_values(is_finalized=True, result_file_path="/r/a.jpg",
-                         result_expires_at=100.0, result_mime_type="image/jpeg")
+    values = _job_values(
+        is_finalized=True,
+        result_file_path="/r/a.jpg",
+        result_expires_at=100.0,
+        result_mime_type="image/jpeg",
+    )
     await db.write(repositories.insert_job, values)
-    await db.write(repositories.insert_job, _job_values(
-        is_finalized=True, result_file_path="/r/b.jpg", result_expires_at=10_000.0))
+    await db.write(
+        repositories.insert_job,
+        _job_values(is_finalized=True, result_file_path="/r/b.jpg", result_expires_at=10_000.0),
+    )
     assert await db.read(repositories.expired_results, 200.0, 10) == [(values["id"], "/r/a.jpg")]
     assert await db.read(repositories.expired_results, 200.0, 10, "slot-002") == []
     await db.write(repositories.clear_result_paths, [values["id"]])
@@ -190,9 +219,12 @@ async def test_cancelled_query_leaves_the_pool_usable(db: Database) -> None:
         if conn.dialect.name == "postgresql":
             await conn.execute(sa.text("SELECT pg_sleep(5)"))
         else:  # a long recursive CTE keeps SQLite busy
-            await conn.execute(sa.text(
-                "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x < 1000000)"
-                " SELECT count(*) FROM c"))
+            await conn.execute(
+                sa.text(
+                    "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x < 1000000)"
+                    " SELECT count(*) FROM c"
+                )
+            )
 
     started = trio.current_time()
     with trio.move_on_after(0.2) as scope:

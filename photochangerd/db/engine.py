@@ -33,17 +33,31 @@ class DatabaseUnavailable(Exception):
     """The database cannot be reached right now (answered with 503, retried by periodic tasks)."""
 
 
+# SQLSTATEs meaning "the server is not there right now": class 08 (connection exception),
+# 57P01-57P03 (admin shutdown, crash shutdown, cannot connect now).
+_UNAVAILABLE_STATES = ("08", "57P01", "57P02", "57P03")
+
+
 def _is_unavailable(exc: BaseException) -> bool:
-    if isinstance(exc, OSError | TimeoutError | asyncio.TimeoutError | ConnectionError):
-        return True
-    if isinstance(exc, sa.exc.DBAPIError):
-        if exc.connection_invalidated:
+    """Whether ``exc`` (or anything in its cause chain) says the database cannot be reached."""
+    seen: BaseException | None = exc
+    for _ in range(6):
+        if seen is None:
+            return False
+        if isinstance(seen, OSError | TimeoutError | asyncio.TimeoutError | ConnectionError):
             return True
-        if isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError):
+        if isinstance(seen, sa.exc.DBAPIError) and (
+            seen.connection_invalidated
+            or isinstance(seen, sa.exc.OperationalError | sa.exc.InterfaceError)
+        ):
             return True
-        orig = getattr(exc, "orig", None)
-        name = type(orig).__name__ if orig is not None else ""
-        return "Connection" in name or "CannotConnect" in name
+        state = getattr(seen, "sqlstate", None) or getattr(seen, "pgcode", None)
+        if isinstance(state, str) and state.startswith(_UNAVAILABLE_STATES):
+            return True
+        name = type(seen).__name__
+        if "Connection" in name or "CannotConnect" in name or "Shutdown" in name:
+            return True
+        seen = seen.__cause__ or getattr(seen, "orig", None)
     return False
 
 

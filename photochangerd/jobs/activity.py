@@ -14,6 +14,7 @@ import trio
 
 from photochangerd.db import repositories
 from photochangerd.db.engine import Database, DatabaseUnavailable
+from photochangerd.logs import event
 
 log = logging.getLogger("photochangerd.activity")
 
@@ -69,6 +70,15 @@ class ActivityLog:
             return
         try:
             await self._db.write(repositories.insert_processing_log, batch)
-        except DatabaseUnavailable:
+        except Exception as exc:  # statistics must never fail or block the ingest path
             self.dropped += len(batch)
-            log.warning("activity.dropped count=%d reason=database_unavailable", len(batch))
+            if isinstance(exc, DatabaseUnavailable):
+                event(
+                    log,
+                    logging.WARNING,
+                    "activity.dropped",
+                    count=len(batch),
+                    reason="database_unavailable",
+                )
+            else:
+                log.exception("activity.flush_failed")

@@ -47,6 +47,10 @@ async def run_worker(service: JobService, number: int) -> None:
             event(log, logging.WARNING, "worker.db_unavailable", worker=number)
             await trio.sleep(DB_RETRY_SECONDS)
             continue
+        except Exception:  # a claim query failing must not take the daemon down
+            log.exception("worker.claim_failed", extra={"fields": {"worker": number}})
+            await trio.sleep(DB_RETRY_SECONDS)
+            continue
         if job is None:
             continue
         event(log, logging.DEBUG, "job.claimed", job_id=job.id, slot_id=job.slot_id, worker=number)
@@ -60,4 +64,6 @@ async def run_sweeper(service: JobService, interval: float, grace: float) -> Non
             await service.sweep(grace)
         except DatabaseUnavailable:
             event(log, logging.WARNING, "sweeper.db_unavailable")
+        except Exception:  # maintenance must not take the daemon down; retried next round
+            log.exception("sweeper.failed")
         await trio.sleep(interval)

@@ -19,7 +19,7 @@ from photochangerd.clock import WallClock
 from photochangerd.db import repositories
 from photochangerd.db.engine import Database, DatabaseUnavailable
 from photochangerd.logs import event
-from photochangerd.media.store import MediaStore
+from photochangerd.media.store import TMP_SUFFIX, MediaStore
 
 log = logging.getLogger("photochangerd.cleaner")
 
@@ -95,9 +95,15 @@ class Cleaner:
                 await self.run_once()
             except DatabaseUnavailable:
                 event(log, logging.WARNING, "cleanup.db_unavailable")
+            except Exception:  # maintenance must not take the daemon down; retried next round
+                log.exception("cleanup.failed")
             await trio.sleep(interval)
 
 
-def spool_leftovers(store: MediaStore) -> list[Path]:
-    """Spool files present at start-up (single-instance: all of them are abandoned)."""
-    return [p for p in store.spool.iterdir() if p.is_file()] if store.spool.is_dir() else []
+def startup_leftovers(store: MediaStore) -> list[Path]:
+    """Files a single instance finds at start-up that no live writer can own: upload spools
+    and interrupted atomic writes (``.tmp``)."""
+    found = [p for p in store.spool.iterdir() if p.is_file()]
+    for directory in (store.results, store.temp, store.templates):
+        found += [p for p in directory.iterdir() if p.name.endswith(TMP_SUFFIX)]
+    return found

@@ -158,6 +158,17 @@ class PostgresCluster:
         self._running = False
         self._pg_ctl_start()
 
+    def pause(self) -> None:
+        """Stop the server but keep its data (the database is "down" until :meth:`resume`)."""
+        if not self._running:
+            raise PostgresError("cluster is not running")
+        self._pg_ctl("stop", "--mode=fast", "--wait", f"--timeout={START_TIMEOUT_S}")
+        self._running = False
+
+    def resume(self) -> None:
+        """Start a paused server again on the same port and data dir."""
+        self._pg_ctl_start()
+
     def stop(self) -> None:
         """Kill the server and delete everything. Idempotent; safe from atexit."""
         atexit.unregister(self.stop)
