@@ -221,7 +221,8 @@ async def test_cancelled_query_leaves_the_pool_usable(db: Database) -> None:
         else:  # a long recursive CTE keeps SQLite busy
             await conn.execute(
                 sa.text(
-                    "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x < 1000000)"
+                    "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c"
+                    " WHERE x < 1000000)"
                     " SELECT count(*) FROM c"
                 )
             )

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh clone: virtualenv, the project with its test extras,
+# PostgreSQL server binaries (for the throwaway test cluster), lint, types, tests.
+# README's test command and .ci/run both call exactly this.  Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+    echo "tests/run.sh: Python 3.11+ is required ($PYTHON is $("$PYTHON" -V 2>&1))" >&2
+    exit 2
+fi
+
+if [[ ! -x .venv/bin/python ]]; then
+    if ! "$PYTHON" -m venv .venv 2>/dev/null; then
+        # Debian/Ubuntu ship venv separately.
+        if [[ "$(id -u)" -eq 0 ]] && command -v apt-get >/dev/null; then
+            apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+            rm -rf .venv && "$PYTHON" -m venv .venv
+        else
+            echo "tests/run.sh: cannot create a virtualenv; install python3-venv" >&2
+            exit 2
+        fi
+    fi
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+
+bash tests/support/ensure_postgres.sh
+if [[ "${CI:-}" == "true" ]]; then
+    # In CI a missing PostgreSQL is a failure, not a skip.
+    export PHOTOCHANGER_REQUIRE_POSTGRES=1
+fi
+
+echo "== ruff"
+.venv/bin/ruff check photochangerd shared tests
+.venv/bin/ruff format --check photochangerd shared tests
+echo "== mypy"
+.venv/bin/mypy
+echo "== pytest"
+.venv/bin/python -m pytest "$@"
