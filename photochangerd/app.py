@@ -35,6 +35,7 @@ import trio_asyncio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 
+from photochangerd.auth.keys import load_or_create_key
 from photochangerd.auth.passwords import IngestPasswordChecker
 from photochangerd.bootstrap import bootstrap
 from photochangerd.clock import WallClock
@@ -125,6 +126,10 @@ async def run(
     store = MediaStore(config.media_root)
     config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
     store.ensure_dirs()
+    # Keys for admin tokens and provider secrets at rest: configured, else generated once
+    # (mode 0600) so that every later start — and every instance sharing the data dir — agrees.
+    load_or_create_key(config.keys_dir, "jwt.key", config.jwt_secret)
+    load_or_create_key(config.keys_dir, "secrets.key", config.secret_key)
     images = ImageWorkers(config.image_threads)
     registry = ProviderRegistry({"local": LocalProvider(images), **(providers or {})})
 

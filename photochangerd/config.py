@@ -43,7 +43,7 @@ class Config:
     )
     database_url: str = _setting(
         "",
-        "SQLAlchemy URL. Empty: SQLite at <data_dir>/photochanger.sqlite3. "
+        "SQLAlchemy URL. Empty: SQLite at <data_dir>/photochanger.sqlite3 (sqlite:///path). "
         "PostgreSQL: postgresql+asyncpg://user:pass@host/db.",
     )
     media_dir: Path | None = _setting(
@@ -82,9 +82,6 @@ class Config:
         65.0, "On SIGTERM: how long in-flight jobs may run on (above the 60 s maximum deadline)."
     )
     keep_alive_timeout_seconds: float = _setting(5.0, "Idle keep-alive connections close after.")
-    min_upload_rate_kbps: float = _setting(
-        64.0, "Slowest accepted upload rate; bounds how long a body may take to arrive."
-    )
     db_connect_timeout_seconds: float = _setting(3.0, "Database connect timeout.")
     log_format: str = _setting("text", "text (key=value) or json.")
     log_level: str = _setting("info", "debug, info, warning or error.")
@@ -94,9 +91,6 @@ class Config:
     secret_key: str = _setting(
         "", "AES-GCM key (base64, 32 bytes) for provider keys at rest. Empty: generated file."
     )
-    gemini_base_url: str = _setting("https://generativelanguage.googleapis.com", "Gemini API.")
-    turbotext_base_url: str = _setting("https://www.turbotext.ru", "Turbotext API.")
-    openai_base_url: str = _setting("https://api.openai.com/v1", "OpenAI API.")
 
     # -- derived paths -------------------------------------------------------------------
     @property
@@ -111,7 +105,7 @@ class Config:
     def effective_database_url(self) -> str:
         if self.database_url:
             return self.database_url
-        return f"sqlite+aiosqlite:///{(self.data_dir / 'photochanger.sqlite3').resolve()}"
+        return f"sqlite:///{(self.data_dir / 'photochanger.sqlite3').resolve()}"
 
     @property
     def effective_public_base_url(self) -> str:
@@ -171,7 +165,6 @@ def _validate(config: Config) -> None:
         "image_threads",
         "cleanup_interval_seconds",
         "sweep_interval_seconds",
-        "min_upload_rate_kbps",
         "db_connect_timeout_seconds",
     )
     for name in positive:
@@ -227,3 +220,26 @@ def load_config(
     config = Config(**values)
     _validate(config)
     return config
+
+
+def _default_text(value: Any) -> str:
+    if isinstance(value, tuple):
+        return ", ".join(value)
+    if value in ("", None):
+        return "(empty)"
+    return str(value)
+
+
+def settings_table_markdown() -> str:
+    """The README's configuration table, generated from :data:`SETTINGS` (a test compares)."""
+    rows = [
+        "| TOML key | environment variable | default | meaning |",
+        "|---|---|---|---|",
+    ]
+    for setting in SETTINGS:
+        default = _default_text(setting.default)
+        rows.append(
+            f"| `{setting.name}` | `{env_name(setting.name)}` | `{default}` "
+            f"| {setting.metadata['help']} |"
+        )
+    return "\n".join(rows)

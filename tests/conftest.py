@@ -42,7 +42,7 @@ _db_counter = iter(range(1, 1_000_000))
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A fresh, empty database of each dialect."""
     if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path / 'test.sqlite3'}"
+        return f"sqlite:///{tmp_path / 'test.sqlite3'}"
     cluster: PostgresCluster = request.getfixturevalue("pg_cluster")
     return cluster.create_database(f"t{os.getpid()}_{next(_db_counter)}")
 

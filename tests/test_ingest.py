@@ -17,10 +17,10 @@ PHOTO = make_jpeg(1200, 800)
 
 
 async def _count_jobs(daemon: RunningDaemon) -> int:
-    async def count(conn):  # type: ignore[no-untyped-def]
+    def count(conn):  # type: ignore[no-untyped-def]
         import sqlalchemy as sa
 
-        return await conn.scalar(sa.text("SELECT count(*) FROM job"))
+        return conn.scalar(sa.text("SELECT count(*) FROM job"))
 
     return int(await daemon.context.db.read(count))
 
@@ -28,10 +28,10 @@ async def _count_jobs(daemon: RunningDaemon) -> int:
 async def _log_rows(daemon: RunningDaemon) -> list[tuple[str | None, int, str | None]]:
     await daemon.context.activity.flush()
 
-    async def rows(conn):  # type: ignore[no-untyped-def]
+    def rows(conn):  # type: ignore[no-untyped-def]
         import sqlalchemy as sa
 
-        result = await conn.execute(
+        result = conn.execute(
             sa.text("SELECT slot_id, status_code, failure_reason FROM processing_log ORDER BY id")
         )
         return [tuple(row) for row in result]
@@ -298,12 +298,12 @@ async def test_provider_failures(
     assert list(daemon.context.store.temp.iterdir()) == []
 
 
-async def _all_jobs(conn):  # type: ignore[no-untyped-def]
+def _all_jobs(conn):  # type: ignore[no-untyped-def]
     import sqlalchemy as sa
 
     from photochangerd.db.tables import job
 
-    rows = await conn.execute(sa.select(job))
+    rows = conn.execute(sa.select(job))
     return [repositories._job(row) for row in rows]
 
 

@@ -49,16 +49,12 @@ def _job_values(slot_id: str = "slot-001", deadline_in: float = 30, **extra: Any
 
 
 async def test_schema_matches_table_definitions(db: Database) -> None:
-    async def columns(conn: Any) -> dict[str, set[str]]:
-        def inspect(sync_conn: Any) -> dict[str, set[str]]:
-            inspector = sa.inspect(sync_conn)
-            return {
-                name: {c["name"] for c in inspector.get_columns(name)}
-                for name in inspector.get_table_names()
-            }
-
-        result: dict[str, set[str]] = await conn.run_sync(inspect)
-        return result
+    def columns(conn: Any) -> dict[str, set[str]]:
+        inspector = sa.inspect(conn)
+        return {
+            name: {c["name"] for c in inspector.get_columns(name)}
+            for name in inspector.get_table_names()
+        }
 
     found = await db.read(columns)
     for table in tables.metadata.sorted_tables:
@@ -215,11 +211,11 @@ async def test_cancelled_query_leaves_the_pool_usable(db: Database) -> None:
     are single-row, indexed and take well under a millisecond); the engine stays usable.
     """
 
-    async def slow(conn: Any) -> None:
+    def slow(conn: Any) -> None:
         if conn.dialect.name == "postgresql":
-            await conn.execute(sa.text("SELECT pg_sleep(5)"))
+            conn.execute(sa.text("SELECT pg_sleep(5)"))
         else:  # a long recursive CTE keeps SQLite busy
-            await conn.execute(
+            conn.execute(
                 sa.text(
                     "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c"
                     " WHERE x < 1000000)"

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Connection
 
 from photochangerd.db.engine import Database
 
@@ -47,24 +47,24 @@ def split_statements(script: str) -> list[str]:
     return [part.strip() for part in "\n".join(lines).split(";") if part.strip()]
 
 
-async def _apply(conn: AsyncConnection, dialect: str) -> list[str]:
+def _apply(conn: Connection, dialect: str) -> list[str]:
     if dialect == "postgresql":
-        await conn.execute(sa.text(f"SELECT pg_advisory_xact_lock({_ADVISORY_LOCK_ID})"))
-    await conn.execute(
+        conn.execute(sa.text(f"SELECT pg_advisory_xact_lock({_ADVISORY_LOCK_ID})"))
+    conn.execute(
         sa.text(
             "CREATE TABLE IF NOT EXISTS schema_migrations ("
             " version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
             " applied_at DOUBLE PRECISION NOT NULL)"
         )
     )
-    done = set((await conn.execute(sa.text("SELECT version FROM schema_migrations"))).scalars())
+    done = set((conn.execute(sa.text("SELECT version FROM schema_migrations"))).scalars())
     applied = []
     for version, name, path in migration_files(dialect):
         if version in done:
             continue
         for statement in split_statements(path.read_text(encoding="utf-8")):
-            await conn.exec_driver_sql(statement)
-        await conn.execute(
+            conn.exec_driver_sql(statement)
+        conn.execute(
             sa.text(
                 "INSERT INTO schema_migrations (version, name, applied_at) VALUES (:v, :n, :t)"
             ),

@@ -1,6 +1,6 @@
-"""Named queries, one function per statement.  Each runs on the asyncio side of the bridge.
-
-Call them through :class:`photochangerd.db.engine.Database`::
+"""Named queries (SQLAlchemy Core), one function per operation, written against a plain
+synchronous :class:`sqlalchemy.Connection` so the same code runs on both back ends (see
+:mod:`photochangerd.db.engine`).  Call them through :class:`~photochangerd.db.engine.Database`::
 
     job = await db.read(repositories.get_job, job_id)
 
@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Connection
 
 from photochangerd.db.tables import (
     admin_user,
@@ -35,24 +35,24 @@ def _slot(row: sa.Row[Any]) -> Slot:
     return Slot(**row._mapping)
 
 
-async def get_slot(conn: AsyncConnection, slot_id: str) -> Slot | None:
-    row = (await conn.execute(sa.select(slot).where(slot.c.id == slot_id))).first()
+def get_slot(conn: Connection, slot_id: str) -> Slot | None:
+    row = (conn.execute(sa.select(slot).where(slot.c.id == slot_id))).first()
     return None if row is None else _slot(row)
 
 
-async def list_slots(conn: AsyncConnection) -> list[Slot]:
-    rows = await conn.execute(sa.select(slot).order_by(slot.c.id))
+def list_slots(conn: Connection) -> list[Slot]:
+    rows = conn.execute(sa.select(slot).order_by(slot.c.id))
     return [_slot(row) for row in rows]
 
 
-async def update_slot(conn: AsyncConnection, slot_id: str, values: Mapping[str, Any]) -> None:
-    await conn.execute(
+def update_slot(conn: Connection, slot_id: str, values: Mapping[str, Any]) -> None:
+    conn.execute(
         sa.update(slot).where(slot.c.id == slot_id).values(**values, version=slot.c.version + 1)
     )
 
 
-async def slot_templates(conn: AsyncConnection, slot_id: str) -> list[TemplateBinding]:
-    rows = await conn.execute(
+def slot_templates(conn: Connection, slot_id: str) -> list[TemplateBinding]:
+    rows = conn.execute(
         sa.select(
             slot_template.c.role,
             slot_template.c.template_id,
@@ -66,17 +66,15 @@ async def slot_templates(conn: AsyncConnection, slot_id: str) -> list[TemplateBi
     return [TemplateBinding(*row) for row in rows]
 
 
-async def insert_template(conn: AsyncConnection, values: Mapping[str, Any]) -> None:
-    await conn.execute(sa.insert(template_media).values(**values))
+def insert_template(conn: Connection, values: Mapping[str, Any]) -> None:
+    conn.execute(sa.insert(template_media).values(**values))
 
 
-async def bind_templates(
-    conn: AsyncConnection, slot_id: str, bindings: Sequence[tuple[str, str]]
-) -> None:
+def bind_templates(conn: Connection, slot_id: str, bindings: Sequence[tuple[str, str]]) -> None:
     """Replace ``slot_id``'s template bindings with ``[(role, template_id), ...]`` in order."""
-    await conn.execute(sa.delete(slot_template).where(slot_template.c.slot_id == slot_id))
+    conn.execute(sa.delete(slot_template).where(slot_template.c.slot_id == slot_id))
     for position, (role, template_id) in enumerate(bindings):
-        await conn.execute(
+        conn.execute(
             sa.insert(slot_template).values(
                 slot_id=slot_id, position=position, role=role, template_id=template_id
             )
@@ -86,52 +84,46 @@ async def bind_templates(
 # -- settings ---------------------------------------------------------------------------------
 
 
-async def get_settings(conn: AsyncConnection) -> dict[str, Any]:
-    rows = await conn.execute(sa.select(app_settings.c.key, app_settings.c.value))
+def get_settings(conn: Connection) -> dict[str, Any]:
+    rows = conn.execute(sa.select(app_settings.c.key, app_settings.c.value))
     return {key: value for key, value in rows}
 
 
-async def put_setting(
-    conn: AsyncConnection, key: str, value: Any, now: float, by: str | None
-) -> None:
-    updated = await conn.execute(
+def put_setting(conn: Connection, key: str, value: Any, now: float, by: str | None) -> None:
+    updated = conn.execute(
         sa.update(app_settings)
         .where(app_settings.c.key == key)
         .values(value=value, updated_at=now, updated_by=by)
     )
     if updated.rowcount == 0:
-        await conn.execute(
+        conn.execute(
             sa.insert(app_settings).values(key=key, value=value, updated_at=now, updated_by=by)
         )
 
 
-async def load_ingest_context(
-    conn: AsyncConnection, slot_id: str
-) -> tuple[Slot | None, dict[str, Any]]:
+def load_ingest_context(conn: Connection, slot_id: str) -> tuple[Slot | None, dict[str, Any]]:
     """The slot and the global settings an ingest needs, in one round trip's transaction."""
-    return await get_slot(conn, slot_id), await get_settings(conn)
+    return get_slot(conn, slot_id), get_settings(conn)
 
 
 # -- admins -----------------------------------------------------------------------------------
 
 
-async def admin_password_hash(conn: AsyncConnection, username: str) -> str | None:
-    value = await conn.scalar(
+def admin_password_hash(conn: Connection, username: str) -> str | None:
+    value = conn.scalar(
         sa.select(admin_user.c.password_hash).where(admin_user.c.username == username)
     )
     return None if value is None else str(value)
 
 
-async def set_admin_password(
-    conn: AsyncConnection, username: str, password_hash: str, now: float
-) -> None:
-    updated = await conn.execute(
+def set_admin_password(conn: Connection, username: str, password_hash: str, now: float) -> None:
+    updated = conn.execute(
         sa.update(admin_user)
         .where(admin_user.c.username == username)
         .values(password_hash=password_hash, updated_at=now)
     )
     if updated.rowcount == 0:
-        await conn.execute(
+        conn.execute(
             sa.insert(admin_user).values(
                 username=username, password_hash=password_hash, updated_at=now
             )
@@ -145,12 +137,12 @@ def _job(row: sa.Row[Any]) -> Job:
     return Job(**row._mapping)
 
 
-async def insert_job(conn: AsyncConnection, values: Mapping[str, Any]) -> None:
-    await conn.execute(sa.insert(job).values(**values))
+def insert_job(conn: Connection, values: Mapping[str, Any]) -> None:
+    conn.execute(sa.insert(job).values(**values))
 
 
-async def get_job(conn: AsyncConnection, job_id: str) -> Job | None:
-    row = (await conn.execute(sa.select(job).where(job.c.id == job_id))).first()
+def get_job(conn: Connection, job_id: str) -> Job | None:
+    row = (conn.execute(sa.select(job).where(job.c.id == job_id))).first()
     return None if row is None else _job(row)
 
 
@@ -166,10 +158,10 @@ def _claim_values(instance_id: str, now: float) -> dict[str, Any]:
     }
 
 
-async def claim_job(conn: AsyncConnection, job_id: str, instance_id: str, now: float) -> Job | None:
+def claim_job(conn: Connection, job_id: str, instance_id: str, now: float) -> Job | None:
     """Claim one known job if it is still pending (a wake-up names it)."""
     row = (
-        await conn.execute(
+        conn.execute(
             sa.update(job)
             .where(job.c.id == job_id, job.c.status == "pending", _UNFINALIZED)
             .values(**_claim_values(instance_id, now))
@@ -179,9 +171,7 @@ async def claim_job(conn: AsyncConnection, job_id: str, instance_id: str, now: f
     return None if row is None else _job(row)
 
 
-async def claim_next_job(
-    conn: AsyncConnection, instance_id: str, now: float, dialect: str
-) -> Job | None:
+def claim_next_job(conn: Connection, instance_id: str, now: float, dialect: str) -> Job | None:
     """Claim the oldest pending job whose deadline has not passed (any instance's)."""
     candidate = (
         sa.select(job.c.id)
@@ -192,7 +182,7 @@ async def claim_next_job(
     if dialect == "postgresql":
         candidate = candidate.with_for_update(skip_locked=True)
     row = (
-        await conn.execute(
+        conn.execute(
             sa.update(job)
             .where(job.c.id == candidate.scalar_subquery(), job.c.status == "pending")
             .values(**_claim_values(instance_id, now))
@@ -202,8 +192,8 @@ async def claim_next_job(
     return None if row is None else _job(row)
 
 
-async def finalize_job(
-    conn: AsyncConnection,
+def finalize_job(
+    conn: Connection,
     job_id: str,
     *,
     now: float,
@@ -234,17 +224,15 @@ async def finalize_job(
             result_checksum=result.checksum,
             result_expires_at=now + result_ttl_seconds,
         )
-    updated = await conn.execute(
-        sa.update(job).where(job.c.id == job_id, _UNFINALIZED).values(**values)
-    )
+    updated = conn.execute(sa.update(job).where(job.c.id == job_id, _UNFINALIZED).values(**values))
     return updated.rowcount == 1
 
 
-async def finalize_overdue(
-    conn: AsyncConnection, *, now: float, before: float, failure_reason: str, details: str
+def finalize_overdue(
+    conn: Connection, *, now: float, before: float, failure_reason: str, details: str
 ) -> list[tuple[str, str | None]]:
     """Finalize every unfinalized job whose deadline is before ``before``; (id, input_path)s."""
-    rows = await conn.execute(
+    rows = conn.execute(
         sa.update(job)
         .where(_UNFINALIZED, job.c.deadline < before)
         .values(
@@ -259,18 +247,18 @@ async def finalize_overdue(
     return [(row.id, row.input_path) for row in rows]
 
 
-async def finalize_all_unfinalized(
-    conn: AsyncConnection, *, now: float, failure_reason: str, details: str
+def finalize_all_unfinalized(
+    conn: Connection, *, now: float, failure_reason: str, details: str
 ) -> list[tuple[str, str | None]]:
     """Single-instance recovery: every unfinalized job belongs to a process that is gone."""
-    return await finalize_overdue(
+    return finalize_overdue(
         conn, now=now, before=float("inf"), failure_reason=failure_reason, details=details
     )
 
 
-async def inputs_of_finalized(conn: AsyncConnection, limit: int) -> list[tuple[str, str]]:
+def inputs_of_finalized(conn: Connection, limit: int) -> list[tuple[str, str]]:
     """Finalized jobs whose input copy is still recorded (to delete their temp files)."""
-    rows = await conn.execute(
+    rows = conn.execute(
         sa.select(job.c.id, job.c.input_path)
         .where(job.c.is_finalized == sa.true(), job.c.input_path.is_not(None))
         .limit(limit)
@@ -278,33 +266,31 @@ async def inputs_of_finalized(conn: AsyncConnection, limit: int) -> list[tuple[s
     return [(row.id, row.input_path) for row in rows]
 
 
-async def clear_input_paths(conn: AsyncConnection, job_ids: Sequence[str]) -> None:
+def clear_input_paths(conn: Connection, job_ids: Sequence[str]) -> None:
     if job_ids:
-        await conn.execute(sa.update(job).where(job.c.id.in_(job_ids)).values(input_path=None))
+        conn.execute(sa.update(job).where(job.c.id.in_(job_ids)).values(input_path=None))
 
 
-async def expired_results(
-    conn: AsyncConnection, now: float, limit: int, slot_id: str | None = None
+def expired_results(
+    conn: Connection, now: float, limit: int, slot_id: str | None = None
 ) -> list[tuple[str, str]]:
     query = sa.select(job.c.id, job.c.result_file_path).where(
         job.c.result_file_path.is_not(None), job.c.result_expires_at <= now
     )
     if slot_id is not None:
         query = query.where(job.c.slot_id == slot_id)
-    rows = await conn.execute(query.limit(limit))
+    rows = conn.execute(query.limit(limit))
     return [(row.id, row.result_file_path) for row in rows]
 
 
-async def clear_result_paths(conn: AsyncConnection, job_ids: Sequence[str]) -> None:
+def clear_result_paths(conn: Connection, job_ids: Sequence[str]) -> None:
     if job_ids:
-        await conn.execute(
-            sa.update(job).where(job.c.id.in_(job_ids)).values(result_file_path=None)
-        )
+        conn.execute(sa.update(job).where(job.c.id.in_(job_ids)).values(result_file_path=None))
 
 
-async def known_media_paths(conn: AsyncConnection) -> set[str]:
+def known_media_paths(conn: Connection) -> set[str]:
     """Every file path the database still points at (results and inputs) — for orphan sweeps."""
-    rows = await conn.execute(
+    rows = conn.execute(
         sa.select(job.c.result_file_path, job.c.input_path).where(
             sa.or_(job.c.result_file_path.is_not(None), job.c.input_path.is_not(None))
         )
@@ -312,25 +298,23 @@ async def known_media_paths(conn: AsyncConnection) -> set[str]:
     return {path for row in rows for path in row if path}
 
 
-async def set_job_values(conn: AsyncConnection, job_id: str, values: Mapping[str, Any]) -> None:
+def set_job_values(conn: Connection, job_id: str, values: Mapping[str, Any]) -> None:
     """Test and maintenance helper: overwrite columns of one job."""
-    await conn.execute(sa.update(job).where(job.c.id == job_id).values(**values))
+    conn.execute(sa.update(job).where(job.c.id == job_id).values(**values))
 
 
 # -- processing log ---------------------------------------------------------------------------
 
 
-async def insert_processing_log(
-    conn: AsyncConnection, entries: Sequence[Mapping[str, Any]]
-) -> None:
+def insert_processing_log(conn: Connection, entries: Sequence[Mapping[str, Any]]) -> None:
     if entries:
-        await conn.execute(sa.insert(processing_log), list(entries))
+        conn.execute(sa.insert(processing_log), list(entries))
 
 
 # -- first start ------------------------------------------------------------------------------
 
 
-def _insert_ignore(conn: AsyncConnection, table: sa.Table) -> Any:
+def _insert_ignore(conn: Connection, table: sa.Table) -> Any:
     if conn.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as pg_insert
 
@@ -340,20 +324,18 @@ def _insert_ignore(conn: AsyncConnection, table: sa.Table) -> Any:
     return sqlite_insert(table).on_conflict_do_nothing()
 
 
-async def insert_setting_if_missing(
-    conn: AsyncConnection, key: str, value: Any, now: float
-) -> bool:
+def insert_setting_if_missing(conn: Connection, key: str, value: Any, now: float) -> bool:
     """Seed a setting; False when it already existed (another instance may have won)."""
-    result = await conn.execute(
+    result = conn.execute(
         _insert_ignore(conn, app_settings).values(key=key, value=value, updated_at=now)
     )
     return result.rowcount == 1
 
 
-async def insert_admin_if_missing(
-    conn: AsyncConnection, username: str, password_hash: str, now: float
+def insert_admin_if_missing(
+    conn: Connection, username: str, password_hash: str, now: float
 ) -> bool:
-    result = await conn.execute(
+    result = conn.execute(
         _insert_ignore(conn, admin_user).values(
             username=username, password_hash=password_hash, updated_at=now
         )

@@ -284,7 +284,9 @@ class JobService:
         if job.input_path is None or job.input_mime_type is None:
             raise RuntimeError("job has no input")
         photo = ImageInput(await self.store.read(job.input_path), job.input_mime_type)
-        bindings = await self.db.read(repositories.slot_templates, job.slot_id)
+        bindings = []
+        if job.provider != "local" or job.operation == "frame":  # the others use no templates
+            bindings = await self.db.read(repositories.slot_templates, job.slot_id)
         templates = [
             TemplateInput(b.role, ImageInput(await self.store.read(b.path), b.mime_type))
             for b in bindings

@@ -35,7 +35,7 @@ def encode(image: Image.Image, fmt: str) -> tuple[bytes, str]:
             background = Image.new("RGB", rgba.size, (255, 255, 255))
             background.paste(rgba, mask=rgba.getchannel("A"))
             image = background
-        elif image.mode != "RGB":
+        elif image.mode not in ("RGB", "L"):  # JPEG keeps grayscale as one channel
             image = image.convert("RGB")
         image.save(buffer, "JPEG", quality=JPEG_QUALITY, optimize=False)
     elif fmt == "PNG":

@@ -21,13 +21,15 @@ TMP_SUFFIX = ".tmp"
 SPOOL_FLUSH_BYTES = 1024 * 1024
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def _write_atomic(path: Path, data: bytes, durable: bool = True) -> None:
+    """Write ``data`` at ``path`` via a temp file and rename; ``durable`` fsyncs first."""
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}{TMP_SUFFIX}")
     try:
         with open(tmp, "wb") as handle:
             handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -142,7 +144,8 @@ class Spool:
             await trio.to_thread.run_sync(os.replace, self.path, target)
             self._on_disk = False
         else:
-            await trio.to_thread.run_sync(_write_atomic, target, data)
+            # A job input is a temporary copy: no fsync (a crash ends its job anyway).
+            await trio.to_thread.run_sync(_write_atomic, target, data, False)
             await self.discard()
 
     async def discard(self) -> None:

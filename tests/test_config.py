@@ -1,0 +1,142 @@
+"""Configuration: defaults < TOML < environment, one naming rule, README table in sync,
+first-start passwords and keys."""
+
+from __future__ import annotations
+
+import io
+import stat
+from pathlib import Path
+
+import pytest
+import trio
+import trio_asyncio
+
+from photochangerd.auth.keys import load_or_create_key
+from photochangerd.auth.passwords import verify_password
+from photochangerd.bootstrap import bootstrap
+from photochangerd.config import (
+    SETTINGS,
+    ConfigError,
+    env_name,
+    load_config,
+    settings_table_markdown,
+)
+from photochangerd.db import repositories
+from photochangerd.db.engine import open_database
+from photochangerd.db.migrate import migrate
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def test_embedded_defaults() -> None:
+    config = load_config(environ={})
+    assert config.bind == ("127.0.0.1:8080",)
+    assert config.data_dir == Path("photochanger-data")
+    assert config.effective_database_url.startswith("sqlite:///")
+    assert config.effective_database_url.endswith("photochanger-data/photochanger.sqlite3")
+    assert config.media_root == Path("photochanger-data/media")
+    assert config.effective_public_base_url == "http://127.0.0.1:8080"
+    assert config.max_upload_mb == 20 and config.max_in_flight == 30
+    assert config.shutdown_grace_seconds > 60  # above the longest deadline (pitfalls.md #6)
+
+
+def test_toml_then_environment_precedence(tmp_path: Path) -> None:
+    path = tmp_path / "photochangerd.toml"
+    path.write_text('bind = ["0.0.0.0:9000"]\nworkers = 4\nlog_format = "json"\n')
+    config = load_config(path, environ={"PHOTOCHANGER_WORKERS": "6"})
+    assert config.bind == ("0.0.0.0:9000",)
+    assert config.workers == 6  # env beats the file
+    assert config.log_format == "json"
+    config = load_config(
+        environ={"PHOTOCHANGER_CONFIG": str(path), "PHOTOCHANGER_BIND": "127.0.0.1:1,127.0.0.1:2"}
+    )
+    assert config.bind == ("127.0.0.1:1", "127.0.0.1:2") and config.workers == 4
+
+
+def test_systemd_state_directory(tmp_path: Path) -> None:
+    config = load_config(environ={"STATE_DIRECTORY": "/var/lib/photochanger"})
+    assert config.data_dir == Path("/var/lib/photochanger")
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        ("workres = 4\n", "unknown settings workres"),
+        ("workers = 'many'\n", "workers"),
+        ("bind = ['nowhere']\n", "bind"),
+        ("default_sync_response_seconds = 90\n", "10-60"),
+        ("workers = 0\n", "workers: must be positive"),
+        ("log_format = 'xml'\n", "log_format"),
+        ("not toml at all [", "config file"),
+    ],
+)
+def test_bad_configuration_names_the_setting(tmp_path: Path, document: str, message: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(document)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path, environ={})
+
+
+def test_one_naming_rule() -> None:
+    for setting in SETTINGS:
+        assert env_name(setting.name) == "PHOTOCHANGER_" + setting.name.upper()
+
+
+def test_readme_configuration_table_is_current() -> None:
+    assert settings_table_markdown() in README.read_text(encoding="utf-8"), (
+        "README's configuration table drifted from photochangerd/config.py; "
+        "paste photochangerd.config.settings_table_markdown() into it"
+    )
+
+
+def test_generated_keys_are_private_and_stable(tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    first = load_or_create_key(keys, "jwt.key", "")
+    assert len(first) == 32
+    assert stat.S_IMODE((keys / "jwt.key").stat().st_mode) == 0o600
+    assert stat.S_IMODE(keys.stat().st_mode) == 0o700
+    assert load_or_create_key(keys, "jwt.key", "") == first
+    assert load_or_create_key(keys, "jwt.key", "configured-secret") == b"configured-secret"
+
+
+async def test_first_start_prints_passwords_once(tmp_path: Path) -> None:
+    config = load_config(environ={}, overrides={"data_dir": tmp_path})
+    out = io.StringIO()
+    async with trio_asyncio.open_loop(), open_database(config.effective_database_url) as db:
+        await migrate(db)
+        await bootstrap(db, config, 1.0, environ={}, out=out)
+        printed = out.getvalue()
+        assert "ingest password" in printed and "admin serg" in printed
+        assert "admin igor" in printed
+        ingest = printed.split("ingest password (DSLR Remote Pro): ")[1].split()[0]
+        serg = printed.split("admin serg: ")[1].split()[0]
+        settings = await db.read(repositories.get_settings)
+        stored = settings["ingest_password"]["hash"]
+        assert ingest not in str(settings) and stored.startswith("$argon2id$")
+        assert await trio.to_thread.run_sync(verify_password, stored, ingest)
+        serg_hash = await db.read(repositories.admin_password_hash, "serg")
+        assert serg_hash is not None
+        assert await trio.to_thread.run_sync(verify_password, serg_hash, serg)
+        assert settings["sync_response_seconds"] == 48.0
+
+        again = io.StringIO()
+        await bootstrap(db, config, 2.0, environ={}, out=again)
+        assert again.getvalue() == ""
+
+
+async def test_initial_passwords_from_environment(tmp_path: Path) -> None:
+    config = load_config(environ={}, overrides={"data_dir": tmp_path})
+    out = io.StringIO()
+    env = {
+        "PHOTOCHANGER_INITIAL_INGEST_PASSWORD": "booth-pass-1",
+        "PHOTOCHANGER_INITIAL_ADMIN_PASSWORD": "admin-pass-1",
+    }
+    async with trio_asyncio.open_loop(), open_database(config.effective_database_url) as db:
+        await migrate(db)
+        await bootstrap(db, config, 1.0, environ=env, out=out)
+        assert out.getvalue() == ""  # nothing generated, nothing to show
+        settings = await db.read(repositories.get_settings)
+        assert verify_password(settings["ingest_password"]["hash"], "booth-pass-1")
+        for admin in ("serg", "igor"):
+            digest = await db.read(repositories.admin_password_hash, admin)
+            assert digest is not None and verify_password(digest, "admin-pass-1")

@@ -1,0 +1,133 @@
+"""The built-in Pillow provider: real images in, real images out."""
+
+from __future__ import annotations
+
+import io
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from photochangerd.db import repositories
+from photochangerd.media.imaging import ImageWorkers
+from photochangerd.providers.base import (
+    ImageInput,
+    ProviderRejected,
+    ProviderRequest,
+    TemplateInput,
+)
+from photochangerd.providers.local import LocalProvider
+from tests.conftest import INGEST_PASSWORD, RunningDaemon
+from tests.support.dslr import dslr_upload
+from tests.support.images import make_frame_png, make_jpeg, make_png
+
+PHOTO = make_jpeg(600, 400)
+
+
+def _request(
+    operation: str,
+    *,
+    settings: dict[str, str] | None = None,
+    templates: tuple[TemplateInput, ...] = (),
+    photo: bytes = PHOTO,
+    mime: str = "image/jpeg",
+) -> ProviderRequest:
+    return ProviderRequest(
+        "job", "slot-001", operation, settings or {}, ImageInput(photo, mime), templates
+    )
+
+
+def _open(data: bytes) -> Image.Image:
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    return image
+
+
+async def test_passthrough_is_byte_exact() -> None:
+    result = await LocalProvider(ImageWorkers(1)).process(_request("passthrough"))
+    assert result.data == PHOTO and result.mime_type == "image/jpeg"
+
+
+async def test_grayscale_and_sepia() -> None:
+    provider = LocalProvider(ImageWorkers(1))
+    gray = _open((await provider.process(_request("grayscale"))).data)
+    assert gray.size == (600, 400) and gray.format == "JPEG" and gray.mode == "L"
+    sepia = _open((await provider.process(_request("sepia"))).data).convert("RGB")
+    r, g, b = sepia.getpixel((300, 200))  # type: ignore[misc]
+    assert r >= g >= b  # warm brown tone
+
+
+async def test_enhance_stretches_contrast() -> None:
+    flat = Image.new("RGB", (200, 100), (120, 120, 120))
+    flat.paste((140, 140, 140), (100, 0, 200, 100))
+    buffer = io.BytesIO()
+    flat.save(buffer, "PNG")
+    result = await LocalProvider(ImageWorkers(1)).process(
+        _request("enhance", photo=buffer.getvalue(), mime="image/png")
+    )
+    assert result.mime_type == "image/jpeg"  # default output format
+    low, high = _open(result.data).convert("L").getextrema()  # type: ignore[misc]
+    assert low < 60 and high > 200
+
+
+@pytest.mark.parametrize(
+    ("fmt", "mime"), [("png", "image/png"), ("webp", "image/webp"), ("original", "image/jpeg")]
+)
+async def test_output_format(fmt: str, mime: str) -> None:
+    result = await LocalProvider(ImageWorkers(1)).process(
+        _request("grayscale", settings={"output_format": fmt})
+    )
+    assert result.mime_type == mime
+    assert _open(result.data).size == (600, 400)
+
+
+async def test_frame_composites_template_fitted_to_photo() -> None:
+    frame = make_frame_png(300, 200, border=20)  # half the photo's size: must be fitted
+    result = await LocalProvider(ImageWorkers(1)).process(
+        _request("frame", templates=(TemplateInput("frame", ImageInput(frame, "image/png")),))
+    )
+    out = _open(result.data).convert("RGB")
+    assert out.size == (600, 400)
+    frame_pixel = _open(frame).convert("RGB").getpixel((5, 5))
+    corner = out.getpixel((5, 5))
+    assert all(abs(a - b) < 12 for a, b in zip(corner, frame_pixel, strict=True))  # type: ignore[arg-type]
+    photo_centre = _open(PHOTO).convert("RGB").getpixel((300, 200))
+    centre = out.getpixel((300, 200))
+    assert all(abs(a - b) < 30 for a, b in zip(centre, photo_centre, strict=True))  # type: ignore[arg-type]
+
+
+async def test_frame_without_template_is_rejected() -> None:
+    with pytest.raises(ProviderRejected, match="frame"):
+        await LocalProvider(ImageWorkers(1)).process(_request("frame"))
+
+
+async def test_frame_slot_end_to_end(daemon: RunningDaemon) -> None:
+    """Template bound to a slot (as the admin API will do), DSLR upload, framed JPEG back."""
+    store = daemon.context.store
+    frame = make_png(400, 300, alpha=True)
+    path = store.templates / "frame-1.png"
+    path.write_bytes(frame)
+    await daemon.context.db.write(
+        repositories.insert_template,
+        {
+            "id": "frame-1",
+            "path": str(path),
+            "mime_type": "image/png",
+            "size_bytes": len(frame),
+            "checksum": "x",
+            "width": 400,
+            "height": 300,
+            "created_at": time.time(),
+        },
+    )
+    await daemon.context.db.write(repositories.bind_templates, "slot-007", [("frame", "frame-1")])
+    await daemon.configure_slot("slot-007", operation="frame")
+    response = await dslr_upload(
+        "127.0.0.1", daemon.port, "slot-007", photo=PHOTO, password=INGEST_PASSWORD
+    )
+    assert response is not None and response.status == 200
+    assert response.headers["content-type"] == "image/jpeg"
+    out = _open(response.body)
+    assert out.size == (600, 400) and response.body != PHOTO
+    assert Path(store.templates / "frame-1.png").exists()  # templates are never consumed
