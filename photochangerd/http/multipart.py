@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterable, Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import cast
 
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
@@ -163,14 +164,14 @@ async def read_upload(
         events, collector.events = collector.events, []
         for event_kind, payload in events:
             if event_kind == _PART:
-                name, is_file = payload  # type: ignore[misc]
+                name, is_file = cast(tuple[str, bool], payload)
                 if is_file:
                     kind = "photo" if name == file_field and not form.file_received else "ignored"
                 else:
                     kind = "field"
                     value.clear()
             elif event_kind == _DATA:
-                data: bytes = payload  # type: ignore[assignment]
+                data = cast(bytes, payload)
                 if kind == "photo":
                     form.file_size += len(data)
                     if form.file_size > limits.file_bytes:
