@@ -1,0 +1,251 @@
+"""What the benchmarks share: the daemon as a subprocess, figures, statistics.
+
+:class:`BenchDaemon` runs ``python -m tests.support.run_daemon`` (the real daemon plus the
+scripted ``script`` provider) in a throw-away data directory on a free loopback port.  It is a
+context manager that always stops the process and removes the directory, also on Ctrl-C and
+exceptions; on Linux the child additionally gets ``PR_SET_PDEATHSIG`` so even a ``kill -9`` of
+the benchmark does not leave a daemon behind.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import math
+import os
+import platform
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[2]
+INGEST_PASSWORD = "bench-ingest-password"
+ADMIN_PASSWORD = "bench-admin-password"
+READY_TIMEOUT = 30.0
+STOP_TIMEOUT = 15.0
+PR_SET_PDEATHSIG = 1
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass  # not Linux: the context manager still stops the daemon on every normal path
+
+
+class BenchDaemon:
+    """The daemon under test, as a separate process (its own CPU time, its own RSS)."""
+
+    def __init__(self, **env: str) -> None:
+        self.host = "127.0.0.1"
+        self.port = _free_port()
+        self._tmp = Path(tempfile.mkdtemp(prefix="photochanger-bench-"))
+        self.data_dir = self._tmp / "data"
+        self.log_path = self._tmp / "daemon.log"
+        self.env = {
+            **os.environ,
+            "PYTHONPATH": str(REPO),
+            "PHOTOCHANGER_DATA_DIR": str(self.data_dir),
+            "PHOTOCHANGER_BIND": f"{self.host}:{self.port}",
+            "PHOTOCHANGER_INITIAL_INGEST_PASSWORD": INGEST_PASSWORD,
+            "PHOTOCHANGER_INITIAL_ADMIN_PASSWORD": ADMIN_PASSWORD,
+            "PHOTOCHANGER_LOG_LEVEL": "warning",
+            **env,
+        }
+        self.env.pop("PHOTOCHANGER_CONFIG", None)
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "photochanger.sqlite3"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def __enter__(self) -> BenchDaemon:
+        try:
+            self._start()
+        except BaseException:
+            self._cleanup()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._cleanup()
+
+    def _start(self) -> None:
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "tests.support.run_daemon"],
+                env=self.env,
+                cwd=self._tmp,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C reaches us only; we stop the daemon ourselves
+                preexec_fn=_die_with_parent,  # safe: started before any thread exists
+            )
+        deadline = time.monotonic() + READY_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"daemon exited with {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"daemon not ready after {READY_TIMEOUT} s:\n{self.log_tail()}")
+
+    def stop(self) -> int | None:
+        """SIGTERM (graceful drain), SIGKILL if that takes too long; the exit status."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def _cleanup(self) -> None:
+        try:
+            self.stop()
+        finally:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+
+    # -- inspection -------------------------------------------------------------------------
+
+    def sql(self, statement: str, *params: object) -> int:
+        """Run one write statement next to the running daemon; the number of rows changed."""
+        with sqlite3.connect(self.db_path, timeout=30) as conn:
+            return conn.execute(statement, params).rowcount
+
+    def query(self, statement: str, *params: object) -> list[tuple[Any, ...]]:
+        """Read-only query (the daemon keeps writing; we never take a write lock)."""
+        uri = f"file:{self.db_path}?mode=ro"
+        conn = sqlite3.connect(uri, uri=True, timeout=30)
+        try:
+            return conn.execute(statement, params).fetchall()
+        finally:
+            conn.close()
+
+    def set_slot(self, slot_id: str, provider: str, operation: str, **settings: object) -> None:
+        changed = self.sql(
+            "UPDATE slot SET provider=?, operation=?, settings=? WHERE id=?",
+            provider,
+            operation,
+            json.dumps(settings),
+            slot_id,
+        )
+        assert changed == 1, f"no slot {slot_id}"
+
+    def set_deadline(self, seconds: float) -> None:
+        """T_sync_response; the daemon reads it on every ingest, no restart needed."""
+        changed = self.sql(
+            "UPDATE app_settings SET value=? WHERE key='sync_response_seconds'",
+            json.dumps(seconds),
+        )
+        assert changed == 1, "sync_response_seconds is seeded on the daemon's first start"
+
+    def memory_mib(self) -> dict[str, float]:
+        """VmRSS / VmHWM (peak RSS) of the daemon process, in MiB."""
+        out: dict[str, float] = {}
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                out[key] = int(value.split()[0]) / 1024
+        return out
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def log_problems(self) -> list[str]:
+        """Log lines at level error/critical and traceback lines (warnings are expected)."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return []
+        markers = (" error ", " critical ", "Traceback (most recent call last)")
+        return [line for line in text.splitlines() if any(m in line for m in markers)]
+
+
+# -- figures ------------------------------------------------------------------------------
+
+
+class Report:
+    """Prints each figure as soon as it exists (``name: value unit``): a crash keeps the rest."""
+
+    def __init__(self) -> None:
+        self.figures: list[tuple[str, str, str]] = []
+
+    def add(self, name: str, value: float | int | str, unit: str = "") -> None:
+        text = f"{value:.1f}" if isinstance(value, float) else str(value)
+        self.figures.append((name, text, unit))
+        print(f"{name}: {text} {unit}".rstrip(), flush=True)
+
+    def latency(self, name: str, seconds: Sequence[float], *, points: Sequence[int]) -> None:
+        """``name_p50: 12.3 ms`` for each percentile in ``points`` (100 = max)."""
+        for point in points:
+            label = "max" if point == 100 else f"p{point}"
+            self.add(f"{name}_{label}", percentile(seconds, point) * 1000, "ms")
+
+
+def percentile(values: Sequence[float], point: float) -> float:
+    """Linear-interpolated percentile (like numpy's default); NaN for no values."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * point / 100
+    low = math.floor(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def machine_line() -> str:
+    cpu = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.partition(":")[2].strip()
+                break
+    except OSError:
+        pass
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    return (
+        f"machine: nproc={os.cpu_count()} python={platform.python_version()} "
+        f"kernel={platform.release()} cpu={cpu!r} date={stamp}"
+    )
