@@ -52,10 +52,11 @@ from photochangerd.logs import event
 from photochangerd.media.cleaner import Cleaner, startup_leftovers
 from photochangerd.media.images import configure_pillow
 from photochangerd.media.imaging import ImageWorkers
+from photochangerd.media.provider_media import ProviderMedia
 from photochangerd.media.store import MediaStore
 from photochangerd.providers.base import Provider
-from photochangerd.providers.local import LocalProvider
-from photochangerd.providers.registry import ProviderRegistry
+from photochangerd.providers.keys import ProviderKeys
+from photochangerd.providers.registry import open_providers
 from photochangerd.systemd import notify, watchdog_interval
 
 log = logging.getLogger("photochangerd")
@@ -131,11 +132,12 @@ async def run(
     load_or_create_key(config.keys_dir, "jwt.key", config.jwt_secret)
     load_or_create_key(config.keys_dir, "secrets.key", config.secret_key)
     images = ImageWorkers(config.image_threads)
-    registry = ProviderRegistry({"local": LocalProvider(images), **(providers or {})})
+    keys = ProviderKeys(environ)
 
     async with (
         trio_asyncio.open_loop(),
         open_database(config.effective_database_url, config.db_connect_timeout_seconds) as db,
+        open_providers(config, images, keys, extra=providers) as registry,
     ):
         applied = await migrate(db)
         if applied:
@@ -148,6 +150,7 @@ async def run(
             images=images,
             clock=clock,
             instance_id=_instance_id(),
+            provider_media=ProviderMedia(db, store, clock, config.effective_public_base_url),
         )
         await jobs.recover_on_start()
         if db.dialect == "sqlite":  # one daemon: nobody else can be writing these

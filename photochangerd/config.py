@@ -92,6 +92,26 @@ class Config:
         "", "AES-GCM key (base64, 32 bytes) for provider keys at rest. Empty: generated file."
     )
 
+    gemini_base_url: str = _setting(
+        "https://generativelanguage.googleapis.com",
+        "Gemini API base (the driver appends /v1beta/models/...).",
+    )
+    turbotext_base_url: str = _setting(
+        "https://www.turbotext.ru", "Turbotext API base (the driver appends /api_ai/<method>)."
+    )
+    openai_base_url: str = _setting(
+        "https://api.openai.com/v1", "OpenAI API base (the driver appends /images/edits)."
+    )
+    provider_concurrency: int = _setting(
+        10, "Calls in flight per cloud provider; more wait (within their deadline)."
+    )
+    provider_max_response_mb: int = _setting(
+        64, "Largest response read from a provider, in MiB (streamed, cut past it)."
+    )
+    turbotext_poll_interval_seconds: float = _setting(
+        2.5, "Pause between Turbotext get_result polls."
+    )
+
     # -- derived paths -------------------------------------------------------------------
     @property
     def media_root(self) -> Path:
@@ -166,6 +186,9 @@ def _validate(config: Config) -> None:
         "cleanup_interval_seconds",
         "sweep_interval_seconds",
         "db_connect_timeout_seconds",
+        "provider_concurrency",
+        "provider_max_response_mb",
+        "turbotext_poll_interval_seconds",
     )
     for name in positive:
         if getattr(config, name) <= 0:

@@ -21,6 +21,7 @@ from photochangerd.db.tables import (
     admin_user,
     app_settings,
     job,
+    media_object,
     processing_log,
     slot,
     slot_template,
@@ -289,13 +290,16 @@ def clear_result_paths(conn: Connection, job_ids: Sequence[str]) -> None:
 
 
 def known_media_paths(conn: Connection) -> set[str]:
-    """Every file path the database still points at (results and inputs) — for orphan sweeps."""
+    """Every file path the database still points at (results, inputs, live provider media)
+    — for orphan sweeps."""
     rows = conn.execute(
         sa.select(job.c.result_file_path, job.c.input_path).where(
             sa.or_(job.c.result_file_path.is_not(None), job.c.input_path.is_not(None))
         )
     )
-    return {path for row in rows for path in row if path}
+    known = {path for row in rows for path in row if path}
+    media = conn.execute(sa.select(media_object.c.path).where(media_object.c.cleaned_at.is_(None)))
+    return known | {row.path for row in media}
 
 
 def set_job_values(conn: Connection, job_id: str, values: Mapping[str, Any]) -> None:
@@ -341,3 +345,36 @@ def insert_admin_if_missing(
         )
     )
     return result.rowcount == 1
+
+
+# -- temporary provider media -----------------------------------------------------------------
+
+
+def insert_media_object(conn: Connection, values: Mapping[str, Any]) -> None:
+    conn.execute(sa.insert(media_object).values(**values))
+
+
+def get_media_object(conn: Connection, media_id: str) -> sa.Row[Any] | None:
+    return conn.execute(sa.select(media_object).where(media_object.c.id == media_id)).first()
+
+
+def expired_media_objects(conn: Connection, now: float, limit: int) -> list[tuple[str, str]]:
+    rows = conn.execute(
+        sa.select(media_object.c.id, media_object.c.path)
+        .where(media_object.c.cleaned_at.is_(None), media_object.c.expires_at <= now)
+        .limit(limit)
+    )
+    return [(row.id, row.path) for row in rows]
+
+
+def mark_media_cleaned(conn: Connection, media_ids: Sequence[str], now: float) -> None:
+    if media_ids:
+        conn.execute(
+            sa.update(media_object).where(media_object.c.id.in_(media_ids)).values(cleaned_at=now)
+        )
+
+
+def set_provider_reference(conn: Connection, job_id: str, reference: str) -> None:
+    conn.execute(
+        sa.update(job).where(job.c.id == job_id).values(provider_job_reference=reference[:200])
+    )

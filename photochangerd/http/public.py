@@ -11,7 +11,7 @@ from quart import Blueprint, Response, send_file
 
 from photochangerd.db import repositories
 from photochangerd.db.engine import DatabaseUnavailable
-from photochangerd.domain.models import JOB_ID_PATTERN
+from photochangerd.domain.models import JOB_ID_PATTERN, MEDIA_ID_PATTERN
 from photochangerd.http.context import ctx
 from photochangerd.http.errors import NotFound, ResultExpired, ServiceUnavailable
 from photochangerd.media.images import EXT_BY_MIME
@@ -58,4 +58,29 @@ async def result(job_id: str) -> Response:
     )
     # Quoted, as api.md shows it (the name is ours: a job id and a known extension).
     response.headers["Content-Disposition"] = f'attachment; filename="{job_id}.{extension}"'
+    return response
+
+
+_MEDIA_ID_RE = re.compile(MEDIA_ID_PATTERN)
+
+
+@bp.route("/public/provider-media/<media_id>", methods=["GET", "HEAD"])
+async def provider_media(media_id: str) -> Response:
+    """Short-lived inputs a provider fetches by URL: 200 until the job's deadline, then 410."""
+    if _MEDIA_ID_RE.fullmatch(media_id) is None:
+        raise NotFound("no such media")
+    app = ctx()
+    try:
+        row = await app.db.read(repositories.get_media_object, media_id)
+    except DatabaseUnavailable:
+        raise ServiceUnavailable("database unavailable") from None
+    if row is None:
+        raise NotFound("no such media")
+    if row.cleaned_at is not None or row.expires_at <= app.clock.now():
+        raise ResultExpired("this media link has expired")
+    path = Path(row.path)
+    if not await trio.to_thread.run_sync(path.is_file):
+        raise ResultExpired("this media link has expired")
+    response = await send_file(path, mimetype=row.mime_type, conditional=True)
+    response.headers["Cache-Control"] = "no-store"
     return response

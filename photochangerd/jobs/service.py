@@ -19,6 +19,7 @@ shielded and bounded (``finalize``): it must happen even though its scope was ju
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from photochangerd.logs import event
 from photochangerd.media.encode import convert
 from photochangerd.media.images import EXT_BY_MIME, ImageInfo, UnsupportedImage, inspect_image
 from photochangerd.media.imaging import ImageWorkers
+from photochangerd.media.provider_media import ProviderMedia
 from photochangerd.media.store import MediaStore, Spool
 from photochangerd.providers.base import (
     ImageInput,
@@ -86,8 +88,10 @@ class JobService:
         images: ImageWorkers,
         clock: WallClock,
         instance_id: str,
+        provider_media: ProviderMedia | None = None,
     ) -> None:
         self.db = db
+        self.provider_media = provider_media
         self.store = store
         self.providers = providers
         self.images = images
@@ -292,9 +296,24 @@ class JobService:
             for b in bindings
         ]
         provider = self.providers.get(job.provider)
-        result = await provider.process(
-            ProviderRequest(job.id, job.slot_id, job.operation, job.settings, photo, templates)
+
+        async def report_reference(reference: str) -> None:
+            await self.db.write(repositories.set_provider_reference, job.id, reference)
+
+        request = ProviderRequest(
+            job.id,
+            job.slot_id,
+            job.operation,
+            job.settings,
+            photo,
+            templates,
+            report_reference=report_reference,
         )
+        if self.provider_media is not None:
+            request = dataclasses.replace(
+                request, publish=self.provider_media.publisher(job.id, job.deadline)
+            )
+        result = await provider.process(request)
         output_format = str(job.settings.get("output_format", "jpeg"))
         try:
             data, mime = await self.images.run(

@@ -31,6 +31,7 @@ BATCH = 500
 class CleanupReport:
     expired_results: int
     orphan_files: int
+    expired_media: int = 0
 
 
 class Cleaner:
@@ -49,6 +50,23 @@ class Cleaner:
                 return total
             await self.store.remove(*(path for _, path in expired))
             await self.db.write(repositories.clear_result_paths, [job_id for job_id, _ in expired])
+            total += len(expired)
+
+    async def delete_expired_media(self) -> int:
+        """Temporary provider media past its deadline: file deleted, row marked cleaned."""
+        total = 0
+        while True:
+            expired = await self.db.read(
+                repositories.expired_media_objects, self.clock.now(), BATCH
+            )
+            if not expired:
+                return total
+            await self.store.remove(*(path for _, path in expired))
+            await self.db.write(
+                repositories.mark_media_cleaned,
+                [media_id for media_id, _ in expired],
+                self.clock.now(),
+            )
             total += len(expired)
 
     async def delete_orphans(self, min_age: float = ORPHAN_AGE) -> int:
@@ -76,17 +94,19 @@ class Cleaner:
 
     async def run_once(self, slot_id: str | None = None) -> CleanupReport:
         expired = await self.delete_expired_results(slot_id)
+        media = 0 if slot_id else await self.delete_expired_media()
         orphans = 0 if slot_id else await self.delete_orphans()
-        if expired or orphans:
+        if expired or orphans or media:
             event(
                 log,
                 logging.INFO,
                 "cleanup.done",
                 expired_results=expired,
+                expired_media=media,
                 orphan_files=orphans,
                 slot_id=slot_id,
             )
-        return CleanupReport(expired, orphans)
+        return CleanupReport(expired, orphans, media)
 
     async def run(self, interval: float) -> None:
         """Clean now and then every ``interval`` seconds, forever."""

@@ -51,3 +51,24 @@ def convert(data: bytes, source_mime: str, output_format: str) -> tuple[bytes, s
     if MIME_BY_FORMAT[fmt] == source_mime:
         return data, source_mime
     return encode(decode(data), fmt)
+
+
+def prepare_for_provider(
+    data: bytes, mime_type: str, max_pixels: int, *, keep_alpha: bool = True
+) -> tuple[bytes, str]:
+    """Downscale ``data`` to at most ``max_pixels`` for sending to a provider.
+
+    A 24 MP photo gains nothing at a model that outputs ~1 MP and costs seconds of upload:
+    above the cap the image is resized (EXIF orientation applied) and re-encoded as JPEG, or
+    PNG when it has transparency worth keeping (templates).  Below it the bytes go as they are.
+    """
+    with Image.open(io.BytesIO(data), formats=list(FORMATS)) as probe:
+        width, height = probe.size
+    if width * height <= max_pixels:
+        return data, mime_type
+    image = decode(data)
+    scale = (max_pixels / (width * height)) ** 0.5
+    size = (max(1, int(image.width * scale)), max(1, int(image.height * scale)))
+    image = image.resize(size, Image.Resampling.LANCZOS)
+    has_alpha = image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info)
+    return encode(image, "PNG" if keep_alpha and has_alpha else "JPEG")

@@ -14,7 +14,7 @@ provider simply lets ``trio.Cancelled`` propagate (never catch it).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -47,6 +47,23 @@ class TemplateInput:
     image: ImageInput
 
 
+class MediaPublisher(Protocol):
+    """Publishes an input at a short-lived public URL (for vendors that fetch by URL).
+
+    The URL answers until the job's deadline, then 410.
+    """
+
+    async def __call__(self, image: ImageInput) -> str: ...
+
+
+async def _no_publisher(image: ImageInput) -> str:
+    raise ProviderRejected("this job cannot publish media for the provider")
+
+
+async def _ignore_reference(reference: str) -> None:
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class ProviderRequest:
     job_id: str
@@ -55,6 +72,12 @@ class ProviderRequest:
     settings: Mapping[str, Any]
     photo: ImageInput
     templates: Sequence[TemplateInput] = ()
+    publish: MediaPublisher = _no_publisher
+    # Records the vendor's id of the job (Turbotext's queueid) on the job row.
+    report_reference: Callable[[str], Awaitable[None]] = _ignore_reference
+
+    def templates_with_role(self, role: str) -> list[ImageInput]:
+        return [template.image for template in self.templates if template.role == role]
 
 
 @dataclass(frozen=True, slots=True)

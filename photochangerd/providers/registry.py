@@ -1,10 +1,19 @@
-"""Which provider object serves which provider name."""
+"""Which provider object serves which provider name, and their shared HTTP clients."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
 
+from photochangerd.config import Config
+from photochangerd.media.imaging import ImageWorkers
 from photochangerd.providers.base import Provider, ProviderRejected
+from photochangerd.providers.gemini import GeminiProvider
+from photochangerd.providers.keys import ProviderKeys
+from photochangerd.providers.local import LocalProvider
+from photochangerd.providers.openai_images import OpenAIImagesProvider
+from photochangerd.providers.turbotext import TurbotextProvider
+from photochangerd.providers.vendor_http import make_client
 
 
 class ProviderRegistry:
@@ -19,3 +28,36 @@ class ProviderRegistry:
 
     def names(self) -> list[str]:
         return sorted(self._providers)
+
+
+@asynccontextmanager
+async def open_providers(
+    config: Config,
+    images: ImageWorkers,
+    keys: ProviderKeys,
+    extra: Mapping[str, Provider] | None = None,
+) -> AsyncIterator[ProviderRegistry]:
+    """All providers, each cloud one with its own pooled HTTP client (closed on exit)."""
+    limit = config.provider_max_response_mb * 1024 * 1024
+    common = {"max_response_bytes": limit, "concurrency": config.provider_concurrency}
+    async with AsyncExitStack() as stack:
+        gemini_http = await stack.enter_async_context(make_client())
+        turbotext_http = await stack.enter_async_context(make_client())
+        openai_http = await stack.enter_async_context(make_client())
+        providers: dict[str, Provider] = {
+            "local": LocalProvider(images),
+            "gemini": GeminiProvider(gemini_http, config.gemini_base_url, keys, images, **common),
+            "turbotext": TurbotextProvider(
+                turbotext_http,
+                config.turbotext_base_url,
+                keys,
+                images,
+                poll_interval=config.turbotext_poll_interval_seconds,
+                **common,
+            ),
+            "openai": OpenAIImagesProvider(
+                openai_http, config.openai_base_url, keys, images, **common
+            ),
+        }
+        providers.update(extra or {})
+        yield ProviderRegistry(providers)

@@ -1,0 +1,258 @@
+"""Google Gemini image editing: ``POST {base}/v1beta/models/{model}:generateContent``.
+
+Outcomes (providers.md §2) and what we do with them:
+
+=====================================================  ==========================================
+image part in the first candidate                      success (skip ``thought`` parts, take the
+                                                       last image part)
+``NO_IMAGE`` / ``IMAGE_OTHER`` / ``OTHER`` / no image  retry while the deadline allows (production
+                                                       saw intermittent NO_IMAGE in ~1-2 s)
+``promptFeedback.blockReason``, ``*SAFETY``,           provider_error (502), reason recorded,
+``*PROHIBITED*``, ``RECITATION``                       no retry
+429 RESOURCE_EXHAUSTED (``RetryInfo.retryDelay``)      wait that long if it fits, else 503
+503 UNAVAILABLE / 500 / 504 / garbage                  back off and retry while time allows; then
+                                                       503 (429/503) or 502 (the rest)
+other 4xx (bad key is a 400 ``API_KEY_INVALID``)       provider_error (502), recorded
+=====================================================  ==========================================
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from typing import Any
+
+import httpx
+import trio
+
+from photochangerd.logs import event
+from photochangerd.media.encode import prepare_for_provider
+from photochangerd.media.imaging import ImageWorkers
+from photochangerd.providers.base import (
+    ProviderRejected,
+    ProviderRequest,
+    ProviderResult,
+    ProviderUnavailable,
+)
+from photochangerd.providers.keys import ProviderKeys
+from photochangerd.providers.vendor_http import (
+    VendorResponse,
+    VendorUnreachable,
+    parse_duration,
+    send,
+    sleep_if_time,
+    truncate,
+)
+from shared.slot_settings import GeminiEditSettings, SlotSettingsError, parse_settings
+
+log = logging.getLogger("photochangerd.providers.gemini")
+
+# Finish reasons that mean "the content was refused": recorded, never retried.  Anything else
+# without an image (NO_IMAGE, IMAGE_OTHER, OTHER, a text-only STOP) is retried while time allows.
+REFUSAL_REASONS = {
+    "SAFETY",
+    "IMAGE_SAFETY",
+    "PROHIBITED_CONTENT",
+    "IMAGE_PROHIBITED_CONTENT",
+    "RECITATION",
+    "IMAGE_RECITATION",
+    "BLOCKLIST",
+    "SPII",
+}
+MAX_ATTEMPTS = 5
+NO_IMAGE_BACKOFF = 1.0  # NO_IMAGE answers come in ~1-2 s; a short pause is enough
+INLINE_LIMIT = 20 * 1024 * 1024  # total request size the inline API accepts
+
+
+class GeminiProvider:
+    name = "gemini"
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        base_url: str,
+        keys: ProviderKeys,
+        images: ImageWorkers,
+        *,
+        max_response_bytes: int,
+        concurrency: int,
+    ) -> None:
+        self._client = client
+        self._base_url = base_url.rstrip("/")
+        self._keys = keys
+        self._images = images
+        self._max_response_bytes = max_response_bytes
+        self._limiter = trio.CapacityLimiter(concurrency)
+
+    async def process(self, request: ProviderRequest) -> ProviderResult:
+        key = await self._keys.get(self.name)
+        if not key:
+            raise ProviderRejected("gemini API key not configured")
+        try:
+            settings = parse_settings(self.name, request.operation, dict(request.settings))
+        except SlotSettingsError as exc:
+            raise ProviderRejected(f"slot settings invalid: {exc}") from None
+        assert isinstance(settings, GeminiEditSettings)
+        body = await self._build_body(request, settings)
+        url = f"{self._base_url}/v1beta/models/{settings.model}:generateContent"
+        async with self._limiter:
+            return await self._call_with_retries(request.job_id, url, key, body)
+
+    async def _build_body(
+        self, request: ProviderRequest, settings: GeminiEditSettings
+    ) -> dict[str, Any]:
+        # Order: the photo first, then the slot's templates in their bound order, then the
+        # prompt — the prompt can then say "the first image is the guest, the second ...".
+        inputs = [request.photo, *(t.image for t in request.templates)]
+        parts: list[dict[str, Any]] = []
+        total = 0
+        for image in inputs:
+            data, mime = await self._images.run(
+                prepare_for_provider, image.data, image.mime_type, settings.max_input_pixels
+            )
+            total += len(data) * 4 // 3
+            parts.append(
+                {"inline_data": {"mime_type": mime, "data": base64.b64encode(data).decode("ascii")}}
+            )
+        if total > INLINE_LIMIT:
+            raise ProviderRejected(
+                "inputs exceed Gemini's 20 MB inline limit; lower max_input_pixels"
+            )
+        parts.append({"text": settings.prompt})
+        generation: dict[str, Any] = {"responseModalities": ["IMAGE"]}
+        image_config: dict[str, str] = {}
+        if settings.aspect_ratio:
+            image_config["aspectRatio"] = settings.aspect_ratio
+        if settings.image_size:
+            image_config["imageSize"] = settings.image_size
+        if image_config:
+            generation["imageConfig"] = image_config
+        return {"contents": [{"role": "user", "parts": parts}], "generationConfig": generation}
+
+    async def _call_with_retries(
+        self, job_id: str, url: str, key: str, body: dict[str, Any]
+    ) -> ProviderResult:
+        backoff = 1.0
+        last_error: Exception = ProviderUnavailable("gemini did not answer")
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            request = self._client.build_request(
+                "POST", url, json=body, headers={"x-goog-api-key": key}
+            )
+            try:
+                response = await send(self._client, request, self._max_response_bytes)
+            except VendorUnreachable as exc:
+                last_error = ProviderUnavailable(f"gemini unreachable ({exc})")
+                wait = backoff
+            else:
+                outcome = self._classify(response)
+                if isinstance(outcome, ProviderResult):
+                    event(
+                        log,
+                        logging.INFO,
+                        "gemini.success",
+                        job_id=job_id,
+                        attempt=attempt,
+                        response_id=_response_id(response),
+                    )
+                    return outcome
+                retry_after, last_error = outcome
+                event(
+                    log,
+                    logging.WARNING,
+                    "gemini.attempt_failed",
+                    job_id=job_id,
+                    attempt=attempt,
+                    status=response.status,
+                    error=str(last_error),
+                    retry=retry_after is not None,
+                )
+                if retry_after is None:
+                    raise last_error
+                wait = retry_after
+            if attempt == MAX_ATTEMPTS or not await sleep_if_time(wait):
+                break
+            backoff = min(backoff * 2, 8.0)
+        raise last_error
+
+    def _classify(
+        self, response: VendorResponse
+    ) -> ProviderResult | tuple[float | None, Exception]:
+        """A result, or (retry after seconds | None for "do not retry", the error)."""
+        status = response.status
+        try:
+            document = response.json()
+        except ValueError:
+            error: Exception = (
+                ProviderUnavailable if status in (429, 503) or status >= 500 else ProviderRejected
+            )(f"gemini answered {status} with a non-JSON body: {response.snippet()}")
+            return (2.0 if status >= 500 or status == 200 else None), error
+        if status != 200:
+            return _classify_error(status, document)
+        return _classify_success(document)
+
+
+def _response_id(response: VendorResponse) -> str | None:
+    try:
+        value = response.json().get("responseId")
+    except (ValueError, AttributeError):
+        return None
+    return str(value) if value else None
+
+
+def _classify_error(status: int, document: Any) -> tuple[float | None, Exception]:
+    error = document.get("error", {}) if isinstance(document, dict) else {}
+    message = truncate(str(error.get("message", "")))
+    vendor_status = str(error.get("status", ""))
+    reasons = [
+        str(d.get("reason"))
+        for d in error.get("details", [])
+        if isinstance(d, dict) and d.get("reason")
+    ]
+    if status == 429:
+        delay = None
+        for detail in error.get("details", []):
+            if isinstance(detail, dict) and "retryDelay" in detail:
+                delay = parse_duration(detail.get("retryDelay"))
+        return (delay if delay is not None else 2.0), ProviderUnavailable(
+            f"gemini rate limited ({vendor_status or 429}): {message}"
+        )
+    if status in (500, 502, 503, 504):
+        cls = ProviderUnavailable if status in (502, 503) else ProviderRejected
+        return 2.0, cls(f"gemini {status} {vendor_status}: {message}")
+    if "API_KEY_INVALID" in reasons:
+        return None, ProviderRejected("gemini rejected the API key (API_KEY_INVALID)")
+    return None, ProviderRejected(f"gemini {status} {vendor_status}: {message}")
+
+
+def _classify_success(document: Any) -> ProviderResult | tuple[float | None, Exception]:
+    if not isinstance(document, dict):
+        return 2.0, ProviderRejected("gemini answered an unexpected document")
+    block = (document.get("promptFeedback") or {}).get("blockReason")
+    candidates = document.get("candidates") or []
+    if block and not candidates:
+        return None, ProviderRejected(f"gemini blocked the prompt: {block}")
+    if not candidates:
+        return NO_IMAGE_BACKOFF, ProviderRejected("gemini returned no candidates")
+    candidate = candidates[0] or {}
+    parts = (candidate.get("content") or {}).get("parts") or []
+    images = []
+    for part in parts:
+        if not isinstance(part, dict) or part.get("thought"):
+            continue
+        inline = part.get("inlineData") or part.get("inline_data")
+        if isinstance(inline, dict) and inline.get("data"):
+            images.append(inline)
+    if images:
+        final = images[-1]
+        try:
+            data = base64.b64decode(final["data"], validate=True)
+        except ValueError:
+            return 2.0, ProviderRejected("gemini returned an image that is not valid base64")
+        mime = str(final.get("mimeType") or final.get("mime_type") or "image/png")
+        return ProviderResult(data, mime)
+    reason = str(candidate.get("finishReason") or "NO_IMAGE")
+    detail = truncate(str(candidate.get("finishMessage") or ""))
+    text = f"gemini returned no image (finishReason {reason})" + (f": {detail}" if detail else "")
+    if reason in REFUSAL_REASONS:
+        return None, ProviderRejected(text)
+    return NO_IMAGE_BACKOFF, ProviderRejected(text)

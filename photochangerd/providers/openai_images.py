@@ -1,0 +1,170 @@
+"""OpenAI image edits: ``POST {base}/images/edits`` (multipart), ``b64_json`` result.
+
+The photo goes first, then the slot's templates (``image[]``).  Errors (providers.md §4):
+400 ``moderation_blocked`` and other 4xx → provider_error (502), never retried; 429
+``rate_limit_exceeded`` → retried after ``Retry-After`` if it fits the deadline; 429
+``insufficient_quota`` → 503 at once; 5xx → retried with back-off while time allows, then 503.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from typing import Any
+
+import httpx
+import trio
+
+from photochangerd.logs import event
+from photochangerd.media.encode import prepare_for_provider
+from photochangerd.media.images import EXT_BY_MIME
+from photochangerd.media.imaging import ImageWorkers
+from photochangerd.providers.base import (
+    ProviderRejected,
+    ProviderRequest,
+    ProviderResult,
+    ProviderUnavailable,
+)
+from photochangerd.providers.keys import ProviderKeys
+from photochangerd.providers.vendor_http import (
+    VendorResponse,
+    VendorUnreachable,
+    parse_duration,
+    send,
+    sleep_if_time,
+    truncate,
+)
+from shared.slot_settings import OpenAIEditSettings, SlotSettingsError, parse_settings
+
+log = logging.getLogger("photochangerd.providers.openai")
+
+MAX_ATTEMPTS = 4
+OUTPUT_MIME = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+
+
+class OpenAIImagesProvider:
+    name = "openai"
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        base_url: str,
+        keys: ProviderKeys,
+        images: ImageWorkers,
+        *,
+        max_response_bytes: int,
+        concurrency: int,
+    ) -> None:
+        self._client = client
+        self._base_url = base_url.rstrip("/")
+        self._keys = keys
+        self._images = images
+        self._max_response_bytes = max_response_bytes
+        self._limiter = trio.CapacityLimiter(concurrency)
+
+    async def process(self, request: ProviderRequest) -> ProviderResult:
+        key = await self._keys.get(self.name)
+        if not key:
+            raise ProviderRejected("openai API key not configured")
+        try:
+            settings = parse_settings(self.name, request.operation, dict(request.settings))
+        except SlotSettingsError as exc:
+            raise ProviderRejected(f"slot settings invalid: {exc}") from None
+        assert isinstance(settings, OpenAIEditSettings)
+        files: list[tuple[str, tuple[str, bytes, str]]] = []
+        inputs = [request.photo, *(t.image for t in request.templates)]
+        field_name = "image[]" if len(inputs) > 1 else "image"
+        for index, image in enumerate(inputs):
+            data, mime = await self._images.run(
+                prepare_for_provider, image.data, image.mime_type, settings.max_input_pixels
+            )
+            files.append((field_name, (f"input-{index}.{EXT_BY_MIME[mime]}", data, mime)))
+        # Ask for the format the booth gets, so no conversion is needed afterwards.
+        output = settings.output_format if settings.output_format in OUTPUT_MIME else "png"
+        fields: dict[str, Any] = {
+            "prompt": settings.prompt,
+            "model": settings.model,
+            "size": settings.size,
+            "quality": settings.quality,
+            "output_format": output,
+            "input_fidelity": settings.input_fidelity,
+            "background": settings.background,
+            "n": "1",
+        }
+        async with self._limiter:
+            return await self._call(request.job_id, key, fields, files)
+
+    async def _call(
+        self,
+        job_id: str,
+        key: str,
+        fields: dict[str, Any],
+        files: list[tuple[str, tuple[str, bytes, str]]],
+    ) -> ProviderResult:
+        backoff = 2.0
+        last_error: Exception = ProviderUnavailable("openai did not answer")
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            request = self._client.build_request(
+                "POST",
+                f"{self._base_url}/images/edits",
+                data=fields,
+                files=files,
+                headers={"Authorization": f"Bearer {key}"},
+            )
+            try:
+                response = await send(self._client, request, self._max_response_bytes)
+            except VendorUnreachable as exc:
+                last_error, wait = ProviderUnavailable(f"openai unreachable ({exc})"), backoff
+            else:
+                if response.status == 200:
+                    return _result(response, fields["output_format"])
+                wait_or_none, last_error = _classify_error(response)
+                event(
+                    log,
+                    logging.WARNING,
+                    "openai.attempt_failed",
+                    job_id=job_id,
+                    attempt=attempt,
+                    status=response.status,
+                    error=str(last_error),
+                )
+                if wait_or_none is None:
+                    raise last_error
+                wait = max(wait_or_none, backoff)
+            if attempt == MAX_ATTEMPTS or not await sleep_if_time(wait):
+                break
+            backoff = min(backoff * 2, 16.0)
+        raise last_error
+
+
+def _result(response: VendorResponse, requested: str) -> ProviderResult:
+    try:
+        document = response.json()
+        item = document["data"][0]
+        data = base64.b64decode(item["b64_json"], validate=True)
+    except (ValueError, KeyError, IndexError, TypeError):
+        raise ProviderRejected(
+            f"openai answered 200 without a usable image: {response.snippet()}"
+        ) from None
+    output = str(document.get("output_format") or requested)
+    return ProviderResult(data, OUTPUT_MIME.get(output, "image/png"))
+
+
+def _classify_error(response: VendorResponse) -> tuple[float | None, Exception]:
+    try:
+        error = response.json().get("error") or {}
+    except (ValueError, AttributeError):
+        error = {}
+    code = str(error.get("code") or error.get("type") or "")
+    message = truncate(str(error.get("message") or response.snippet()))
+    status = response.status
+    if status == 429:
+        if code == "insufficient_quota":
+            return None, ProviderUnavailable(f"openai quota exhausted: {message}")
+        delay = parse_duration(response.headers.get("retry-after")) or 2.0
+        return delay, ProviderUnavailable(f"openai rate limited: {message}")
+    if status >= 500:
+        return 2.0, ProviderUnavailable(f"openai {status}: {message}")
+    if status == 401:
+        return None, ProviderRejected("openai rejected the API key")
+    return None, ProviderRejected(f"openai {status} {code}: {message}")

@@ -1,0 +1,121 @@
+"""Outbound HTTP to AI vendors: one shared ``httpx.AsyncClient`` per provider, bounded reads.
+
+httpx's timeouts are per phase and per chunk (a vendor dripping one byte a second never times
+out) and it has no response-size cap (pitfalls.md #16).  So: every call runs inside the job's
+cancel scope (the only bound on a whole call), responses are streamed and abandoned past
+``max_bytes``, and the connect/read timeouts stay as inner network guards only.
+
+Network failures become :class:`VendorUnreachable`; what a vendor said is a
+:class:`VendorResponse` for the driver to classify.  Error texts are truncated before they reach
+logs or job records, and never include request headers (where the keys are).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import trio
+
+from photochangerd.providers.base import ProviderRejected
+
+ERROR_TEXT_LIMIT = 300
+
+
+class VendorUnreachable(Exception):
+    """Connection refused/reset, DNS failure, TLS error, network timeout."""
+
+
+class ResponseTooLarge(ProviderRejected):
+    """The vendor's response exceeded our cap."""
+
+
+@dataclass(frozen=True, slots=True)
+class VendorResponse:
+    status: int
+    headers: Mapping[str, str]
+    body: bytes = field(repr=False)
+
+    def json(self) -> Any:
+        """Parsed JSON body; ``ValueError`` when it is not JSON."""
+        return json.loads(self.body)
+
+    def snippet(self) -> str:
+        """A short, printable excerpt of the body for logs and job records."""
+        text = self.body[:ERROR_TEXT_LIMIT].decode("utf-8", errors="replace")
+        return " ".join(text.split())
+
+
+def truncate(text: str, limit: int = ERROR_TEXT_LIMIT) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def make_client(connect_timeout: float = 10.0, read_timeout: float = 120.0) -> httpx.AsyncClient:
+    """A shared client: pooled keep-alive connections, inner network guards as timeouts."""
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(connect=connect_timeout, read=read_timeout, write=60.0, pool=None),
+        limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
+        follow_redirects=False,
+        headers={"User-Agent": "photochangerd"},
+    )
+
+
+async def send(client: httpx.AsyncClient, request: httpx.Request, max_bytes: int) -> VendorResponse:
+    """Send ``request`` and read at most ``max_bytes`` of the answer."""
+    try:
+        response = await client.send(request, stream=True)
+    except httpx.TransportError as exc:
+        raise VendorUnreachable(type(exc).__name__) from None
+    try:
+        declared = response.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > max_bytes:
+            raise ResponseTooLarge(f"vendor response of {declared} bytes is over the cap")
+        body = bytearray()
+        try:
+            async for chunk in response.aiter_raw():
+                body += chunk
+                if len(body) > max_bytes:
+                    raise ResponseTooLarge(f"vendor response over {max_bytes} bytes")
+        except httpx.TransportError as exc:
+            raise VendorUnreachable(type(exc).__name__) from None
+        if response.headers.get("content-encoding"):
+            body = bytearray(
+                httpx.Response(200, headers=response.headers, content=bytes(body)).content
+            )
+        return VendorResponse(response.status_code, dict(response.headers), bytes(body))
+    finally:
+        with trio.CancelScope(shield=True), trio.move_on_after(2):
+            await response.aclose()
+
+
+def remaining() -> float:
+    """Seconds left before the enclosing deadline (``inf`` outside any)."""
+    return trio.current_effective_deadline() - trio.current_time()
+
+
+async def sleep_if_time(seconds: float, reserve: float = 1.0) -> bool:
+    """Back off for ``seconds`` if at least ``seconds + reserve`` remain; False if not.
+
+    A retry that cannot finish before the deadline is not worth starting: the caller then
+    fails with the last error instead of being cut off by the deadline mid-way.
+    """
+    if remaining() < seconds + reserve:
+        return False
+    await trio.sleep(seconds)
+    return True
+
+
+def parse_duration(text: str | None) -> float | None:
+    """``"42s"`` / ``"1.5s"`` / ``"7"`` → seconds."""
+    if not text:
+        return None
+    try:
+        value = float(str(text).strip().removesuffix("s"))
+    except ValueError:
+        return None
+    return value if math.isfinite(value) and value >= 0 else None

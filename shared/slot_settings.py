@@ -1,0 +1,161 @@
+"""Typed slot settings per provider/operation (api.md §5), with defaults and validation.
+
+The admin API validates a slot update with :func:`validate_slot` and answers 422 with the
+per-field messages it returns; the providers parse the stored settings with the same models,
+so what was accepted is exactly what runs.  Unknown keys are errors (a typo must not be
+silently ignored).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+OutputFormat = Literal["jpeg", "png", "webp", "original"]
+GEMINI_MODELS = ("gemini-2.5-flash-image", "gemini-3-pro-image-preview")
+GEMINI_ASPECT_RATIOS = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9")
+OPENAI_MODELS = ("gpt-image-1", "gpt-image-1-mini", "gpt-image-1.5")
+
+Prompt = Annotated[str, Field(min_length=1, max_length=32_000)]
+
+
+class CommonSettings(BaseModel):
+    """Settings every slot has."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    output_format: OutputFormat = "jpeg"
+    max_input_pixels: int = Field(
+        default=4_000_000,
+        ge=250_000,
+        le=50_000_000,
+        description="Photos above this are downscaled before they are sent to the provider.",
+    )
+
+
+class LocalSettings(CommonSettings):
+    pass
+
+
+class GeminiEditSettings(CommonSettings):
+    prompt: Prompt
+    model: Literal["gemini-2.5-flash-image", "gemini-3-pro-image-preview"] = (
+        "gemini-2.5-flash-image"
+    )
+    aspect_ratio: (
+        Literal["1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9"] | None
+    ) = None
+    image_size: Literal["1K", "2K", "4K"] | None = None
+
+    @model_validator(mode="after")
+    def _image_size_needs_pro(self) -> GeminiEditSettings:
+        if self.image_size is not None and self.model != "gemini-3-pro-image-preview":
+            raise ValueError("image_size is only supported by gemini-3-pro-image-preview")
+        return self
+
+
+class TurbotextImage2ImageSettings(CommonSettings):
+    prompt: Prompt
+    strength: int = Field(default=40, ge=0, le=80)
+    seed: int | None = Field(default=None, ge=1, le=10**10)
+    scale: float = Field(default=7.5, ge=0.1, le=20)
+    negative_prompt: str | None = None
+    original_language: str = Field(default="ru", min_length=2, max_length=5)
+
+    @field_validator("negative_prompt")
+    @classmethod
+    def _at_most_80_words(cls, value: str | None) -> str | None:
+        if value is not None and len(value.split()) > 80:
+            raise ValueError("negative_prompt: at most 80 words")
+        return value
+
+
+class TurbotextMixImagesSettings(CommonSettings):
+    prompt: str | None = Field(default=None, max_length=32_000)
+
+
+class TurbotextFaceSwapSettings(CommonSettings):
+    face_restore: bool = False
+
+
+class OpenAIEditSettings(CommonSettings):
+    prompt: Prompt
+    model: Literal["gpt-image-1", "gpt-image-1-mini", "gpt-image-1.5"] = "gpt-image-1"
+    size: Literal["1024x1024", "1536x1024", "1024x1536", "auto"] = "auto"
+    quality: Literal["low", "medium", "high", "auto"] = "medium"
+    input_fidelity: Literal["high", "low"] = "high"
+    background: Literal["auto", "opaque", "transparent"] = "auto"
+
+
+SETTINGS_MODELS: dict[tuple[str, str], type[CommonSettings]] = {
+    ("local", "passthrough"): LocalSettings,
+    ("local", "enhance"): LocalSettings,
+    ("local", "grayscale"): LocalSettings,
+    ("local", "sepia"): LocalSettings,
+    ("local", "frame"): LocalSettings,
+    ("gemini", "edit"): GeminiEditSettings,
+    ("turbotext", "image2image"): TurbotextImage2ImageSettings,
+    ("turbotext", "mix_images"): TurbotextMixImagesSettings,
+    ("turbotext", "face_swap"): TurbotextFaceSwapSettings,
+    ("openai", "edit"): OpenAIEditSettings,
+}
+
+# Template roles an operation cannot run without.
+REQUIRED_TEMPLATE_ROLES: dict[tuple[str, str], str] = {
+    ("local", "frame"): "frame",
+    ("turbotext", "mix_images"): "style",
+    ("turbotext", "face_swap"): "face",
+}
+
+
+class SlotSettingsError(ValueError):
+    """Invalid slot configuration; :attr:`errors` maps a field path to its message."""
+
+    def __init__(self, errors: dict[str, str]) -> None:
+        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
+        self.errors = errors
+
+
+def validate_slot(
+    provider: str,
+    operation: str,
+    settings: dict[str, Any],
+    template_roles: list[str] | None = None,
+) -> CommonSettings:
+    """Validate a slot's provider/operation/settings (and template roles when given).
+
+    Returns the parsed settings (defaults filled in); raises :class:`SlotSettingsError` with
+    per-field messages (``settings.prompt``, ``operation``, ``template_media`` …).
+    """
+    model = SETTINGS_MODELS.get((provider, operation))
+    if model is None:
+        from shared.catalogue import CATALOGUE
+
+        if provider not in CATALOGUE:
+            raise SlotSettingsError({"provider": f"unknown provider {provider!r}"})
+        allowed = ", ".join(CATALOGUE[provider])
+        raise SlotSettingsError({"operation": f"{provider} supports: {allowed}"})
+    try:
+        parsed = model.model_validate(settings)
+    except ValidationError as exc:
+        errors: dict[str, str] = {}
+        for error in exc.errors():
+            message = error["msg"].removeprefix("Value error, ")
+            path = ".".join(str(part) for part in error["loc"])
+            if not path:  # a cross-field rule: its message starts with the field it is about
+                first = message.split(" ", 1)[0].rstrip(":")
+                path = first if first in model.model_fields else ""
+            errors[f"settings.{path}" if path else "settings"] = message
+        raise SlotSettingsError(errors) from None
+    needed = REQUIRED_TEMPLATE_ROLES.get((provider, operation))
+    if template_roles is not None and needed and needed not in template_roles:
+        raise SlotSettingsError(
+            {"template_media": f"{provider}/{operation} needs a template with role {needed!r}"}
+        )
+    return parsed
+
+
+def parse_settings(provider: str, operation: str, settings: dict[str, Any]) -> CommonSettings:
+    """Parse stored settings for running a job (same rules as :func:`validate_slot`)."""
+    return validate_slot(provider, operation, settings)
