@@ -9,6 +9,7 @@ the benchmark does not leave a daemon behind.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import math
@@ -44,10 +45,9 @@ def _free_port() -> int:
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
-    try:
+    # Not Linux (no prctl): the context manager still stops the daemon on every normal path.
+    with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):
-        pass  # not Linux: the context manager still stops the daemon on every normal path
 
 
 class BenchDaemon:
@@ -212,15 +212,15 @@ class Report:
     def __init__(self) -> None:
         self.figures: list[tuple[str, str, str]] = []
 
-    def add(self, name: str, value: float | int | str, unit: str = "") -> None:
-        text = f"{value:.1f}" if isinstance(value, float) else str(value)
+    def add(self, name: str, value: float | int | str, unit: str = "", digits: int = 1) -> None:
+        text = f"{value:.{digits}f}" if isinstance(value, float) else str(value)
         self.figures.append((name, text, unit))
         print(f"{name}: {text} {unit}".rstrip(), flush=True)
 
     def latency(self, name: str, seconds: Sequence[float], *, points: Sequence[int]) -> None:
-        """``name_p50: 12.3 ms`` for each percentile in ``points`` (100 = max)."""
+        """``name_p50: 12.3 ms`` for each percentile in ``points`` (0 = min, 100 = max)."""
         for point in points:
-            label = "max" if point == 100 else f"p{point}"
+            label = {0: "min", 100: "max"}.get(point, f"p{point}")
             self.add(f"{name}_{label}", percentile(seconds, point) * 1000, "ms")
 
 
