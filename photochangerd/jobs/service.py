@@ -67,7 +67,7 @@ class Submission:
     job_id: str
     waiter: Waiter
     deadline: float  # wall clock
-    input_path: str
+    input_path: str | None
 
 
 def _final_image(data: bytes, output_format: str, passthrough: bool) -> tuple[bytes, str]:
@@ -76,6 +76,12 @@ def _final_image(data: bytes, output_format: str, passthrough: bool) -> tuple[by
     if passthrough:
         return data, info.mime_type
     return convert(data, info.mime_type, output_format)
+
+
+def _job_from_values(values: dict[str, Any]) -> Job:
+    """The row just inserted, as a :class:`Job` (no read-back needed)."""
+    fields: dict[str, Any] = {name: values.get(name) for name in Job.__dataclass_fields__}
+    return Job(**fields)
 
 
 class JobService:
@@ -99,7 +105,11 @@ class JobService:
         self.instance_id = instance_id
         self.runtime = RuntimeSettings()
         self.waiters = WaiterRegistry()
-        self._wake_send, self.wake_receive = trio.open_memory_channel[str](math.inf)
+        # Wake-ups for workers: a job id to claim, or a job already claimed for them.
+        self._wake_send, self.wake_receive = trio.open_memory_channel[str | Job](math.inf)
+        self.idle_workers = 0
+        self._handovers = 0
+        self._inputs: dict[str, bytes] = {}  # input photos of this process's unfinished jobs
         self.running: dict[str, trio.CancelScope] = {}
         self._idle = trio.Event()
 
@@ -118,10 +128,20 @@ class JobService:
         created_at: float,
         deadline: float,
     ) -> Submission:
-        """Store the input, insert the pending job and wake a worker."""
-        input_path = self.store.input_path(job_id, image.extension)
-        await spool.commit(input_path, data)
-        values = {
+        """Insert the job and hand it to a worker.
+
+        Fast path (measured: it saves a transaction and two file operations per ingest): the
+        input stays in memory for this process's worker, and when a worker is idle the job is
+        inserted already claimed (``processing``) and handed over directly.  The input is also
+        written to the media directory when other instances may have to run the job (shared
+        PostgreSQL); with SQLite the daemon is alone and a restart ends every open job anyway.
+        """
+        input_path: str | None = None
+        if self.db.dialect != "sqlite":
+            target = self.store.input_path(job_id, image.extension)
+            await spool.commit(target, data)
+            input_path = str(target)
+        values: dict[str, Any] = {
             "id": job_id,
             "slot_id": slot.id,
             "source": source,
@@ -134,19 +154,33 @@ class JobService:
             "deadline": deadline,
             "attempts": 0,
             "client_metadata": metadata,
-            "input_path": str(input_path),
+            "input_path": input_path,
             "input_mime_type": image.mime_type,
         }
+        hand_over = self.idle_workers > self._handovers
+        if hand_over:
+            self._handovers += 1
+            values.update(
+                status="processing", started_at=created_at, claimed_by=self.instance_id, attempts=1
+            )
         waiter = self.waiters.register(job_id)
+        self._inputs[job_id] = data
         try:
             await self.db.write(repositories.insert_job, values)
         except BaseException:
             self.waiters.discard(job_id)
+            self._inputs.pop(job_id, None)
             with trio.CancelScope(shield=True):
                 await self.store.remove(input_path)
             raise
-        self._wake_send.send_nowait(job_id)
-        return Submission(job_id, waiter, deadline, str(input_path))
+        finally:
+            if hand_over:
+                self._handovers -= 1
+        if hand_over:
+            self._wake_send.send_nowait(_job_from_values(values))
+        else:
+            self._wake_send.send_nowait(job_id)
+        return Submission(job_id, waiter, deadline, input_path)
 
     async def wait(self, submission: Submission) -> Outcome:
         """Wait for the job's outcome, at most until its deadline (then finalize ``timeout``).
@@ -228,6 +262,7 @@ class JobService:
                 # The sweeper finalizes the row once the DB is back; answer the request now.
                 outcome = Outcome(JobFailure.INTERNAL_ERROR, 500, "database unavailable")
                 self.waiters.resolve(job_id, outcome)
+            self._inputs.pop(job_id, None)
             if won:
                 self.waiters.resolve(job_id, outcome)
                 await self.store.remove(input_path)
@@ -270,6 +305,7 @@ class JobService:
                 outcome = timeout_outcome()
         finally:
             self.running.pop(job.id, None)
+            self._inputs.pop(job.id, None)
             if not self.running:
                 self._idle.set()
             if outcome is None:
@@ -285,9 +321,12 @@ class JobService:
             await self.finalize(job.id, outcome, job.input_path)
 
     async def _produce(self, job: Job) -> Outcome:
-        if job.input_path is None or job.input_mime_type is None:
+        photo_bytes = self._inputs.get(job.id)
+        if photo_bytes is None and job.input_path:
+            photo_bytes = await self.store.read(job.input_path)
+        if photo_bytes is None or job.input_mime_type is None:
             raise RuntimeError("job has no input")
-        photo = ImageInput(await self.store.read(job.input_path), job.input_mime_type)
+        photo = ImageInput(photo_bytes, job.input_mime_type)
         bindings = []
         if job.provider != "local" or job.operation == "frame":  # the others use no templates
             bindings = await self.db.read(repositories.slot_templates, job.slot_id)
@@ -366,6 +405,7 @@ class JobService:
             details="deadline passed (swept)",
         )
         for job_id, _ in ended:
+            self._inputs.pop(job_id, None)
             self.waiters.resolve(job_id, timeout_outcome())
         await self._remove_inputs(ended)
         if ended:

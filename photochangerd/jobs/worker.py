@@ -13,6 +13,7 @@ import trio
 
 from photochangerd.db import repositories
 from photochangerd.db.engine import DatabaseUnavailable
+from photochangerd.domain.models import Job
 from photochangerd.jobs.service import JobService
 from photochangerd.logs import event
 
@@ -27,30 +28,37 @@ async def run_worker(service: JobService, number: int) -> None:
     receive = service.wake_receive
     shared_db = service.db.dialect == "postgresql"
     while True:
-        job_id: str | None = None
-        if shared_db:
-            with trio.move_on_after(IDLE_POLL_SECONDS):
-                job_id = await receive.receive()
-        else:
-            job_id = await receive.receive()
+        message: str | Job | None = None
+        service.idle_workers += 1
         try:
-            now = service.clock.now()
-            if job_id is not None:
-                job = await service.db.write(
-                    repositories.claim_job, job_id, service.instance_id, now
-                )
+            if shared_db:
+                with trio.move_on_after(IDLE_POLL_SECONDS):
+                    message = await receive.receive()
             else:
-                job = await service.db.write(
-                    repositories.claim_next_job, service.instance_id, now, service.db.dialect
-                )
-        except DatabaseUnavailable:
-            event(log, logging.WARNING, "worker.db_unavailable", worker=number)
-            await trio.sleep(DB_RETRY_SECONDS)
-            continue
-        except Exception:  # a claim query failing must not take the daemon down
-            log.exception("worker.claim_failed", extra={"fields": {"worker": number}})
-            await trio.sleep(DB_RETRY_SECONDS)
-            continue
+                message = await receive.receive()
+        finally:
+            service.idle_workers -= 1
+        if isinstance(message, Job):  # inserted already claimed for us
+            job: Job | None = message
+        else:
+            try:
+                now = service.clock.now()
+                if message is not None:
+                    job = await service.db.write(
+                        repositories.claim_job, message, service.instance_id, now
+                    )
+                else:
+                    job = await service.db.write(
+                        repositories.claim_next_job, service.instance_id, now, service.db.dialect
+                    )
+            except DatabaseUnavailable:
+                event(log, logging.WARNING, "worker.db_unavailable", worker=number)
+                await trio.sleep(DB_RETRY_SECONDS)
+                continue
+            except Exception:  # a claim query failing must not take the daemon down
+                log.exception("worker.claim_failed", extra={"fields": {"worker": number}})
+                await trio.sleep(DB_RETRY_SECONDS)
+                continue
         if job is None:
             continue
         event(log, logging.DEBUG, "job.claimed", job_id=job.id, slot_id=job.slot_id, worker=number)
