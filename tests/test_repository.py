@@ -226,6 +226,7 @@ async def test_cancelled_query_leaves_the_pool_usable(db: Database) -> None:
     started = trio.current_time()
     with trio.move_on_after(0.2) as scope:
         await db.read(slow)
+        await trio.lowlevel.checkpoint()
     assert scope.cancelled_caught
     if db.dialect == "postgresql":
         assert trio.current_time() - started < 1.0

@@ -92,6 +92,7 @@ class Outcome:
     details: str | None = None
     result: StoredResult | None = None
     data: bytes | None = field(default=None, repr=False)
+    provider_seconds: float | None = None  # time spent inside the provider (this process)
 
     @property
     def ok(self) -> bool:

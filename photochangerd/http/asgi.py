@@ -30,6 +30,9 @@ class ShieldedSend:
             await self.app(scope, receive, send)
             return
 
+        # The moment the request reached the application: the ingest deadline counts from here,
+        # not from when a busy framework got round to calling the handler.
+        scope.setdefault("extensions", {})["photochanger.arrival"] = trio.current_time()
         budget = self.budget
 
         async def shielded_send(message: dict[str, Any]) -> None:

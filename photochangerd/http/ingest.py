@@ -94,8 +94,10 @@ class _Attempt:
         self.app = app
         self.slot_id = slot_id
         self.source = source
-        self.arrival = trio.current_time()
-        self.created_at = app.clock.now()
+        extensions: dict[str, Any] = dict(request.scope.get("extensions") or {})
+        now = trio.current_time()
+        self.arrival = float(extensions.get("photochanger.arrival", now))
+        self.created_at = app.clock.now() - (now - self.arrival)
         self.job_id: str | None = None
         self.body_read = False
 
@@ -250,7 +252,14 @@ async def _ingest(
         return response, reason, 0
     assert outcome.result is not None and attempt.job_id is not None
     result = outcome.data if outcome.data is not None else await app.store.read(outcome.result.path)
-    return _success_response(attempt.job_id, outcome, result), None, len(result)
+    response = _success_response(attempt.job_id, outcome, result)
+    # Server-Timing: what the daemon itself spent around the provider (operators, benchmarks).
+    total_ms = (trio.current_time() - attempt.arrival) * 1000
+    provider_ms = (outcome.provider_seconds or 0.0) * 1000
+    response.headers["Server-Timing"] = (
+        f"provider;dur={provider_ms:.2f}, daemon;dur={total_ms - provider_ms:.2f}"
+    )
+    return response, None, len(result)
 
 
 @bp.route("/ingest/<path:slot_id>", methods=["POST"])

@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import trio
@@ -60,6 +60,15 @@ class RuntimeSettings:
 
     sync_response_seconds: float = 48.0
     result_ttl_seconds: float = 72 * 3600.0
+
+
+@dataclass(slots=True)
+class _Decision:
+    """A job's outcome as settled in this process, and whether it is in the database yet."""
+
+    outcome: Outcome
+    persisted: trio.Event = field(default_factory=trio.Event)
+    delegated: bool = False  # decided by the waiting request, to be written by the worker
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +118,8 @@ class JobService:
         self._wake_send, self.wake_receive = trio.open_memory_channel[str | Job](math.inf)
         self.idle_workers = 0
         self._handovers = 0
-        self._inputs: dict[str, bytes] = {}  # input photos of this process's unfinished jobs
+        self._inputs: dict[str, bytes] = {}
+        self._decisions: dict[str, _Decision] = {}  # input photos of this process's unfinished jobs
         self.running: dict[str, trio.CancelScope] = {}
         self._idle = trio.Event()
 
@@ -204,16 +214,7 @@ class JobService:
                             return await self._outcome_of(job)
                 assert waiter.outcome is not None
                 return waiter.outcome
-            if await self.finalize(job_id, timeout_outcome(), submission.input_path):
-                return timeout_outcome()
-            # Lost the race against the worker finishing at the very same moment.
-            if waiter.outcome is not None:
-                return waiter.outcome
-            with trio.CancelScope(shield=True), trio.move_on_after(FINALIZE_BUDGET):
-                job = await self.db.read(repositories.get_job, job_id)
-                if job is not None:
-                    return await self._outcome_of(job)
-            return timeout_outcome()
+            return await self._answer_deadline(job_id, waiter, submission.input_path)
         finally:
             self.waiters.discard(job_id)
 
@@ -232,12 +233,70 @@ class JobService:
 
     # -- finalization ------------------------------------------------------------------------
 
+    def _decide(self, job_id: str, outcome: Outcome) -> tuple[_Decision, bool]:
+        """Settle a job's outcome in this process: (the decision, whether it is ``outcome``).
+
+        The first caller decides; later callers (the other party at the same instant) get
+        that decision.  This keeps one database write per job end instead of two racing ones,
+        and lets the booth get its 504 at the deadline while the worker — whose cancel scope is
+        unwinding at that same instant — writes it down.  The conditional update in
+        :meth:`_persist` stays the arbiter across instances.
+        """
+        existing = self._decisions.get(job_id)
+        if existing is not None:
+            return existing, False
+        decision = _Decision(outcome)
+        self._decisions[job_id] = decision
+        return decision, True
+
+    async def _answer_deadline(
+        self, job_id: str, waiter: Waiter, input_path: str | None
+    ) -> Outcome:
+        """The waiting request reached the deadline: decide ``timeout`` unless already decided."""
+        decision, first = self._decide(job_id, timeout_outcome())
+        if first:
+            if job_id in self.running:
+                # Its worker's scope ends right now; it records this decision (and discards
+                # any result).  The booth need not wait for that write.
+                decision.delegated = True
+                return decision.outcome
+            await self._persist(job_id, decision, input_path)
+            self._decisions.pop(job_id, None)
+            return waiter.outcome or decision.outcome
+        # The worker decided first (typically a success finishing at the deadline).
+        with trio.CancelScope(shield=True), trio.move_on_after(FINALIZE_BUDGET):
+            await decision.persisted.wait()
+        if waiter.outcome is not None:
+            return waiter.outcome
+        with trio.CancelScope(shield=True), trio.move_on_after(FINALIZE_BUDGET):
+            job = await self.db.read(repositories.get_job, job_id)
+            if job is not None and job.is_finalized:
+                return await self._outcome_of(job)
+        return decision.outcome
+
     async def finalize(self, job_id: str, outcome: Outcome, input_path: str | None = None) -> bool:
-        """Record ``outcome`` unless the job is already final; True when this call decided it.
+        """Record ``outcome`` unless the job is already decided or final; True when it won.
 
         Runs shielded (it is the last write of a job whose scope may just have been cancelled)
         and bounded by :data:`FINALIZE_BUDGET`.
         """
+        decision, first = self._decide(job_id, outcome)
+        try:
+            if not first:
+                with trio.CancelScope(shield=True), trio.move_on_after(FINALIZE_BUDGET):
+                    await decision.persisted.wait()
+                if outcome.result is not None and outcome is not decision.outcome:
+                    with trio.CancelScope(shield=True):
+                        await self.store.remove(outcome.result.path)
+                return False
+            return await self._persist(job_id, decision, input_path)
+        finally:
+            if first:
+                self._decisions.pop(job_id, None)
+
+    async def _persist(self, job_id: str, decision: _Decision, input_path: str | None) -> bool:
+        """Write a decision with the conditional update; wake the waiter if it won."""
+        outcome = decision.outcome
         won = False
         with trio.CancelScope(shield=True), trio.move_on_after(FINALIZE_BUDGET):
             try:
@@ -260,8 +319,11 @@ class JobService:
                     reason="database_unavailable",
                 )
                 # The sweeper finalizes the row once the DB is back; answer the request now.
-                outcome = Outcome(JobFailure.INTERNAL_ERROR, 500, "database unavailable")
-                self.waiters.resolve(job_id, outcome)
+                self.waiters.resolve(
+                    job_id, Outcome(JobFailure.INTERNAL_ERROR, 500, "database unavailable")
+                )
+            finally:
+                decision.persisted.set()
             self._inputs.pop(job_id, None)
             if won:
                 self.waiters.resolve(job_id, outcome)
@@ -318,7 +380,18 @@ class JobService:
                 slot_id=job.slot_id,
                 seconds=round(trio.current_time() - started, 4),
             )
-            await self.finalize(job.id, outcome, job.input_path)
+            decision = self._decisions.get(job.id)
+            if decision is not None and decision.delegated:
+                # The waiting request already answered with this decision; record it here.
+                if outcome.result is not None and outcome is not decision.outcome:
+                    with trio.CancelScope(shield=True):
+                        await self.store.remove(outcome.result.path)
+                try:
+                    await self._persist(job.id, decision, job.input_path)
+                finally:
+                    self._decisions.pop(job.id, None)
+            else:
+                await self.finalize(job.id, outcome, job.input_path)
 
     async def _produce(self, job: Job) -> Outcome:
         photo_bytes = self._inputs.get(job.id)
@@ -352,7 +425,9 @@ class JobService:
             request = dataclasses.replace(
                 request, publish=self.provider_media.publisher(job.id, job.deadline)
             )
+        provider_started = trio.current_time()
         result = await provider.process(request)
+        provider_seconds = trio.current_time() - provider_started
         output_format = str(job.settings.get("output_format", "jpeg"))
         try:
             data, mime = await self.images.run(
@@ -362,7 +437,7 @@ class JobService:
             raise ProviderRejected(f"the provider's output is not a usable image: {exc}") from None
         extension = EXT_BY_MIME[mime]
         stored = await self.store.write_result(job.id, data, extension, mime)
-        return Outcome(None, 200, result=stored, data=data)
+        return Outcome(None, 200, result=stored, data=data, provider_seconds=provider_seconds)
 
     # -- recovery and sweeping ---------------------------------------------------------------
 

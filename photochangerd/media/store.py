@@ -29,7 +29,7 @@ def _write_atomic(path: Path, data: bytes, durable: bool = True) -> None:
             handle.write(data)
             if durable:
                 handle.flush()
-                os.fsync(handle.fileno())
+                os.fdatasync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -81,6 +81,7 @@ class Shot:
     job_id: str | None = None
     body_size: int = 0
     error: str | None = None
+    daemon_ms: float | None = None  # the daemon's own time (Server-Timing), provider excluded
 
     @property
     def outcome(self) -> str:
@@ -116,7 +117,19 @@ async def shoot(daemon: BenchDaemon, slot: str, upload: Upload, timeout: float =
         wall_end,
         response.headers.get("x-job-id"),
         len(response.body),
+        daemon_ms=_server_timing(response.headers.get("server-timing", ""), "daemon"),
     )
+
+
+def _server_timing(header: str, name: str) -> float | None:
+    """``dur`` of metric ``name`` in a ``Server-Timing`` header."""
+    for metric in header.split(","):
+        parts = [p.strip() for p in metric.split(";")]
+        if parts and parts[0] == name:
+            for param in parts[1:]:
+                if param.startswith("dur="):
+                    return float(param[4:])
+    return None
 
 
 async def burst(daemon: BenchDaemon, slot: str, upload: Upload, timeout: float) -> list[Shot]:
@@ -151,6 +164,9 @@ async def phase_overhead(bench: Bench, upload: Upload) -> list[Shot]:
     good = [s for s in shots if s.status == 200 and s.body_size == len(upload.photo)]
     name = f"overhead_{upload.label}"
     bench.report.latency(name, [s.elapsed for s in good], points=(50, 95, 99))
+    daemon_ms = [s.daemon_ms / 1000 for s in good if s.daemon_ms is not None]
+    if daemon_ms:  # the same requests, timed inside the daemon (arrival -> response ready)
+        bench.report.latency(f"{name}_daemon_side", daemon_ms, points=(50, 95, 99))
     report_outcomes(bench.report, name, shots)
     if len(good) != sum(s.status == 200 for s in shots):
         bench.report.add(f"{name}_wrong_body", len(shots) - len(good), "requests")
