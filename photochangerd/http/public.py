@@ -21,6 +21,17 @@ bp = Blueprint("public", __name__)
 _JOB_ID_RE = re.compile(JOB_ID_PATTERN)
 
 
+FILE_CHUNK = 256 * 1024
+
+
+def _large_reads(response: Response) -> None:
+    """quart-trio streams files in 8 KiB reads, each a thread hop: ~9 MB/s measured for a
+    2 MB result.  Results are at most a few MB; 256 KiB reads serve them at disk speed."""
+    body = response.response
+    if hasattr(body, "buffer_size"):
+        body.buffer_size = FILE_CHUNK
+
+
 def _not_found() -> NotFound:
     return NotFound("no result for this link", reason=FailureReason.RESULT_NOT_FOUND)
 
@@ -56,6 +67,7 @@ async def result(job_id: str) -> Response:
         last_modified=datetime.fromtimestamp(job.finalized_at or 0, UTC),
         cache_timeout=3600,
     )
+    _large_reads(response)
     # Quoted, as api.md shows it (the name is ours: a job id and a known extension).
     response.headers["Content-Disposition"] = f'attachment; filename="{job_id}.{extension}"'
     return response
@@ -82,5 +94,6 @@ async def provider_media(media_id: str) -> Response:
     if not await trio.to_thread.run_sync(path.is_file):
         raise ResultExpired("this media link has expired")
     response = await send_file(path, mimetype=row.mime_type, conditional=True)
+    _large_reads(response)
     response.headers["Cache-Control"] = "no-store"
     return response
