@@ -107,16 +107,20 @@ TEST_ENV = {
 
 
 async def start_daemon(
-    nursery: trio.Nursery, config: Config, clock: WallClock | None = None
+    nursery: trio.Nursery,
+    config: Config,
+    clock: WallClock | None = None,
+    env: dict[str, str] | None = None,
 ) -> RunningDaemon:
     clock = clock or WallClock()
+    environ = {**TEST_ENV, **(env or {})}
     provider = ScriptedProvider()
     daemon: Daemon = await nursery.start(
         lambda task_status: run(
             config,
             providers={"script": provider},
             clock=clock,
-            environ=TEST_ENV,
+            environ=environ,
             handle_signals=False,
             task_status=task_status,
         )
@@ -135,3 +139,12 @@ async def daemon(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[Running
 async def client(daemon: RunningDaemon) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=daemon.url, timeout=30) as http:
         yield http
+
+
+def free_port() -> int:
+    """A loopback port that was free a moment ago (for daemons that must know their URL)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
