@@ -21,7 +21,11 @@ KEY = "test-gemini-key"
 
 
 async def _setup(
-    nursery: trio.Nursery, tmp_path: Path, *, key: str | None = KEY, deadline: float = 10,
+    nursery: trio.Nursery,
+    tmp_path: Path,
+    *,
+    key: str | None = KEY,
+    deadline: float = 10,
     settings: dict[str, object] | None = None,
 ) -> tuple[RunningDaemon, FakeGemini]:
     fake = FakeGemini(api_key=KEY)
@@ -29,14 +33,19 @@ async def _setup(
     env = {"GEMINI_API_KEY": key} if key else {}
     daemon = await start_daemon(nursery, make_config(tmp_path, gemini_base_url=url), env=env)
     await daemon.set_setting("sync_response_seconds", deadline)
-    await daemon.configure_slot("slot-003", provider="gemini", operation="edit",
-                                settings=settings or {"prompt": "turn it into a watercolour"})
+    await daemon.configure_slot(
+        "slot-003",
+        provider="gemini",
+        operation="edit",
+        settings=settings or {"prompt": "turn it into a watercolour"},
+    )
     return daemon, fake
 
 
 async def _shoot(daemon: RunningDaemon, photo: bytes = PHOTO) -> DslrResponse:
-    response = await dslr_upload("127.0.0.1", daemon.port, "slot-003", photo=photo,
-                                 password=INGEST_PASSWORD)
+    response = await dslr_upload(
+        "127.0.0.1", daemon.port, "slot-003", photo=photo, password=INGEST_PASSWORD
+    )
     assert response is not None
     return response
 
@@ -62,9 +71,14 @@ async def test_success_returns_the_edited_image_as_jpeg(
 
 async def test_thought_parts_are_skipped(nursery: trio.Nursery, tmp_path: Path) -> None:
     daemon, fake = await _setup(
-        nursery, tmp_path,
-        settings={"prompt": "p", "model": "gemini-3-pro-image-preview", "image_size": "1K",
-                  "output_format": "png"},
+        nursery,
+        tmp_path,
+        settings={
+            "prompt": "p",
+            "model": "gemini-3-pro-image-preview",
+            "image_size": "1K",
+            "output_format": "png",
+        },
     )
     fake.script("success_with_thoughts")
     response = await _shoot(daemon)
@@ -82,11 +96,14 @@ async def test_intermittent_no_image_is_retried(nursery: trio.Nursery, tmp_path:
     assert [r.outcome for r in fake.requests] == ["no_image", "text_only", "success"]
 
 
-@pytest.mark.parametrize(("script", "reason"), [
-    ("image_safety", "IMAGE_SAFETY"),
-    ("prohibited", "PROHIBITED_CONTENT"),
-    ("blocked_prompt", "PROHIBITED_CONTENT"),
-])
+@pytest.mark.parametrize(
+    ("script", "reason"),
+    [
+        ("image_safety", "IMAGE_SAFETY"),
+        ("prohibited", "PROHIBITED_CONTENT"),
+        ("blocked_prompt", "PROHIBITED_CONTENT"),
+    ],
+)
 async def test_safety_blocks_are_not_retried(
     nursery: trio.Nursery, tmp_path: Path, script: str, reason: str
 ) -> None:
@@ -158,15 +175,26 @@ async def test_large_photo_is_downscaled_and_templates_follow_it(
     nursery: trio.Nursery, tmp_path: Path
 ) -> None:
     daemon, fake = await _setup(
-        nursery, tmp_path, settings={"prompt": "p", "max_input_pixels": 1_000_000},
+        nursery,
+        tmp_path,
+        settings={"prompt": "p", "max_input_pixels": 1_000_000},
     )
     style = make_png(300, 200)
     path = daemon.context.store.templates / "style.png"
     path.write_bytes(style)
-    await daemon.context.db.write(repositories.insert_template, {
-        "id": "style-1", "path": str(path), "mime_type": "image/png", "size_bytes": len(style),
-        "checksum": "x", "width": 300, "height": 200, "created_at": 0.0,
-    })
+    await daemon.context.db.write(
+        repositories.insert_template,
+        {
+            "id": "style-1",
+            "path": str(path),
+            "mime_type": "image/png",
+            "size_bytes": len(style),
+            "checksum": "x",
+            "width": 300,
+            "height": 200,
+            "created_at": 0.0,
+        },
+    )
     await daemon.context.db.write(repositories.bind_templates, "slot-003", [("style", "style-1")])
     big = make_jpeg(3000, 2000)
     response = await _shoot(daemon, big)

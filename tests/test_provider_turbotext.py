@@ -21,22 +21,29 @@ POLL = 0.1
 
 
 async def _setup(
-    nursery: trio.Nursery, tmp_path: Path, operation: str = "image2image",
-    settings: dict[str, object] | None = None, deadline: float = 10,
+    nursery: trio.Nursery,
+    tmp_path: Path,
+    operation: str = "image2image",
+    settings: dict[str, object] | None = None,
+    deadline: float = 10,
 ) -> tuple[RunningDaemon, FakeTurbotext]:
     fake = FakeTurbotext(api_key=KEY)
     url = await nursery.start(fake.serve)
     port = free_port()
     config = make_config(
-        tmp_path, turbotext_base_url=url, bind=(f"127.0.0.1:{port}",),
-        public_base_url=f"http://127.0.0.1:{port}", turbotext_poll_interval_seconds=POLL,
+        tmp_path,
+        turbotext_base_url=url,
+        bind=(f"127.0.0.1:{port}",),
+        public_base_url=f"http://127.0.0.1:{port}",
+        turbotext_poll_interval_seconds=POLL,
     )
     daemon = await start_daemon(nursery, config, env={"TURBOTEXT_API_KEY": KEY})
     await daemon.set_setting("sync_response_seconds", deadline)
     if settings is None:
         settings = {"prompt": "anime style", "strength": 55} if operation == "image2image" else {}
-    await daemon.configure_slot("slot-004", provider="turbotext", operation=operation,
-                                settings=settings)
+    await daemon.configure_slot(
+        "slot-004", provider="turbotext", operation=operation, settings=settings
+    )
     return daemon, fake
 
 
@@ -44,17 +51,27 @@ async def _template(daemon: RunningDaemon, role: str) -> bytes:
     data = make_png(320, 240)
     path = daemon.context.store.templates / f"{role}.png"
     path.write_bytes(data)
-    await daemon.context.db.write(repositories.insert_template, {
-        "id": f"{role}-1", "path": str(path), "mime_type": "image/png", "size_bytes": len(data),
-        "checksum": "x", "width": 320, "height": 240, "created_at": 0.0,
-    })
+    await daemon.context.db.write(
+        repositories.insert_template,
+        {
+            "id": f"{role}-1",
+            "path": str(path),
+            "mime_type": "image/png",
+            "size_bytes": len(data),
+            "checksum": "x",
+            "width": 320,
+            "height": 240,
+            "created_at": 0.0,
+        },
+    )
     await daemon.context.db.write(repositories.bind_templates, "slot-004", [(role, f"{role}-1")])
     return data
 
 
 async def _shoot(daemon: RunningDaemon) -> DslrResponse:
-    response = await dslr_upload("127.0.0.1", daemon.port, "slot-004", photo=PHOTO,
-                                 password=INGEST_PASSWORD)
+    response = await dslr_upload(
+        "127.0.0.1", daemon.port, "slot-004", photo=PHOTO, password=INGEST_PASSWORD
+    )
     assert response is not None
     return response
 
@@ -97,22 +114,30 @@ def create_queueid(fake: FakeTurbotext) -> str:
     return str(next(iter(fake.jobs)))
 
 
-@pytest.mark.parametrize(("operation", "role", "target_field"), [
-    ("mix_images", "style", "url"),
-    ("face_swap", "face", "url_image_target"),
-])
+@pytest.mark.parametrize(
+    ("operation", "role", "target_field"),
+    [
+        ("mix_images", "style", "url"),
+        ("face_swap", "face", "url_image_target"),
+    ],
+)
 async def test_template_operations(
     nursery: trio.Nursery, tmp_path: Path, operation: str, role: str, target_field: str
 ) -> None:
-    daemon, fake = await _setup(nursery, tmp_path, operation=operation,
-                                settings={"face_restore": True} if role == "face" else {})
+    daemon, fake = await _setup(
+        nursery,
+        tmp_path,
+        operation=operation,
+        settings={"face_restore": True} if role == "face" else {},
+    )
     await _template(daemon, role)
     response = await _shoot(daemon)
     assert response.status == 200, response.body[:300]
     [create] = fake.creates()
     assert len(fake.fetches) == 2 and all(f.status == 200 for f in fake.fetches)
     assert create.form[target_field] != create.form.get(
-        "url" if target_field == "url_image_target" else "url_image_target")
+        "url" if target_field == "url_image_target" else "url_image_target"
+    )
     if role == "face":
         assert create.form["face_restore"] == "True"
 
@@ -164,11 +189,16 @@ async def test_wrong_token(nursery: trio.Nursery, tmp_path: Path) -> None:
     fake = FakeTurbotext(api_key="another-key")
     url = await nursery.start(fake.serve)
     port = free_port()
-    config = make_config(tmp_path, turbotext_base_url=url, bind=(f"127.0.0.1:{port}",),
-                         public_base_url=f"http://127.0.0.1:{port}")
+    config = make_config(
+        tmp_path,
+        turbotext_base_url=url,
+        bind=(f"127.0.0.1:{port}",),
+        public_base_url=f"http://127.0.0.1:{port}",
+    )
     daemon = await start_daemon(nursery, config, env={"TURBOTEXT_API_KEY": KEY})
-    await daemon.configure_slot("slot-004", provider="turbotext", operation="image2image",
-                                settings={"prompt": "x"})
+    await daemon.configure_slot(
+        "slot-004", provider="turbotext", operation="image2image", settings={"prompt": "x"}
+    )
     response = await _shoot(daemon)
     assert response.status == 502 and "API key" in response.json()["details"]
     assert KEY not in response.body.decode()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,10 +78,13 @@ async def send(client: httpx.AsyncClient, request: httpx.Request, max_bytes: int
             raise ResponseTooLarge(f"vendor response of {declared} bytes is over the cap")
         body = bytearray()
         try:
-            async for chunk in response.aiter_raw():
-                body += chunk
-                if len(body) > max_bytes:
-                    raise ResponseTooLarge(f"vendor response over {max_bytes} bytes")
+            # aclosing: leaving the loop early (the cap) must close httpx's stream generators
+            # now, not whenever the garbage collector finds them.
+            async with aclosing(response.aiter_raw()) as chunks:
+                async for chunk in chunks:
+                    body += chunk
+                    if len(body) > max_bytes:
+                        raise ResponseTooLarge(f"vendor response over {max_bytes} bytes")
         except httpx.TransportError as exc:
             raise VendorUnreachable(type(exc).__name__) from None
         if response.headers.get("content-encoding"):

@@ -1,0 +1,120 @@
+"""Outbound HTTP guards (pitfalls.md #16) and the slot settings schema."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+import trio
+
+from photochangerd.providers.vendor_http import (
+    ResponseTooLarge,
+    VendorUnreachable,
+    parse_duration,
+    send,
+    sleep_if_time,
+)
+from shared.slot_settings import SlotSettingsError, validate_slot
+
+
+def _client(handler: httpx.MockTransport) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=handler)
+
+
+# httpx does not aclose its own nested stream generators when a body is abandoned mid-way
+# (ours, aiter_raw, is closed: see vendor_http.send); trio's finalizer then reports them.
+HTTPX_ABANDONED_STREAM = pytest.mark.filterwarnings(
+    "ignore::pytest.PytestUnraisableExceptionWarning"
+)
+
+
+@HTTPX_ABANDONED_STREAM
+async def test_response_size_cap_is_enforced_while_streaming() -> None:
+    async def endless() -> object:
+        while True:
+            yield b"x" * 65536
+
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, content=endless()))
+    async with _client(transport) as client:
+        with pytest.raises(ResponseTooLarge):
+            await send(client, client.build_request("GET", "http://vendor/x"), 1_000_000)
+
+
+async def test_declared_length_over_cap_is_refused_before_reading() -> None:
+    transport = httpx.MockTransport(
+        lambda request: httpx.Response(200, headers={"content-length": "999999999"}, content=b"")
+    )
+    async with _client(transport) as client:
+        with pytest.raises(ResponseTooLarge):
+            await send(client, client.build_request("GET", "http://vendor/x"), 1000)
+
+
+@HTTPX_ABANDONED_STREAM
+async def test_a_dripping_vendor_is_bounded_by_the_cancel_scope() -> None:
+    async def drip() -> object:
+        for _ in range(1000):
+            await trio.sleep(0.05)  # a byte every 50 ms: httpx's per-chunk timeouts never fire
+            yield b"x"
+
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, content=drip()))
+    async with _client(transport) as client:
+        started = trio.current_time()
+        with trio.move_on_after(0.5) as scope:
+            await send(client, client.build_request("GET", "http://vendor/x"), 10_000)
+    assert scope.cancelled_caught and trio.current_time() - started < 0.8
+
+
+async def test_connection_errors_are_translated() -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused", request=request)
+
+    async with _client(httpx.MockTransport(refuse)) as client:
+        with pytest.raises(VendorUnreachable):
+            await send(client, client.build_request("GET", "http://vendor/x"), 10)
+
+
+async def test_retry_sleeps_only_when_they_fit_the_deadline() -> None:
+    with trio.move_on_after(1.0):
+        assert not await sleep_if_time(2.0)
+        assert await sleep_if_time(0.01, reserve=0.1)
+
+
+def test_parse_duration() -> None:
+    assert parse_duration("42s") == 42 and parse_duration("1.5s") == 1.5
+    assert parse_duration("7") == 7 and parse_duration("soon") is None
+    assert parse_duration(None) is None and parse_duration("-1") is None
+
+
+@pytest.mark.parametrize(
+    ("provider", "operation", "settings", "field"),
+    [
+        ("gemini", "edit", {}, "settings.prompt"),
+        ("gemini", "edit", {"prompt": "x", "image_size": "2K"}, "settings.image_size"),
+        ("gemini", "edit", {"prompt": "x", "aspect_ratio": "7:5"}, "settings.aspect_ratio"),
+        ("turbotext", "image2image", {"prompt": "x", "strength": 81}, "settings.strength"),
+        (
+            "turbotext",
+            "image2image",
+            {"prompt": "x", "negative_prompt": "w " * 81},
+            "settings.negative_prompt",
+        ),
+        ("openai", "edit", {"prompt": "x", "quality": "ultra"}, "settings.quality"),
+        ("local", "passthrough", {"colour": "red"}, "settings.colour"),
+        ("local", "blur", {}, "operation"),
+        ("dalle", "edit", {}, "provider"),
+    ],
+)
+def test_slot_settings_errors_name_the_field(
+    provider: str, operation: str, settings: dict[str, object], field: str
+) -> None:
+    with pytest.raises(SlotSettingsError) as caught:
+        validate_slot(provider, operation, settings)
+    assert field in caught.value.errors
+
+
+def test_slot_settings_defaults_and_template_roles() -> None:
+    parsed = validate_slot("turbotext", "image2image", {"prompt": "x"})
+    assert parsed.model_dump()["strength"] == 40 and parsed.output_format == "jpeg"
+    with pytest.raises(SlotSettingsError) as caught:
+        validate_slot("turbotext", "face_swap", {}, template_roles=["style"])
+    assert "template_media" in caught.value.errors
+    validate_slot("turbotext", "face_swap", {}, template_roles=["face"])
