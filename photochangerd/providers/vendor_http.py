@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import trio
@@ -80,7 +80,8 @@ async def send(client: httpx.AsyncClient, request: httpx.Request, max_bytes: int
         try:
             # aclosing: leaving the loop early (the cap) must close httpx's stream generators
             # now, not whenever the garbage collector finds them.
-            async with aclosing(response.aiter_raw()) as chunks:
+            raw = cast(AsyncGenerator[bytes, None], response.aiter_raw())
+            async with aclosing(raw) as chunks:
                 async for chunk in chunks:
                     body += chunk
                     if len(body) > max_bytes:
