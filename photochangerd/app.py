@@ -37,9 +37,12 @@ from hypercorn.trio import serve as hypercorn_serve
 
 from photochangerd.auth.keys import load_or_create_key
 from photochangerd.auth.passwords import IngestPasswordChecker
+from photochangerd.auth.secrets_box import SecretBox, SecretDecryptionError
+from photochangerd.auth.tokens import TokenService
 from photochangerd.bootstrap import bootstrap
 from photochangerd.clock import WallClock
 from photochangerd.config import Config
+from photochangerd.db import repositories
 from photochangerd.db.engine import Database, DatabaseUnavailable, open_database
 from photochangerd.db.migrate import migrate
 from photochangerd.http.app import create_asgi_app
@@ -54,6 +57,7 @@ from photochangerd.media.images import configure_pillow
 from photochangerd.media.imaging import ImageWorkers
 from photochangerd.media.provider_media import ProviderMedia
 from photochangerd.media.store import MediaStore
+from photochangerd.metrics import Metrics
 from photochangerd.providers.base import Provider
 from photochangerd.providers.keys import ProviderKeys
 from photochangerd.providers.registry import open_providers
@@ -129,20 +133,34 @@ async def run(
     store.ensure_dirs()
     # Keys for admin tokens and provider secrets at rest: configured, else generated once
     # (mode 0600) so that every later start — and every instance sharing the data dir — agrees.
-    load_or_create_key(config.keys_dir, "jwt.key", config.jwt_secret)
-    load_or_create_key(config.keys_dir, "secrets.key", config.secret_key)
+    jwt_key = load_or_create_key(config.keys_dir, "jwt.key", config.jwt_secret)
+    secrets = SecretBox(load_or_create_key(config.keys_dir, "secrets.key", config.secret_key))
     images = ImageWorkers(config.image_threads)
-    keys = ProviderKeys(environ)
+    database: list[Database] = []  # bound once the engine exists
+
+    async def stored_key(provider: str) -> str | None:
+        blobs = await database[0].read(repositories.provider_secrets)
+        if provider not in blobs:
+            return None
+        try:
+            return secrets.decrypt(blobs[provider][0], provider)
+        except SecretDecryptionError:
+            event(log, logging.ERROR, "settings.provider_key_unreadable", provider=provider)
+            return None
+
+    keys = ProviderKeys(environ, stored_key)
 
     async with (
         trio_asyncio.open_loop(),
         open_database(config.effective_database_url, config.db_connect_timeout_seconds) as db,
         open_providers(config, images, keys, extra=providers) as registry,
     ):
+        database.append(db)
         applied = await migrate(db)
         if applied:
             event(log, logging.INFO, "db.migrated", applied=",".join(applied))
         await bootstrap(db, config, clock.now(), environ)
+        provider_media = ProviderMedia(db, store, clock, config.effective_public_base_url)
         jobs = JobService(
             db=db,
             store=store,
@@ -150,30 +168,52 @@ async def run(
             images=images,
             clock=clock,
             instance_id=_instance_id(),
-            provider_media=ProviderMedia(db, store, clock, config.effective_public_base_url),
+            provider_media=provider_media,
         )
         await jobs.recover_on_start()
         if db.dialect == "sqlite":  # one daemon: nobody else can be writing these
             leftovers = await trio.to_thread.run_sync(startup_leftovers, store)
             await store.remove(*leftovers)
+        metrics = Metrics()
+        jobs.metrics = metrics
+        admission = Admission(config.max_in_flight, config.max_in_flight_per_slot)
+        metrics.track_in_flight(lambda: admission.in_flight)
+        purge_send, purge_receive = trio.open_memory_channel[str](1)
         context = AppContext(
             config=config,
             db=db,
             store=store,
             jobs=jobs,
             images=images,
-            admission=Admission(config.max_in_flight, config.max_in_flight_per_slot),
-            activity=ActivityLog(db),
+            admission=admission,
+            activity=ActivityLog(db, metrics),
             ingest_passwords=IngestPasswordChecker(),
             clock=clock,
+            tokens=TokenService(jwt_key, config.admin_token_ttl_minutes * 60),
+            secrets=secrets,
+            keys=keys,
+            cleaner=Cleaner(db, store, clock, metrics),
+            provider_media=provider_media,
+            metrics=metrics,
+            purge_requests=purge_send,
             intake=Intake(),
         )
-        await _serve(config, context, handle_signals, task_status)
+        await _serve(config, context, purge_receive, handle_signals, task_status)
+
+
+async def _maintenance(context: AppContext, requests: trio.MemoryReceiveChannel[str]) -> None:
+    """Admin-requested purges, run here in the daemon's nursery rather than in the request."""
+    async for _request in requests:
+        try:
+            await context.cleaner.run_once()
+        except Exception:  # reported, retried on the next request or timer round
+            log.exception("purge.failed")
 
 
 async def _serve(
     config: Config,
     context: AppContext,
+    purge_requests: trio.MemoryReceiveChannel[str],
     handle_signals: bool,
     task_status: trio.TaskStatus[Daemon],
 ) -> None:
@@ -193,9 +233,8 @@ async def _serve(
         root.start_soon(
             run_sweeper, jobs, config.sweep_interval_seconds, config.sweep_grace_seconds
         )
-        root.start_soon(
-            Cleaner(context.db, context.store, context.clock).run, config.cleanup_interval_seconds
-        )
+        root.start_soon(context.cleaner.run, config.cleanup_interval_seconds)
+        root.start_soon(_maintenance, context, purge_requests)
         interval = watchdog_interval()
         if interval:
             root.start_soon(_watchdog, context.db, interval)

@@ -85,6 +85,7 @@ class Config:
     db_connect_timeout_seconds: float = _setting(3.0, "Database connect timeout.")
     log_format: str = _setting("text", "text (key=value) or json.")
     log_level: str = _setting("info", "debug, info, warning or error.")
+    admin_token_ttl_minutes: int = _setting(720, "Lifetime of an admin token (pcctl login).")
     jwt_secret: str = _setting(
         "", "HS256 key for admin tokens. Empty: generated into <data_dir>/keys/ (mode 0600)."
     )
@@ -189,6 +190,7 @@ def _validate(config: Config) -> None:
         "provider_concurrency",
         "provider_max_response_mb",
         "turbotext_poll_interval_seconds",
+        "admin_token_ttl_minutes",
     )
     for name in positive:
         if getattr(config, name) <= 0:

@@ -8,6 +8,7 @@ silently ignored).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -121,7 +122,7 @@ def validate_slot(
     provider: str,
     operation: str,
     settings: dict[str, Any],
-    template_roles: list[str] | None = None,
+    template_roles: Sequence[str] | None = None,
 ) -> CommonSettings:
     """Validate a slot's provider/operation/settings (and template roles when given).
 

@@ -23,6 +23,7 @@ from photochangerd.db.tables import (
     job,
     media_object,
     processing_log,
+    provider_secret,
     slot,
     slot_template,
     template_media,
@@ -378,3 +379,243 @@ def set_provider_reference(conn: Connection, job_id: str, reference: str) -> Non
     conn.execute(
         sa.update(job).where(job.c.id == job_id).values(provider_job_reference=reference[:200])
     )
+
+
+# -- provider secrets -------------------------------------------------------------------------
+
+
+def provider_secrets(conn: Connection) -> dict[str, tuple[bytes, float]]:
+    rows = conn.execute(
+        sa.select(
+            provider_secret.c.provider, provider_secret.c.ciphertext, provider_secret.c.updated_at
+        )
+    )
+    return {row.provider: (bytes(row.ciphertext), row.updated_at) for row in rows}
+
+
+def put_provider_secret(
+    conn: Connection, provider: str, ciphertext: bytes | None, now: float, by: str
+) -> None:
+    conn.execute(sa.delete(provider_secret).where(provider_secret.c.provider == provider))
+    if ciphertext is not None:
+        conn.execute(
+            sa.insert(provider_secret).values(
+                provider=provider, ciphertext=ciphertext, updated_at=now, updated_by=by
+            )
+        )
+
+
+# -- template media ---------------------------------------------------------------------------
+
+
+def list_templates(conn: Connection) -> list[tuple[sa.Row[Any], list[str]]]:
+    rows = conn.execute(sa.select(template_media).order_by(template_media.c.created_at))
+    usage: dict[str, list[str]] = {}
+    for binding in conn.execute(sa.select(slot_template.c.template_id, slot_template.c.slot_id)):
+        usage.setdefault(binding.template_id, []).append(binding.slot_id)
+    return [(row, sorted(set(usage.get(row.id, [])))) for row in rows]
+
+
+def get_template(conn: Connection, template_id: str) -> sa.Row[Any] | None:
+    return conn.execute(sa.select(template_media).where(template_media.c.id == template_id)).first()
+
+
+def delete_template_if_unused(conn: Connection, template_id: str) -> list[str] | None:
+    """Delete the template; returns the slots still using it instead (and deletes nothing),
+    or None when there was no such template."""
+    if get_template(conn, template_id) is None:
+        return None
+    users = sorted(
+        set(
+            conn.execute(
+                sa.select(slot_template.c.slot_id).where(slot_template.c.template_id == template_id)
+            ).scalars()
+        )
+    )
+    if not users:
+        conn.execute(sa.delete(template_media).where(template_media.c.id == template_id))
+    return users
+
+
+def slot_bindings_detail(conn: Connection, slot_id: str) -> list[sa.Row[Any]]:
+    return list(
+        conn.execute(
+            sa.select(
+                slot_template.c.role,
+                slot_template.c.template_id,
+                template_media.c.mime_type,
+                template_media.c.width,
+                template_media.c.height,
+            )
+            .join(template_media, template_media.c.id == slot_template.c.template_id)
+            .where(slot_template.c.slot_id == slot_id)
+            .order_by(slot_template.c.position)
+        )
+    )
+
+
+def update_slot_checked(
+    conn: Connection,
+    slot_id: str,
+    values: Mapping[str, Any],
+    bindings: Sequence[tuple[str, str]] | None,
+    expected_version: int | None,
+) -> str:
+    """Apply an admin's slot update: ``"ok"``, ``"conflict"`` (If-Match mismatch) or
+    ``"missing_template"``."""
+    if bindings is not None:
+        for _role, template_id in bindings:
+            if get_template(conn, template_id) is None:
+                return "missing_template"
+    query = sa.update(slot).where(slot.c.id == slot_id)
+    if expected_version is not None:
+        query = query.where(slot.c.version == expected_version)
+    updated = conn.execute(query.values(**values, version=slot.c.version + 1))
+    if updated.rowcount != 1:
+        return "conflict"
+    if bindings is not None:
+        bind_templates(conn, slot_id, bindings)
+    return "ok"
+
+
+# -- jobs for the admin API -------------------------------------------------------------------
+
+
+def list_jobs(
+    conn: Connection, *, slot_id: str | None, status: str | None, limit: int
+) -> list[Job]:
+    query = sa.select(job).order_by(job.c.created_at.desc()).limit(limit)
+    if slot_id is not None:
+        query = query.where(job.c.slot_id == slot_id)
+    if status in ("pending", "processing"):
+        query = query.where(job.c.status == status, _UNFINALIZED)
+    elif status == "finalized":
+        query = query.where(job.c.is_finalized == sa.true())
+    elif status == "succeeded":
+        query = query.where(job.c.is_finalized == sa.true(), job.c.failure_reason.is_(None))
+    elif status in ("timeout", "provider_error", "cancelled", "internal_error"):
+        query = query.where(job.c.failure_reason == status)
+    return [_job(row) for row in conn.execute(query)]
+
+
+def recent_finished(conn: Connection, slot_id: str, limit: int) -> list[Job]:
+    rows = conn.execute(
+        sa.select(job)
+        .where(job.c.slot_id == slot_id, job.c.is_finalized == sa.true())
+        .order_by(job.c.finalized_at.desc())
+        .limit(limit)
+    )
+    return [_job(row) for row in rows]
+
+
+def last_job_per_slot(conn: Connection) -> dict[str, Job]:
+    latest = (
+        sa.select(job.c.slot_id, sa.func.max(job.c.created_at).label("created"))
+        .group_by(job.c.slot_id)
+        .subquery()
+    )
+    rows = conn.execute(
+        sa.select(job).join(
+            latest, sa.and_(job.c.slot_id == latest.c.slot_id, job.c.created_at == latest.c.created)
+        )
+    )
+    return {row.slot_id: _job(row) for row in rows}
+
+
+# -- statistics (grouped: a handful of queries for all slots, never one per slot) -------------
+
+
+def stats_rows(conn: Connection, since: float, bucket_seconds: float) -> dict[str, Any]:
+    is_ok = sa.and_(job.c.is_finalized == sa.true(), job.c.failure_reason.is_(None))
+
+    def count_if(condition: Any) -> Any:
+        return sa.func.sum(sa.case((condition, 1), else_=0))
+
+    counts = conn.execute(
+        sa.select(
+            job.c.slot_id,
+            sa.func.count().label("jobs"),
+            count_if(is_ok).label("successes"),
+            count_if(job.c.failure_reason == "timeout").label("timeouts"),
+            count_if(job.c.failure_reason == "provider_error").label("provider_errors"),
+            count_if(job.c.failure_reason == "internal_error").label("internal_errors"),
+            count_if(job.c.failure_reason == "cancelled").label("cancelled"),
+            count_if(job.c.is_finalized == sa.false()).label("in_progress"),
+        )
+        .where(job.c.created_at >= since)
+        .group_by(job.c.slot_id)
+    ).all()
+    durations = conn.execute(
+        sa.select(job.c.slot_id, (job.c.finalized_at - job.c.created_at).label("seconds")).where(
+            job.c.created_at >= since, is_ok
+        )
+    ).all()
+    rejected = conn.execute(
+        sa.select(processing_log.c.slot_id, processing_log.c.failure_reason, sa.func.count())
+        .where(processing_log.c.created_at >= since, processing_log.c.job_id.is_(None))
+        .group_by(processing_log.c.slot_id, processing_log.c.failure_reason)
+    ).all()
+    offset = (job.c.created_at - since) / bucket_seconds
+    bucket = (
+        sa.func.floor(offset) if conn.dialect.name == "postgresql" else sa.cast(offset, sa.Integer)
+    )
+    buckets = conn.execute(
+        sa.select(
+            job.c.slot_id,
+            bucket.label("bucket"),
+            sa.func.count().label("jobs"),
+            count_if(is_ok).label("successes"),
+            count_if(job.c.failure_reason == "timeout").label("timeouts"),
+            count_if(job.c.failure_reason == "provider_error").label("provider_errors"),
+        )
+        .where(job.c.created_at >= since)
+        .group_by(job.c.slot_id, bucket)
+    ).all()
+    log_offset = (processing_log.c.created_at - since) / bucket_seconds
+    log_bucket = (
+        sa.func.floor(log_offset)
+        if conn.dialect.name == "postgresql"
+        else sa.cast(log_offset, sa.Integer)
+    )
+    rejected_buckets = conn.execute(
+        sa.select(processing_log.c.slot_id, log_bucket.label("bucket"), sa.func.count())
+        .where(processing_log.c.created_at >= since, processing_log.c.job_id.is_(None))
+        .group_by(processing_log.c.slot_id, log_bucket)
+    ).all()
+    last_success = conn.execute(
+        sa.select(job.c.slot_id, sa.func.max(job.c.finalized_at))
+        .where(is_ok)
+        .group_by(job.c.slot_id)
+    ).all()
+    failed = job.c.failure_reason.is_not(None)
+    latest_failure = (
+        sa.select(job.c.slot_id, sa.func.max(job.c.finalized_at).label("at"))
+        .where(failed)
+        .group_by(job.c.slot_id)
+        .subquery()
+    )
+    last_error = conn.execute(
+        sa.select(job.c.slot_id, job.c.failure_reason, job.c.finalized_at)
+        .join(
+            latest_failure,
+            sa.and_(
+                job.c.slot_id == latest_failure.c.slot_id, job.c.finalized_at == latest_failure.c.at
+            ),
+        )
+        .where(failed)
+    ).all()
+    storage = conn.execute(
+        sa.select(job.c.slot_id, sa.func.sum(job.c.result_size_bytes))
+        .where(job.c.result_file_path.is_not(None))
+        .group_by(job.c.slot_id)
+    ).all()
+    return {
+        "counts": counts,
+        "durations": durations,
+        "rejected": rejected,
+        "buckets": buckets,
+        "rejected_buckets": rejected_buckets,
+        "last_success": last_success,
+        "last_error": last_error,
+        "storage": storage,
+    }

@@ -8,10 +8,18 @@ from quart import Response
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from photochangerd.http import health, ingest, public
+from quart_schema import QuartSchema, RequestSchemaValidationError
+
+from photochangerd import __version__
+from photochangerd.http import admin, health, ingest, public
 from photochangerd.http.asgi import ShieldedSend
 from photochangerd.http.context import EXTENSION_KEY, AppContext
 from photochangerd.http.errors import ApiError, api_error_response, error_response
+from photochangerd.http.validation import (
+    ValidationFailed,
+    errors_from_pydantic,
+    validation_response,
+)
 from shared.errors import FailureReason
 
 log = logging.getLogger("photochangerd.http")
@@ -37,8 +45,26 @@ def create_quart_app(context: AppContext) -> QuartTrio:
         PROVIDE_AUTOMATIC_OPTIONS=False,
     )
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    for blueprint in (ingest.bp, public.bp, health.bp):
+    QuartSchema(
+        app,
+        openapi_path="/api/openapi.json",
+        redoc_ui_path=None,
+        scalar_ui_path=None,
+        swagger_ui_path="/api/docs",
+        info={"title": "PhotoChanger", "version": __version__},
+        security_schemes={"bearer": {"type": "http", "scheme": "bearer", "bearer_format": "JWT"}},
+        security=[{"bearer": []}],
+    )
+    for blueprint in (ingest.bp, public.bp, health.bp, admin.bp):
         app.register_blueprint(blueprint)
+
+    @app.errorhandler(RequestSchemaValidationError)
+    async def on_schema_error(error: RequestSchemaValidationError) -> Response:
+        return validation_response(ValidationFailed(errors_from_pydantic(error)))
+
+    @app.errorhandler(ValidationFailed)
+    async def on_validation_failed(error: ValidationFailed) -> Response:
+        return validation_response(error)
 
     @app.errorhandler(ApiError)
     async def on_api_error(error: ApiError) -> Response:

@@ -4,17 +4,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import trio
 from quart import current_app
 
 from photochangerd.auth.passwords import IngestPasswordChecker
+from photochangerd.auth.secrets_box import SecretBox
+from photochangerd.auth.throttle import LoginThrottle
+from photochangerd.auth.tokens import TokenService
 from photochangerd.clock import WallClock
 from photochangerd.config import Config
 from photochangerd.db.engine import Database
 from photochangerd.jobs.activity import ActivityLog
 from photochangerd.jobs.admission import Admission
 from photochangerd.jobs.service import JobService
+from photochangerd.media.cleaner import Cleaner
 from photochangerd.media.imaging import ImageWorkers
+from photochangerd.media.provider_media import ProviderMedia
 from photochangerd.media.store import MediaStore
+from photochangerd.metrics import Metrics
+from photochangerd.providers.keys import ProviderKeys
 
 
 @dataclass(slots=True)
@@ -35,6 +43,14 @@ class AppContext:
     activity: ActivityLog
     ingest_passwords: IngestPasswordChecker
     clock: WallClock
+    tokens: TokenService
+    secrets: SecretBox
+    keys: ProviderKeys
+    cleaner: Cleaner
+    provider_media: ProviderMedia
+    metrics: Metrics
+    purge_requests: trio.MemorySendChannel[str]
+    throttle: LoginThrottle = field(default_factory=LoginThrottle)
     intake: Intake = field(default_factory=Intake)
 
 

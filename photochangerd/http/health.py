@@ -34,3 +34,11 @@ async def readyz() -> Response:
     if not app.intake.open:
         return error_response(503, FailureReason.SERVICE_UNAVAILABLE, "shutting down")
     return jsonify({"status": "ok", "database": app.db.dialect})
+
+
+@bp.route("/metrics", methods=["GET"])
+async def metrics() -> Response:
+    """Prometheus text format."""
+    response = Response(ctx().metrics.render(), mimetype="text/plain")
+    response.headers["Content-Type"] = "text/plain; version=0.0.4; charset=utf-8"
+    return response

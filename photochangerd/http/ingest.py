@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import trio
-from quart import Blueprint, Response, request
+from quart import Blueprint, Response, jsonify, request
 
 from photochangerd.db import repositories
 from photochangerd.db.engine import DatabaseUnavailable
-from photochangerd.domain.models import Outcome, new_job_id
+from photochangerd.domain.models import Outcome, Slot, new_job_id
 from photochangerd.http.context import AppContext, ctx
 from photochangerd.http.errors import (
     ApiError,
@@ -38,6 +39,7 @@ from photochangerd.http.multipart import FormLimits, read_upload
 from photochangerd.jobs.admission import Overloaded
 from photochangerd.logs import event
 from photochangerd.media.images import ImageInfo, UnsupportedImage, inspect_image
+from shared.api_models import SlotUpdate, TestRunResult
 from shared.errors import FailureReason, JobFailure
 from shared.slots import is_slot_id
 
@@ -125,11 +127,25 @@ class _Attempt:
         )
 
 
-async def handle_ingest(slot_id: str, source: str = "ingest") -> Response:
+@dataclass(frozen=True, slots=True)
+class _Mode:
+    """What differs between a booth's ingest and an admin's test run."""
+
+    source: str
+    file_field: str
+    password_required: bool
+    field_bytes: int = 4096
+
+
+BOOTH = _Mode("ingest", FILE_FIELD, password_required=True)
+TEST_RUN = _Mode("test_run", "test_image", password_required=False, field_bytes=64 * 1024)
+
+
+async def handle_ingest(slot_id: str, mode: _Mode = BOOTH) -> Response:
     app = ctx()
-    attempt = _Attempt(app, slot_id, source)
+    attempt = _Attempt(app, slot_id, mode.source)
     try:
-        response, reason, size = await _ingest(app, attempt, slot_id)
+        response, reason, size = await _ingest(app, attempt, slot_id, mode)
     except ApiError as error:
         response = api_error_response(error)
         if not attempt.body_read:
@@ -142,8 +158,46 @@ async def handle_ingest(slot_id: str, source: str = "ingest") -> Response:
     return response
 
 
+async def handle_test_run(slot_id: str) -> Response:
+    """``POST /api/slots/{slot_id}/test-run`` (admin): the ingest pipeline without the ingest
+    password, optional unsaved ``slot_payload`` overrides, a JSON answer."""
+    started = trio.current_time()
+    response = await handle_ingest(slot_id, TEST_RUN)
+    if response.status_code != 200:
+        return response
+    job_id = response.headers["X-Job-Id"]
+    base = ctx().config.effective_public_base_url
+    body = TestRunResult(
+        job_id=job_id,
+        public_result_url=f"{base}/public/results/{job_id}",
+        completed_in_seconds=round(trio.current_time() - started, 3),
+    )
+    answer = jsonify(body.model_dump())
+    answer.headers["Cache-Control"] = "no-store"
+    return answer
+
+
+def _slot_with_overrides(slot: Slot, raw: str | None, roles: list[str]) -> Slot:
+    if not raw:
+        return slot
+    from pydantic import ValidationError
+
+    from photochangerd.http.admin.slots import effective_slot
+    from photochangerd.http.validation import ValidationFailed, errors_from_pydantic
+
+    try:
+        update = SlotUpdate.model_validate_json(raw)
+    except ValidationError as exc:
+        raise ValidationFailed(
+            {f"slot_payload.{k}": v for k, v in errors_from_pydantic(exc).items()}
+        ) from None
+    if update.template_media is not None:
+        raise ValidationFailed({"slot_payload.template_media": "save template bindings first"})
+    return effective_slot(slot, update, roles)
+
+
 async def _ingest(
-    app: AppContext, attempt: _Attempt, slot_id: str
+    app: AppContext, attempt: _Attempt, slot_id: str, mode: _Mode
 ) -> tuple[Response, str | None, int]:
     if not app.intake.open:
         raise ServiceUnavailable("shutting down", headers={"Retry-After": "10"})
@@ -155,7 +209,7 @@ async def _ingest(
         raise ServiceUnavailable("database unavailable", headers={"Retry-After": "5"}) from None
     if slot is None:
         raise NotFound("no such slot", reason=FailureReason.SLOT_NOT_FOUND)
-    if not slot.is_active:
+    if not slot.is_active and mode.password_required:  # admins may test a disabled slot
         raise NotFound("slot is disabled", reason=FailureReason.SLOT_DISABLED)
 
     runtime = app.jobs.runtime
@@ -163,7 +217,11 @@ async def _ingest(
     runtime.result_ttl_seconds = float(settings.get("result_ttl_hours", 72)) * 3600
     deadline = attempt.created_at + runtime.sync_response_seconds
     file_limit = min(app.config.max_upload_bytes, slot.size_limit_mb * MIB)
-    limits = FormLimits(file_bytes=file_limit, body_bytes=file_limit + FORM_OVERHEAD_BYTES)
+    limits = FormLimits(
+        file_bytes=file_limit,
+        body_bytes=file_limit + FORM_OVERHEAD_BYTES,
+        field_bytes=mode.field_bytes,
+    )
     if request.content_length is not None and request.content_length > limits.body_bytes:
         raise PayloadTooLarge(f"upload larger than {file_limit // MIB} MiB")
     boundary = request.mimetype_params.get("boundary")
@@ -175,7 +233,7 @@ async def _ingest(
 
     async def on_field(name: str, value: str) -> None:
         nonlocal password_ok
-        if name == PASSWORD_FIELD:
+        if name == PASSWORD_FIELD and mode.password_required:
             password_ok = await app.ingest_passwords.check(password_hash, value)
             if not password_ok:
                 raise InvalidPassword("wrong ingest password")
@@ -184,17 +242,30 @@ async def _ingest(
     try:
         with trio.move_on_at(attempt.arrival + runtime.sync_response_seconds) as body_scope:
             form = await read_upload(
-                request.body, boundary, limits, spool, file_field=FILE_FIELD, on_field=on_field
+                request.body,
+                boundary,
+                limits,
+                spool,
+                file_field=mode.file_field,
+                on_field=on_field,
             )
         if body_scope.cancelled_caught:
             raise RequestTooSlow("the upload did not complete before the deadline")
         attempt.body_read = True
-        if PASSWORD_FIELD not in form.fields or not form.file_received:
-            raise InvalidRequest(f"the form needs '{PASSWORD_FIELD}' and '{FILE_FIELD}' parts")
+        if mode.password_required:
+            if PASSWORD_FIELD not in form.fields or not form.file_received:
+                raise InvalidRequest(f"the form needs '{PASSWORD_FIELD}' and '{FILE_FIELD}' parts")
+            if password_ok is None:  # pragma: no cover - on_field always ran for the password
+                raise InvalidPassword("wrong ingest password")
+        elif not form.file_received:
+            raise InvalidRequest(f"the form needs a '{mode.file_field}' part")
         if form.file_size == 0:
             raise UnsupportedMediaType("the photo is empty")
-        if password_ok is None:  # pragma: no cover - on_field always ran for the password
-            raise InvalidPassword("wrong ingest password")
+        if mode is TEST_RUN:
+            bindings = await app.db.read(repositories.slot_bindings_detail, slot.id)
+            slot = _slot_with_overrides(
+                slot, form.fields.pop("slot_payload", None), [b.role for b in bindings]
+            )
 
         data = await spool.read_all()
         try:

@@ -15,6 +15,7 @@ import trio
 from photochangerd.db import repositories
 from photochangerd.db.engine import Database, DatabaseUnavailable
 from photochangerd.logs import event
+from photochangerd.metrics import Metrics
 
 log = logging.getLogger("photochangerd.activity")
 
@@ -23,8 +24,9 @@ BATCH = 500
 
 
 class ActivityLog:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, metrics: Metrics | None = None) -> None:
         self._db = db
+        self._metrics = metrics
         self._send, self._receive = trio.open_memory_channel[dict[str, Any]](BUFFER)
         self.dropped = 0
 
@@ -48,6 +50,10 @@ class ActivityLog:
             "failure_reason": failure_reason,
             "duration_ms": round(duration_ms, 3),
         }
+        if self._metrics is not None:
+            self._metrics.ingests.labels(
+                slot=slot_id or "unknown", status=str(status_code), reason=failure_reason or ""
+            ).inc()
         try:
             self._send.send_nowait(entry)
         except trio.WouldBlock:

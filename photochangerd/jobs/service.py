@@ -38,6 +38,7 @@ from photochangerd.media.images import EXT_BY_MIME, ImageInfo, UnsupportedImage,
 from photochangerd.media.imaging import ImageWorkers
 from photochangerd.media.provider_media import ProviderMedia
 from photochangerd.media.store import MediaStore, Spool
+from photochangerd.metrics import Metrics
 from photochangerd.providers.base import (
     ImageInput,
     ProviderError,
@@ -107,6 +108,7 @@ class JobService:
     ) -> None:
         self.db = db
         self.provider_media = provider_media
+        self.metrics: Metrics | None = None
         self.store = store
         self.providers = providers
         self.images = images
@@ -372,6 +374,15 @@ class JobService:
                 self._idle.set()
             if outcome is None:
                 outcome = Outcome(JobFailure.CANCELLED, 503, "daemon shut down")
+            if self.metrics is not None:
+                label = outcome.failure.value if outcome.failure else "success"
+                self.metrics.job_duration.labels(provider=job.provider, outcome=label).observe(
+                    max(0.0, self.clock.now() - job.created_at)
+                )
+                if outcome.failure is JobFailure.PROVIDER_ERROR:
+                    self.metrics.provider_errors.labels(
+                        provider=job.provider, status=str(outcome.response_status)
+                    ).inc()
             event(
                 log,
                 logging.DEBUG,

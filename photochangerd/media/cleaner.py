@@ -20,6 +20,7 @@ from photochangerd.db import repositories
 from photochangerd.db.engine import Database, DatabaseUnavailable
 from photochangerd.logs import event
 from photochangerd.media.store import TMP_SUFFIX, MediaStore
+from photochangerd.metrics import Metrics
 
 log = logging.getLogger("photochangerd.cleaner")
 
@@ -35,7 +36,10 @@ class CleanupReport:
 
 
 class Cleaner:
-    def __init__(self, db: Database, store: MediaStore, clock: WallClock) -> None:
+    def __init__(
+        self, db: Database, store: MediaStore, clock: WallClock, metrics: Metrics | None = None
+    ) -> None:
+        self.metrics = metrics
         self.db = db
         self.store = store
         self.clock = clock
@@ -106,6 +110,10 @@ class Cleaner:
                 orphan_files=orphans,
                 slot_id=slot_id,
             )
+        if self.metrics is not None:
+            self.metrics.cleanup.labels(kind="expired_result").inc(expired)
+            self.metrics.cleanup.labels(kind="expired_media").inc(media)
+            self.metrics.cleanup.labels(kind="orphan").inc(orphans)
         return CleanupReport(expired, orphans, media)
 
     async def run(self, interval: float) -> None:

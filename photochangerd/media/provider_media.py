@@ -29,7 +29,7 @@ class ProviderMedia:
     def publisher(self, job_id: str, expires_at: float) -> _JobPublisher:
         return _JobPublisher(self, job_id, expires_at)
 
-    async def publish(self, job_id: str, image: ImageInput, expires_at: float) -> str:
+    async def publish(self, job_id: str | None, image: ImageInput, expires_at: float) -> str:
         extension = EXT_BY_MIME.get(image.mime_type)
         if extension is None:
             raise ProviderRejected(f"cannot publish {image.mime_type}")

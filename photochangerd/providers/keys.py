@@ -23,6 +23,9 @@ class ProviderKeys:
         self._environ = environ
         self._stored = stored
 
+    def environment_has(self, provider: str) -> bool:
+        return bool(self._environ.get(ENV_VARIABLES.get(provider, ""), "").strip())
+
     async def get(self, provider: str) -> str | None:
         if self._stored is not None:
             key = await self._stored(provider)

@@ -1,0 +1,69 @@
+"""Admin access tokens: HS256 JWTs with ``sub``, ``scope``, ``iat``, ``exp``, ``iss``, ``aud``.
+
+PyJWT accepts a token without ``exp`` unless told otherwise and only warns on short keys
+(pitfalls.md #11): decoding pins the algorithm, requires every claim, checks issuer and
+audience, and enforces the minimum key length.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import jwt
+
+ALGORITHM = "HS256"
+ISSUER = "photochangerd"
+AUDIENCE = "photochanger-admin"
+SCOPE = "admin"
+LEEWAY_SECONDS = 5
+
+
+class InvalidToken(Exception):
+    """Missing, malformed, tampered, expired or out-of-scope token (answered 401)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    username: str
+    expires_at: int
+
+
+class TokenService:
+    def __init__(self, key: bytes, ttl_seconds: int) -> None:
+        if len(key) < 32:
+            raise ValueError("the JWT key must be at least 32 bytes")
+        self._key = key
+        self.ttl_seconds = ttl_seconds
+
+    def issue(self, username: str, now: float | None = None) -> str:
+        issued = int(now if now is not None else time.time())
+        claims = {
+            "sub": username,
+            "scope": SCOPE,
+            "iat": issued,
+            "exp": issued + self.ttl_seconds,
+            "iss": ISSUER,
+            "aud": AUDIENCE,
+        }
+        return jwt.encode(claims, self._key, algorithm=ALGORITHM)
+
+    def verify(self, token: str) -> Principal:
+        try:
+            claims = jwt.decode(
+                token,
+                self._key,
+                algorithms=[ALGORITHM],
+                audience=AUDIENCE,
+                issuer=ISSUER,
+                leeway=LEEWAY_SECONDS,
+                options={
+                    "require": ["exp", "iat", "sub", "iss", "aud"],
+                    "enforce_minimum_key_length": True,
+                },
+            )
+        except jwt.PyJWTError as exc:
+            raise InvalidToken(type(exc).__name__) from None
+        if claims.get("scope") != SCOPE or not isinstance(claims.get("sub"), str):
+            raise InvalidToken("wrong scope")
+        return Principal(claims["sub"], int(claims["exp"]))

@@ -1,0 +1,47 @@
+"""``POST /api/login``: built-in admins, argon2id hashes, throttled, HS256 token out."""
+
+from __future__ import annotations
+
+import trio
+from quart import request
+from quart_schema import validate_request, validate_response
+
+from photochangerd.auth.passwords import hash_password, verify_password
+from photochangerd.db import repositories
+from photochangerd.db.engine import DatabaseUnavailable
+from photochangerd.http.admin import Unauthorized, bp
+from photochangerd.http.context import ctx
+from photochangerd.http.errors import RateLimited, ServiceUnavailable
+from shared.api_models import LoginRequest, TokenResponse
+
+# Unknown usernames are checked against this hash, so they cost the same as known ones and a
+# timing difference does not reveal which accounts exist.
+_DUMMY_HASH = hash_password("not-a-real-password")
+_KDF = trio.CapacityLimiter(2)
+
+
+@bp.post("/login")
+@validate_request(LoginRequest)
+@validate_response(TokenResponse, 200)
+async def login(data: LoginRequest) -> tuple[TokenResponse, int]:
+    app = ctx()
+    address = request.remote_addr or "unknown"
+    keys = [f"user:{data.username.lower()}", f"addr:{address}"]
+    wait = app.throttle.retry_after(keys)
+    if wait is not None:
+        raise RateLimited(
+            "too many failed logins; try again later", headers={"Retry-After": str(wait)}
+        )
+    try:
+        stored = await app.db.read(repositories.admin_password_hash, data.username)
+    except DatabaseUnavailable:
+        raise ServiceUnavailable("database unavailable") from None
+    ok = await trio.to_thread.run_sync(
+        verify_password, stored or _DUMMY_HASH, data.password, limiter=_KDF
+    )
+    if not ok or stored is None:
+        app.throttle.failed(keys)
+        raise Unauthorized("wrong username or password")
+    app.throttle.succeeded(keys)
+    token = app.tokens.issue(data.username)
+    return TokenResponse(access_token=token, expires_in=app.tokens.ttl_seconds), 200

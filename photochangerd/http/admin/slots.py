@@ -1,0 +1,201 @@
+"""Slots: list, detail, update (validated per provider), test run, cleanup."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+from quart import Response, request
+from quart_schema import validate_request, validate_response
+
+from photochangerd.db import repositories
+from photochangerd.domain.models import Job, Slot
+from photochangerd.http.admin import admin_name, bp
+from photochangerd.http.context import AppContext, ctx
+from photochangerd.http.errors import ApiError, NotFound
+from photochangerd.http.validation import ValidationFailed
+from shared.api_models import (
+    CleanupResult,
+    JobSummary,
+    RecentResult,
+    SlotDetail,
+    SlotList,
+    SlotSummary,
+    SlotUpdate,
+    TemplateBindingOut,
+)
+from shared.errors import FailureReason
+from shared.slot_settings import SlotSettingsError, validate_slot
+from shared.slots import is_slot_id
+
+RECENT_RESULTS = 10
+
+
+class Conflict(ApiError):
+    status = 409
+    reason = FailureReason.CONFLICT
+
+
+def _check_slot_id(slot_id: str) -> None:
+    if not is_slot_id(slot_id):
+        raise NotFound("no such slot", reason=FailureReason.SLOT_NOT_FOUND)
+
+
+def _summary(app: AppContext, slot: Slot, last: Job | None) -> dict[str, Any]:
+    base = app.config.effective_public_base_url
+    return {
+        "id": slot.id,
+        "display_name": slot.display_name,
+        "provider": slot.provider,
+        "operation": slot.operation,
+        "is_active": slot.is_active,
+        "version": slot.version,
+        "updated_at": slot.updated_at,
+        "updated_by": slot.updated_by,
+        "ingest_url": f"{base}/ingest/{slot.id}",
+        "last_job": None
+        if last is None
+        else JobSummary(
+            job_id=last.id,
+            status=last.status,
+            is_finalized=last.is_finalized,
+            failure_reason=last.failure_reason,
+            created_at=last.created_at,
+            finalized_at=last.finalized_at,
+        ),
+    }
+
+
+async def slot_detail(app: AppContext, slot_id: str) -> SlotDetail:
+    slot = await app.db.read(repositories.get_slot, slot_id)
+    if slot is None:
+        raise NotFound("no such slot", reason=FailureReason.SLOT_NOT_FOUND)
+    bindings = await app.db.read(repositories.slot_bindings_detail, slot_id)
+    recent = await app.db.read(repositories.recent_finished, slot_id, RECENT_RESULTS)
+    base = app.config.effective_public_base_url
+    last = recent[0] if recent else None
+    return SlotDetail(
+        **_summary(app, slot, last),
+        settings=slot.settings,
+        size_limit_mb=slot.size_limit_mb,
+        template_media=[
+            TemplateBindingOut(
+                role=b.role,
+                template_id=b.template_id,
+                mime_type=b.mime_type,
+                width=b.width,
+                height=b.height,
+            )
+            for b in bindings
+        ],
+        recent_results=[
+            RecentResult(
+                job_id=job.id,
+                finalized_at=job.finalized_at,
+                public_url=f"{base}/public/results/{job.id}" if job.result_file_path else None,
+                thumbnail_url=(
+                    f"{base}/public/results/{job.id}/thumbnail" if job.result_file_path else None
+                ),
+                size_bytes=job.result_size_bytes,
+                failure_reason=job.failure_reason,
+            )
+            for job in recent
+        ],
+    )
+
+
+@bp.get("/slots")
+@validate_response(SlotList, 200)
+async def list_slots() -> tuple[SlotList, int]:
+    app = ctx()
+    slots = await app.db.read(repositories.list_slots)
+    last = await app.db.read(repositories.last_job_per_slot)
+    return SlotList(slots=[SlotSummary(**_summary(app, s, last.get(s.id))) for s in slots]), 200
+
+
+@bp.get("/slots/<slot_id>")
+@validate_response(SlotDetail, 200)
+async def get_slot(slot_id: str) -> tuple[SlotDetail, int]:
+    _check_slot_id(slot_id)
+    return await slot_detail(ctx(), slot_id), 200
+
+
+def effective_slot(slot: Slot, update: SlotUpdate, roles: Sequence[str] | None) -> Slot:
+    """``slot`` with ``update`` applied, validated as a whole (422 on problems)."""
+    provider = update.provider or slot.provider
+    operation = update.operation or slot.operation
+    if update.provider and update.provider != slot.provider and not update.operation:
+        operation = ""  # a new provider needs its operation named
+    settings = update.settings if update.settings is not None else slot.settings
+    try:
+        validate_slot(provider, operation, settings, roles)
+    except SlotSettingsError as exc:
+        raise ValidationFailed(exc.errors) from None
+    return dataclasses.replace(
+        slot,
+        provider=provider,
+        operation=operation,
+        settings=dict(settings),  # stored as written; providers fill in the defaults
+        display_name=update.display_name or slot.display_name,
+        is_active=slot.is_active if update.is_active is None else update.is_active,
+        size_limit_mb=update.size_limit_mb or slot.size_limit_mb,
+    )
+
+
+@bp.put("/slots/<slot_id>")
+@validate_request(SlotUpdate)
+@validate_response(SlotDetail, 200)
+async def update_slot(slot_id: str, data: SlotUpdate) -> tuple[SlotDetail, int]:
+    _check_slot_id(slot_id)
+    app = ctx()
+    slot = await app.db.read(repositories.get_slot, slot_id)
+    if slot is None:
+        raise NotFound("no such slot", reason=FailureReason.SLOT_NOT_FOUND)
+    if data.template_media is not None:
+        roles = [b.role for b in data.template_media]
+        bindings: list[tuple[str, str]] | None = [
+            (b.role, b.template_id) for b in data.template_media
+        ]
+    else:
+        current = await app.db.read(repositories.slot_bindings_detail, slot_id)
+        roles, bindings = [b.role for b in current], None
+    new = effective_slot(slot, data, roles)
+    expected = request.headers.get("If-Match", "").strip('" ')
+    values = {
+        "display_name": new.display_name,
+        "provider": new.provider,
+        "operation": new.operation,
+        "is_active": new.is_active,
+        "size_limit_mb": new.size_limit_mb,
+        "settings": new.settings,
+        "updated_at": app.clock.now(),
+        "updated_by": admin_name(),
+    }
+    outcome = await app.db.write(
+        repositories.update_slot_checked,
+        slot_id,
+        values,
+        bindings,
+        int(expected) if expected.isdigit() else None,
+    )
+    if outcome == "missing_template":
+        raise ValidationFailed({"template_media": "unknown template id"})
+    if outcome == "conflict":
+        raise Conflict("the slot changed since you read it (version mismatch)")
+    return await slot_detail(app, slot_id), 200
+
+
+@bp.post("/slots/<slot_id>/cleanup")
+@validate_response(CleanupResult, 200)
+async def cleanup_slot(slot_id: str) -> tuple[CleanupResult, int]:
+    _check_slot_id(slot_id)
+    report = await ctx().cleaner.run_once(slot_id)
+    return CleanupResult(deleted_results=report.expired_results), 200
+
+
+@bp.post("/slots/<slot_id>/test-run")
+async def test_run(slot_id: str) -> Response:
+    from photochangerd.http.ingest import handle_test_run
+
+    return await handle_test_run(slot_id)

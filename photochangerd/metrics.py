@@ -1,0 +1,50 @@
+"""Prometheus metrics (``GET /metrics``), one registry per daemon instance."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 15, 20, 30, 45, 60)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.ingests = Counter(
+            "photochanger_ingest_requests",
+            "Ingest attempts by slot, HTTP status and failure reason (rejections included).",
+            ["slot", "status", "reason"],
+            registry=self.registry,
+        )
+        self.job_duration = Histogram(
+            "photochanger_job_duration_seconds",
+            "From arrival to finalization, by provider and outcome.",
+            ["provider", "outcome"],
+            buckets=DURATION_BUCKETS,
+            registry=self.registry,
+        )
+        self.provider_errors = Counter(
+            "photochanger_provider_errors",
+            "Jobs that ended with a provider error, by provider and HTTP status answered.",
+            ["provider", "status"],
+            registry=self.registry,
+        )
+        self.cleanup = Counter(
+            "photochanger_cleanup_deleted",
+            "Files deleted by the cleaner, by kind.",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.in_flight = Gauge(
+            "photochanger_jobs_in_flight",
+            "Ingests admitted and not yet answered in this instance.",
+            registry=self.registry,
+        )
+
+    def track_in_flight(self, read: Callable[[], float]) -> None:
+        self.in_flight.set_function(read)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,224 @@
+"""Request and response bodies of the admin API (api.md §3): one source for the daemon's
+validation, the generated OpenAPI document and pcctl's parsing."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+PROVIDER_NAMES = ("gemini", "turbotext", "openai")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LoginRequest(_Model):
+    username: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class TokenResponse(_Model):
+    access_token: str
+    token_type: Literal["bearer"] = "bearer"
+    expires_in: int
+
+
+class TemplateBindingIn(_Model):
+    role: Literal["style", "face", "frame", "reference"]
+    template_id: str = Field(min_length=1, max_length=64)
+
+
+class TemplateBindingOut(TemplateBindingIn):
+    mime_type: str
+    width: int
+    height: int
+
+
+class JobSummary(_Model):
+    job_id: str
+    status: str
+    is_finalized: bool
+    failure_reason: str | None
+    created_at: float
+    finalized_at: float | None
+
+
+class RecentResult(_Model):
+    job_id: str
+    finalized_at: float | None
+    public_url: str | None
+    thumbnail_url: str | None
+    size_bytes: int | None
+    failure_reason: str | None
+
+
+class SlotSummary(_Model):
+    id: str
+    display_name: str
+    provider: str
+    operation: str
+    is_active: bool
+    version: int
+    updated_at: float | None
+    updated_by: str | None
+    ingest_url: str
+    last_job: JobSummary | None
+
+
+class SlotDetail(SlotSummary):
+    settings: dict[str, Any]
+    size_limit_mb: int
+    template_media: list[TemplateBindingOut]
+    recent_results: list[RecentResult]
+
+
+class SlotList(_Model):
+    slots: list[SlotSummary]
+
+
+class SlotUpdate(_Model):
+    """A full or partial slot update; omitted fields keep their value."""
+
+    display_name: str | None = Field(default=None, min_length=1, max_length=100)
+    provider: str | None = None
+    operation: str | None = None
+    is_active: bool | None = None
+    size_limit_mb: int | None = Field(default=None, ge=1, le=20)
+    settings: dict[str, Any] | None = None
+    template_media: list[TemplateBindingIn] | None = None
+
+
+class TemplateMedia(_Model):
+    id: str
+    mime: str
+    size: int
+    checksum: str
+    width: int
+    height: int
+    created_at: float
+    used_by: list[str] = []
+
+
+class TemplateMediaList(_Model):
+    template_media: list[TemplateMedia]
+
+
+class TemporaryMedia(_Model):
+    id: str
+    public_url: str
+    expires_at: float
+
+
+class IngestPasswordState(_Model):
+    configured: bool
+    rotated_at: float | None
+    rotated_by: str | None
+
+
+class ProviderKeyState(_Model):
+    configured: bool
+    source: Literal["settings", "environment", "none"]
+    updated_at: float | None
+
+
+class Limits(_Model):
+    max_upload_mb: int
+    max_image_pixels: int
+    max_in_flight: int
+    max_in_flight_per_slot: int
+
+
+class SettingsOut(_Model):
+    sync_response_seconds: float
+    result_ttl_hours: float
+    ingest_password: IngestPasswordState
+    provider_keys: dict[str, ProviderKeyState]
+    limits: Limits
+
+
+class SettingsUpdate(_Model):
+    sync_response_seconds: float | None = Field(default=None, ge=10, le=60)
+    result_ttl_hours: float | None = Field(default=None, gt=0, le=24 * 30)
+    ingest_password: str | None = Field(default=None, min_length=4, max_length=256)
+    # provider → new key; an empty string removes the stored key
+    provider_keys: dict[Literal["gemini", "turbotext", "openai"], str] | None = None
+
+
+class TestRunResult(_Model):
+    __test__ = False  # not a pytest class
+
+    status: Literal["ok"] = "ok"
+    job_id: str
+    public_result_url: str
+    completed_in_seconds: float
+
+
+class JobOut(_Model):
+    job_id: str
+    slot_id: str
+    source: str
+    status: str
+    is_finalized: bool
+    failure_reason: str | None
+    failure_details: str | None
+    provider: str
+    operation: str
+    created_at: float
+    started_at: float | None
+    finalized_at: float | None
+    deadline: float
+    duration_seconds: float | None
+    provider_job_reference: str | None
+    result: dict[str, Any] | None
+    public_result_url: str | None
+
+
+class JobList(_Model):
+    jobs: list[JobOut]
+
+
+class StatsBucket(_Model):
+    start: float
+    jobs: int
+    successes: int
+    timeouts: int
+    provider_errors: int
+    rejected: int
+
+
+class Stats(_Model):
+    slot_id: str | None
+    window_minutes: int
+    jobs: int
+    successes: int
+    timeouts: int
+    provider_errors: int
+    internal_errors: int
+    cancelled: int
+    in_progress: int
+    rejected: dict[str, int]
+    success_rate: float | None
+    timeout_rate: float | None
+    p50_duration_seconds: float | None
+    p95_duration_seconds: float | None
+    last_success_at: float | None
+    last_error_reason: str | None
+    last_error_at: float | None
+    storage_usage_mb: float
+    buckets: list[StatsBucket]
+
+
+class SlotStatsList(_Model):
+    window_minutes: int
+    slots: list[Stats]
+
+
+class CleanupResult(_Model):
+    status: Literal["ok"] = "ok"
+    deleted_results: int
+
+
+class Accepted(_Model):
+    status: Literal["accepted"] = "accepted"
