@@ -5,10 +5,9 @@ from __future__ import annotations
 import logging
 
 from quart import Response
+from quart_schema import QuartSchema, RequestSchemaValidationError
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
-
-from quart_schema import QuartSchema, RequestSchemaValidationError
 
 from photochangerd import __version__
 from photochangerd.http import admin, health, ingest, public

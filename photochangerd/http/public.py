@@ -11,9 +11,10 @@ from quart import Blueprint, Response, send_file
 
 from photochangerd.db import repositories
 from photochangerd.db.engine import DatabaseUnavailable
-from photochangerd.domain.models import JOB_ID_PATTERN, MEDIA_ID_PATTERN
+from photochangerd.domain.models import JOB_ID_PATTERN, MEDIA_ID_PATTERN, Job
 from photochangerd.http.context import ctx
 from photochangerd.http.errors import NotFound, ResultExpired, ServiceUnavailable
+from photochangerd.media.encode import make_thumbnail
 from photochangerd.media.images import EXT_BY_MIME
 from shared.errors import FailureReason
 
@@ -36,8 +37,8 @@ def _not_found() -> NotFound:
     return NotFound("no result for this link", reason=FailureReason.RESULT_NOT_FOUND)
 
 
-@bp.route("/public/results/<job_id>", methods=["GET", "HEAD"])
-async def result(job_id: str) -> Response:
+async def _live_result(job_id: str) -> tuple[Job, Path]:
+    """The finished job and its result file, or the documented 404/410."""
     # Strict id check: nothing but a well-formed job id reaches the DB, never the file system.
     if _JOB_ID_RE.fullmatch(job_id) is None:
         raise _not_found()
@@ -57,6 +58,13 @@ async def result(job_id: str) -> Response:
     path = Path(job.result_file_path)
     if not await trio.to_thread.run_sync(path.is_file):
         raise ResultExpired("this result is no longer stored")
+    return job, path
+
+
+@bp.route("/public/results/<job_id>", methods=["GET", "HEAD"])
+async def result(job_id: str) -> Response:
+    job, path = await _live_result(job_id)
+    assert job.result_mime_type is not None
     extension = EXT_BY_MIME.get(job.result_mime_type, "bin")
     response = await send_file(
         path,
@@ -96,4 +104,18 @@ async def provider_media(media_id: str) -> Response:
     response = await send_file(path, mimetype=row.mime_type, conditional=True)
     _large_reads(response)
     response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.route("/public/results/<job_id>/thumbnail", methods=["GET", "HEAD"])
+async def thumbnail(job_id: str) -> Response:
+    """A small WebP preview (gallery), made on first request and kept beside the result."""
+    job, path = await _live_result(job_id)
+    app = ctx()
+    thumb = app.store.thumbnail_path(job.id)
+    if not await trio.to_thread.run_sync(thumb.is_file):
+        data = await app.store.read(path)
+        preview = await app.images.run(make_thumbnail, data)
+        await app.store.write_file(thumb, preview)
+    response = await send_file(thumb, mimetype="image/webp", conditional=True, cache_timeout=3600)
     return response

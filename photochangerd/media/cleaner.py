@@ -53,6 +53,7 @@ class Cleaner:
             if not expired:
                 return total
             await self.store.remove(*(path for _, path in expired))
+            await self.store.remove(*(self.store.thumbnail_path(job_id) for job_id, _ in expired))
             await self.db.write(repositories.clear_result_paths, [job_id for job_id, _ in expired])
             total += len(expired)
 

@@ -72,3 +72,15 @@ def prepare_for_provider(
     image = image.resize(size, Image.Resampling.LANCZOS)
     has_alpha = image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info)
     return encode(image, "PNG" if keep_alpha and has_alpha else "JPEG")
+
+
+THUMBNAIL_SIZE = (320, 320)
+
+
+def make_thumbnail(data: bytes) -> bytes:
+    """A small WebP preview for the admin gallery (generated once per result, then cached)."""
+    image = decode(data)
+    image.thumbnail(THUMBNAIL_SIZE, Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    image.save(buffer, "WEBP", quality=80, method=4)
+    return buffer.getvalue()

@@ -45,13 +45,17 @@ class MediaStore:
         self.temp = root / "temp"
         self.templates = root / "templates"
         self.spool = root / "spool"
+        self.thumbs = root / "thumbs"
 
     def ensure_dirs(self) -> None:
-        for directory in (self.results, self.temp, self.templates, self.spool):
+        for directory in (self.results, self.temp, self.templates, self.spool, self.thumbs):
             directory.mkdir(parents=True, exist_ok=True, mode=0o750)
 
     def result_path(self, job_id: str, extension: str) -> Path:
         return self.results / f"{job_id}.{extension}"
+
+    def thumbnail_path(self, job_id: str) -> Path:
+        return self.thumbs / f"{job_id}.webp"
 
     def input_path(self, job_id: str, extension: str) -> Path:
         return self.temp / f"{job_id}.{extension}"
