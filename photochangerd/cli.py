@@ -130,3 +130,13 @@ def set_admin_password(username: str, password_stdin: bool, config_path: Path | 
 
     _with_database(config, store)
     click.echo(f"password of {username} updated")
+
+
+@main.command()
+def openapi() -> None:
+    """Print the OpenAPI document of the HTTP API (as served at /api/openapi.json)."""
+    import json
+
+    from photochangerd.http.app import openapi_document
+
+    click.echo(json.dumps(openapi_document(), indent=2, sort_keys=True))

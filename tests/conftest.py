@@ -50,7 +50,6 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 def make_config(tmp_path: Path, **overrides: Any) -> Config:
     values: dict[str, Any] = {
         "data_dir": tmp_path / "data",
-        "bind": ("127.0.0.1:0",),
         "workers": 8,
         "cleanup_interval_seconds": 3600.0,
         "sweep_interval_seconds": 0.5,
@@ -58,6 +57,11 @@ def make_config(tmp_path: Path, **overrides: Any) -> Config:
         "log_level": "warning",
     }
     values.update(overrides)
+    if "bind" not in overrides:
+        # A known port, so that links the daemon hands out (public_base_url) work in tests.
+        port = free_port()
+        values["bind"] = (f"127.0.0.1:{port}",)
+        values.setdefault("public_base_url", f"http://127.0.0.1:{port}")
     return load_config(environ={}, overrides=values)
 
 

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
-from quart import Response
+from quart import Response, jsonify
 from quart_schema import QuartSchema, RequestSchemaValidationError
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from photochangerd import __version__
+from photochangerd.config import Config
 from photochangerd.http import admin, health, ingest, public
 from photochangerd.http.asgi import ShieldedSend
 from photochangerd.http.context import EXTENSION_KEY, AppContext
@@ -32,13 +34,15 @@ _HTTP_REASONS = {
 }
 
 
-def create_quart_app(context: AppContext) -> QuartTrio:
+def create_quart_app(context: AppContext | None) -> QuartTrio:
+    """The application; ``context`` None builds it only for its routes (OpenAPI document)."""
     app = QuartTrio("photochangerd")
     app.extensions[EXTENSION_KEY] = context
+    max_upload_bytes = (context.config if context else Config()).max_upload_bytes
     # Our handlers enforce their own limits and deadlines (pitfalls.md #2, #3); Quart's
     # MAX_CONTENT_LENGTH stays as a backstop bounding the unread buffer of any request.
     app.config.update(
-        MAX_CONTENT_LENGTH=context.config.max_upload_bytes + 1024 * 1024,
+        MAX_CONTENT_LENGTH=max_upload_bytes + 1024 * 1024,
         BODY_TIMEOUT=None,
         RESPONSE_TIMEOUT=None,
         PROVIDE_AUTOMATIC_OPTIONS=False,
@@ -46,7 +50,7 @@ def create_quart_app(context: AppContext) -> QuartTrio:
     app.json.sort_keys = False  # type: ignore[attr-defined]
     QuartSchema(
         app,
-        openapi_path="/api/openapi.json",
+        openapi_path=None,  # served below, completed with the common error shape
         redoc_ui_path=None,
         scalar_ui_path=None,
         swagger_ui_path="/api/docs",
@@ -56,6 +60,10 @@ def create_quart_app(context: AppContext) -> QuartTrio:
     )
     for blueprint in (ingest.bp, public.bp, health.bp, admin.bp):
         app.register_blueprint(blueprint)
+
+    @app.get("/api/openapi.json")
+    async def openapi() -> Response:
+        return jsonify(openapi_document(app))
 
     @app.errorhandler(RequestSchemaValidationError)
     async def on_schema_error(error: RequestSchemaValidationError) -> Response:
@@ -85,3 +93,51 @@ def create_quart_app(context: AppContext) -> QuartTrio:
 
 def create_asgi_app(context: AppContext) -> ShieldedSend:
     return ShieldedSend(create_quart_app(context))
+
+
+_ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["status", "failure_reason"],
+    "properties": {
+        "status": {"type": "string", "enum": ["error", "timeout"]},
+        "failure_reason": {"type": "string", "enum": [r.value for r in FailureReason]},
+        "details": {"type": "string"},
+        "errors": {
+            "type": "object",
+            "additionalProperties": {"type": "string"},
+            "description": "422 only: field path -> message",
+        },
+    },
+}
+
+
+def openapi_document(app: QuartTrio | None = None) -> dict[str, Any]:
+    """The OpenAPI document generated from the routes and models (``photochangerd openapi``),
+    with the one error shape every route can answer (api.md) added to each operation."""
+    app = app or create_quart_app(None)
+    document: dict[str, Any] = app.extensions["QUART_SCHEMA"].openapi_provider.schema()
+    document.setdefault("components", {}).setdefault("schemas", {})["Error"] = _ERROR_SCHEMA
+    error = {
+        "description": "the common JSON error shape",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+    seen_ids: set[str] = set()
+    for path, operations in document.get("paths", {}).items():
+        for method, operation in operations.items():
+            # Aliases share a handler; OpenAPI wants one operationId per operation.
+            operation_id = operation.get("operationId") or f"{method}_{path}"
+            if operation_id in seen_ids:
+                operation_id = f"{method}_" + path.strip("/").replace("/", "_").replace(
+                    "{", ""
+                ).replace("}", "").replace("-", "_")
+            seen_ids.add(operation_id)
+            operation["operationId"] = operation_id
+            # Status codes are strings in OpenAPI (quart-schema emits ints).
+            responses = {str(code): value for code, value in operation.get("responses", {}).items()}
+            operation["responses"] = responses
+            if not responses:
+                responses["200"] = {"description": "see the README for the body (images/text)"}
+            responses.setdefault("default", error)
+            if path in ("/api/login", "/api/openapi.json") or not path.startswith("/api/"):
+                operation["security"] = []  # no token needed
+    return document

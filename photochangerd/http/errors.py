@@ -17,6 +17,8 @@
 
 from __future__ import annotations
 
+import json
+
 from quart import Response, jsonify
 
 from shared.errors import FailureReason, error_body
@@ -103,4 +105,10 @@ def error_response(
 
 
 def api_error_response(error: ApiError) -> Response:
-    return error_response(error.status, error.reason, error.details, error.headers)
+    response = error_response(error.status, error.reason, error.details, error.headers)
+    field_errors = getattr(error, "errors", None)
+    if field_errors:  # 422: per-field messages beside the common shape
+        body = error_body(error.reason, error.details)
+        body["errors"] = field_errors
+        response.set_data(json.dumps(body))
+    return response

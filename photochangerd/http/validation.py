@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from quart import Response, jsonify
+from quart import Response
 
-from photochangerd.http.errors import ApiError
-from shared.errors import FailureReason, error_body
+from photochangerd.http.errors import ApiError, api_error_response
+from shared.errors import FailureReason
 
 
 class ValidationFailed(ApiError):
@@ -18,11 +18,7 @@ class ValidationFailed(ApiError):
 
 
 def validation_response(error: ValidationFailed) -> Response:
-    body = error_body(error.reason, error.details)
-    body["errors"] = error.errors
-    response = jsonify(body)
-    response.status_code = 422
-    return response
+    return api_error_response(error)
 
 
 def errors_from_pydantic(exc: BaseException) -> dict[str, str]:
