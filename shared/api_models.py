@@ -21,7 +21,7 @@ class LoginRequest(_Model):
 
 class TokenResponse(_Model):
     access_token: str
-    token_type: Literal["bearer"] = "bearer"
+    token_type: Literal["bearer"] = "bearer"  # noqa: S105 - a token type, not a secret
     expires_in: int
 
 
