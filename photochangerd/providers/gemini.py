@@ -22,19 +22,14 @@ import base64
 import logging
 from typing import Any
 
-import httpx
-import trio
-
 from photochangerd.logs import event
-from photochangerd.media.encode import prepare_for_provider
-from photochangerd.media.imaging import ImageWorkers
 from photochangerd.providers.base import (
     ProviderRejected,
     ProviderRequest,
     ProviderResult,
     ProviderUnavailable,
 )
-from photochangerd.providers.keys import ProviderKeys
+from photochangerd.providers.cloud import CloudProvider
 from photochangerd.providers.vendor_http import (
     VendorResponse,
     VendorUnreachable,
@@ -43,7 +38,7 @@ from photochangerd.providers.vendor_http import (
     sleep_if_time,
     truncate,
 )
-from shared.slot_settings import GeminiEditSettings, SlotSettingsError, parse_settings
+from shared.slot_settings import GeminiEditSettings
 
 log = logging.getLogger("photochangerd.providers.gemini")
 
@@ -64,34 +59,11 @@ NO_IMAGE_BACKOFF = 1.0  # NO_IMAGE answers come in ~1-2 s; a short pause is enou
 INLINE_LIMIT = 20 * 1024 * 1024  # total request size the inline API accepts
 
 
-class GeminiProvider:
+class GeminiProvider(CloudProvider):
     name = "gemini"
 
-    def __init__(
-        self,
-        client: httpx.AsyncClient,
-        base_url: str,
-        keys: ProviderKeys,
-        images: ImageWorkers,
-        *,
-        max_response_bytes: int,
-        concurrency: int,
-    ) -> None:
-        self._client = client
-        self._base_url = base_url.rstrip("/")
-        self._keys = keys
-        self._images = images
-        self._max_response_bytes = max_response_bytes
-        self._limiter = trio.CapacityLimiter(concurrency)
-
     async def process(self, request: ProviderRequest) -> ProviderResult:
-        key = await self._keys.get(self.name)
-        if not key:
-            raise ProviderRejected("gemini API key not configured")
-        try:
-            settings = parse_settings(self.name, request.operation, dict(request.settings))
-        except SlotSettingsError as exc:
-            raise ProviderRejected(f"slot settings invalid: {exc}") from None
+        key, settings = await self._key_and_settings(request)
         assert isinstance(settings, GeminiEditSettings)
         body = await self._build_body(request, settings)
         url = f"{self._base_url}/v1beta/models/{settings.model}:generateContent"
@@ -106,10 +78,9 @@ class GeminiProvider:
         inputs = [request.photo, *(t.image for t in request.templates)]
         parts: list[dict[str, Any]] = []
         total = 0
-        for image in inputs:
-            data, mime = await self._images.run(
-                prepare_for_provider, image.data, image.mime_type, settings.max_input_pixels
-            )
+        for original in inputs:
+            image = await self._prepare(original, settings.max_input_pixels)
+            data, mime = image.data, image.mime_type
             total += len(data) * 4 // 3
             parts.append(
                 {"inline_data": {"mime_type": mime, "data": base64.b64encode(data).decode("ascii")}}

@@ -12,20 +12,15 @@ import base64
 import logging
 from typing import Any
 
-import httpx
-import trio
-
 from photochangerd.logs import event
-from photochangerd.media.encode import prepare_for_provider
 from photochangerd.media.images import EXT_BY_MIME
-from photochangerd.media.imaging import ImageWorkers
 from photochangerd.providers.base import (
     ProviderRejected,
     ProviderRequest,
     ProviderResult,
     ProviderUnavailable,
 )
-from photochangerd.providers.keys import ProviderKeys
+from photochangerd.providers.cloud import CloudProvider
 from photochangerd.providers.vendor_http import (
     VendorResponse,
     VendorUnreachable,
@@ -34,7 +29,7 @@ from photochangerd.providers.vendor_http import (
     sleep_if_time,
     truncate,
 )
-from shared.slot_settings import OpenAIEditSettings, SlotSettingsError, parse_settings
+from shared.slot_settings import OpenAIEditSettings
 
 log = logging.getLogger("photochangerd.providers.openai")
 
@@ -42,42 +37,18 @@ MAX_ATTEMPTS = 4
 OUTPUT_MIME = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 
 
-class OpenAIImagesProvider:
+class OpenAIImagesProvider(CloudProvider):
     name = "openai"
 
-    def __init__(
-        self,
-        client: httpx.AsyncClient,
-        base_url: str,
-        keys: ProviderKeys,
-        images: ImageWorkers,
-        *,
-        max_response_bytes: int,
-        concurrency: int,
-    ) -> None:
-        self._client = client
-        self._base_url = base_url.rstrip("/")
-        self._keys = keys
-        self._images = images
-        self._max_response_bytes = max_response_bytes
-        self._limiter = trio.CapacityLimiter(concurrency)
-
     async def process(self, request: ProviderRequest) -> ProviderResult:
-        key = await self._keys.get(self.name)
-        if not key:
-            raise ProviderRejected("openai API key not configured")
-        try:
-            settings = parse_settings(self.name, request.operation, dict(request.settings))
-        except SlotSettingsError as exc:
-            raise ProviderRejected(f"slot settings invalid: {exc}") from None
+        key, settings = await self._key_and_settings(request)
         assert isinstance(settings, OpenAIEditSettings)
         files: list[tuple[str, tuple[str, bytes, str]]] = []
         inputs = [request.photo, *(t.image for t in request.templates)]
         field_name = "image[]" if len(inputs) > 1 else "image"
-        for index, image in enumerate(inputs):
-            data, mime = await self._images.run(
-                prepare_for_provider, image.data, image.mime_type, settings.max_input_pixels
-            )
+        for index, original in enumerate(inputs):
+            image = await self._prepare(original, settings.max_input_pixels)
+            data, mime = image.data, image.mime_type
             files.append((field_name, (f"input-{index}.{EXT_BY_MIME[mime]}", data, mime)))
         # Ask for the format the booth gets, so no conversion is needed afterwards.
         output = settings.output_format if settings.output_format in OUTPUT_MIME else "png"

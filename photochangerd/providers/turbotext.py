@@ -22,7 +22,6 @@ import httpx
 import trio
 
 from photochangerd.logs import event
-from photochangerd.media.encode import prepare_for_provider
 from photochangerd.media.imaging import ImageWorkers
 from photochangerd.providers.base import (
     ImageInput,
@@ -31,6 +30,7 @@ from photochangerd.providers.base import (
     ProviderResult,
     ProviderUnavailable,
 )
+from photochangerd.providers.cloud import CloudProvider
 from photochangerd.providers.keys import ProviderKeys
 from photochangerd.providers.vendor_http import (
     VendorResponse,
@@ -41,11 +41,9 @@ from photochangerd.providers.vendor_http import (
 )
 from shared.slot_settings import (
     CommonSettings,
-    SlotSettingsError,
     TurbotextFaceSwapSettings,
     TurbotextImage2ImageSettings,
     TurbotextMixImagesSettings,
-    parse_settings,
 )
 
 log = logging.getLogger("photochangerd.providers.turbotext")
@@ -59,7 +57,7 @@ MAX_POLL_ERRORS = 5
 MAX_DOWNLOAD_ATTEMPTS = 5
 
 
-class TurbotextProvider:
+class TurbotextProvider(CloudProvider):
     name = "turbotext"
 
     def __init__(
@@ -73,25 +71,21 @@ class TurbotextProvider:
         concurrency: int,
         poll_interval: float = 2.5,
     ) -> None:
-        self._client = client
-        self._base_url = base_url.rstrip("/")
-        self._keys = keys
-        self._images = images
-        self._max_response_bytes = max_response_bytes
-        self._limiter = trio.CapacityLimiter(concurrency)
+        super().__init__(
+            client,
+            base_url,
+            keys,
+            images,
+            max_response_bytes=max_response_bytes,
+            concurrency=concurrency,
+        )
         self.poll_interval = poll_interval
 
     async def process(self, request: ProviderRequest) -> ProviderResult:
-        key = await self._keys.get(self.name)
-        if not key:
-            raise ProviderRejected("turbotext API key not configured")
         method = METHODS.get(request.operation)
         if method is None:
             raise ProviderRejected(f"turbotext has no operation {request.operation!r}")
-        try:
-            settings = parse_settings(self.name, request.operation, dict(request.settings))
-        except SlotSettingsError as exc:
-            raise ProviderRejected(f"slot settings invalid: {exc}") from None
+        key, settings = await self._key_and_settings(request)
         async with self._limiter:
             fields = await self._fields(request, settings)
             url = f"{self._base_url}/api_ai/{method}"
@@ -110,10 +104,7 @@ class TurbotextProvider:
             return await self._download(result_url, headers)
 
     async def _publish(self, request: ProviderRequest, image: ImageInput, max_pixels: int) -> str:
-        data, mime = await self._images.run(
-            prepare_for_provider, image.data, image.mime_type, max_pixels
-        )
-        return await request.publish(ImageInput(data, mime))
+        return await request.publish(await self._prepare(image, max_pixels))
 
     async def _fields(self, request: ProviderRequest, settings: CommonSettings) -> dict[str, str]:
         photo_url = await self._publish(request, request.photo, settings.max_input_pixels)
