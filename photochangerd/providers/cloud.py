@@ -3,7 +3,6 @@ input preparation and per-provider concurrency cap."""
 
 from __future__ import annotations
 
-
 import httpx
 import trio
 
