@@ -353,3 +353,27 @@ async def test_client_gone_job_still_finishes_into_the_gallery(daemon: RunningDa
             await trio.sleep(0.02)
     job = (await daemon.context.db.read(_all_jobs))[0]
     assert job.failure_reason is None and Path(job.result_file_path or "").exists()
+
+
+async def test_new_wrong_passwords_are_paced_per_address(daemon: RunningDaemon) -> None:
+    """Each new wrong password costs an argon2 run: after 20 from one address they are paced to
+    one per second (pitfalls.md #12) — slowed, not locked out, so the booth's correct password
+    (even a just-rotated one that needs a KDF run) still gets through."""
+    small = make_jpeg(200, 150)
+    for attempt in range(20):
+        response = await dslr_upload(
+            "127.0.0.1", daemon.port, photo=small, password=f"guess-{attempt}"
+        )
+        _error(response, 401, "invalid_password")
+    started = trio.current_time()
+    for attempt in (20, 21, 22):
+        response = await dslr_upload(
+            "127.0.0.1", daemon.port, photo=small, password=f"guess-{attempt}"
+        )
+        _error(response, 401, "invalid_password")
+    assert trio.current_time() - started >= 1.9  # three paced KDF runs, a second apart
+    seen = await dslr_upload("127.0.0.1", daemon.port, photo=small, password="guess-3")
+    _error(seen, 401, "invalid_password")
+    assert seen is not None and seen.elapsed < 0.5  # remembered: no KDF, no pacing
+    ok = await dslr_upload("127.0.0.1", daemon.port, photo=small, password=INGEST_PASSWORD)
+    assert ok is not None and ok.status == 200 and ok.elapsed < 2.5

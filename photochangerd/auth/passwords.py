@@ -5,7 +5,10 @@ request would be both slow and a DoS lever (pitfalls.md #12).  :class:`IngestPas
 runs the KDF once per distinct candidate and stored hash, then remembers the outcome as an HMAC
 of the candidate under a per-process random key: the correct password costs one HMAC and a
 constant-time compare; a repeated wrong one the same; new wrong ones at most one KDF each, with
-at most ``kdf_threads`` running at once.
+at most ``kdf_threads`` running at once.  An address that has sent :data:`FREE_FAILURES` new
+wrong passwords within :data:`FAILURE_WINDOW` is paced to one KDF run per
+:data:`PACED_INTERVAL` seconds — slowed, not locked out: a booth behind the same NAT as a
+guesser still gets its (new) correct password checked within a second or so.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import hashlib
 import hmac
 import secrets
 from collections import OrderedDict
+from dataclasses import dataclass, field
 
 import trio
 from argon2 import PasswordHasher
@@ -39,6 +43,17 @@ def generate_password() -> str:
     return secrets.token_urlsafe(15)
 
 
+FREE_FAILURES = 20
+FAILURE_WINDOW = 15 * 60.0
+PACED_INTERVAL = 1.0
+
+
+@dataclass(slots=True)
+class _Pace:
+    lock: trio.Lock = field(default_factory=trio.Lock)
+    next_run: float = 0.0
+
+
 class IngestPasswordChecker:
     REJECTED_MEMORY = 256
 
@@ -47,14 +62,58 @@ class IngestPasswordChecker:
         self._limiter = trio.CapacityLimiter(kdf_threads)
         self._accepted: tuple[str, bytes] | None = None
         self._rejected: OrderedDict[tuple[str, bytes], None] = OrderedDict()
+        self._failures: dict[str, list[float]] = {}  # address → times of new wrong passwords
+        self._paces: dict[str, _Pace] = {}
 
     def _mac(self, password: str) -> bytes:
         return hmac.new(
             self._key, password.encode("utf-8", "surrogatepass"), hashlib.sha256
         ).digest()
 
-    async def check(self, stored_hash: str, password: str) -> bool:
+    def known(self, stored_hash: str, password: str) -> bool | None:
+        """The remembered verdict for ``password`` (no KDF), or None when it needs one."""
+        mac = self._mac(password)
+        accepted = self._accepted
+        if (
+            accepted is not None
+            and accepted[0] == stored_hash
+            and hmac.compare_digest(accepted[1], mac)
+        ):
+            return True
+        if (stored_hash, mac) in self._rejected:
+            return False
+        return None
+
+    async def check(self, stored_hash: str, password: str, address: str = "") -> bool:
         """True when ``password`` matches ``stored_hash`` (the current ingest password)."""
+        verdict = self.known(stored_hash, password)
+        if verdict is not None:
+            return verdict
+        pace = self._pacer(address)
+        if pace is None:
+            ok = await self._verify(stored_hash, password)
+        else:
+            async with pace.lock:
+                await trio.sleep_until(pace.next_run)
+                pace.next_run = trio.current_time() + PACED_INTERVAL
+                ok = await self._verify(stored_hash, password)
+        if not ok:
+            failures = self._failures.setdefault(address, [])
+            now = trio.current_time()
+            failures[:] = [t for t in failures if now - t < FAILURE_WINDOW][-FREE_FAILURES:]
+            failures.append(now)
+            while len(self._failures) > self.REJECTED_MEMORY:
+                self._failures.pop(next(iter(self._failures)))
+        return ok
+
+    def _pacer(self, address: str) -> _Pace | None:
+        now = trio.current_time()
+        recent = [t for t in self._failures.get(address, []) if now - t < FAILURE_WINDOW]
+        if len(recent) < FREE_FAILURES:
+            return None
+        return self._paces.setdefault(address, _Pace())
+
+    async def _verify(self, stored_hash: str, password: str) -> bool:
         mac = self._mac(password)
         accepted = self._accepted
         if (

@@ -234,7 +234,9 @@ async def _ingest(
     async def on_field(name: str, value: str) -> None:
         nonlocal password_ok
         if name == PASSWORD_FIELD and mode.password_required:
-            password_ok = await app.ingest_passwords.check(password_hash, value)
+            password_ok = await app.ingest_passwords.check(
+                password_hash, value, request.remote_addr or ""
+            )
             if not password_ok:
                 raise InvalidPassword("wrong ingest password")
 
