@@ -48,6 +48,7 @@ bp = Blueprint("ingest", __name__)
 
 FILE_FIELD = "fileToUpload"
 PASSWORD_FIELD = "password"  # noqa: S105 - a form field name
+RESERVED_FIELDS = frozenset({PASSWORD_FIELD, "hash", "slot_payload"})
 FORM_OVERHEAD_BYTES = 256 * 1024  # text parts and multipart framing beyond the photo itself
 RETRY_AFTER_SECONDS = "5"
 MIB = 1024 * 1024
@@ -250,6 +251,7 @@ async def _ingest(
                 spool,
                 file_field=mode.file_field,
                 on_field=on_field,
+                reserved=RESERVED_FIELDS,
             )
         if body_scope.cancelled_caught:
             raise RequestTooSlow("the upload did not complete before the deadline")

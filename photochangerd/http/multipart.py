@@ -33,7 +33,7 @@ class FormLimits:
     field_bytes: int = 4096  # per text part kept
     fields: int = 64  # text parts kept
     fields_total_bytes: int = 64 * 1024
-    header_bytes: int = 8192  # per part's header block
+    header_bytes: int = 16 * 1024  # per part's header block
 
 
 @dataclass(slots=True)
@@ -117,16 +117,24 @@ async def read_upload(
     *,
     file_field: str,
     on_field: FieldCallback | None = None,
+    reserved: frozenset[str] = frozenset(),
 ) -> UploadForm:
     """Read the form; the file part ``file_field`` streams into ``spool``.
 
     ``on_field(name, value)`` runs as soon as a text part is complete, so a caller can reject a
-    wrong password before the photo is read.  Raises :class:`PayloadTooLarge` past a limit and
+    wrong password before the photo is read.  ``reserved`` fields (the password) are kept
+    whatever the metadata bounds: 10 000 junk fields in front must not hide them.  Raises :class:`PayloadTooLarge` past a limit and
     :class:`InvalidRequest` for a broken or incomplete body.
     """
     collector = _Collector(limits)
     try:
-        parser = MultipartParser(boundary.encode("latin-1"), collector.callbacks())  # type: ignore[arg-type]
+        # Header lines up to our per-part budget: a 5 000-character client file name is odd
+        # but harmless (we ignore it), not a reason to refuse the photo.
+        parser = MultipartParser(
+            boundary.encode("latin-1"),
+            collector.callbacks(),  # type: ignore[arg-type]
+            max_header_size=limits.header_bytes,
+        )
     except (ValueError, MultipartParseError) as exc:
         raise InvalidRequest(f"bad multipart boundary: {exc}") from None
     form = UploadForm()
@@ -138,10 +146,12 @@ async def read_upload(
 
     async def keep_field(field_name: str, raw: bytes) -> None:
         nonlocal kept_bytes
-        if (
-            field_name in form.fields
-            or len(form.fields) >= limits.fields
-            or kept_bytes + len(raw) > limits.fields_total_bytes
+        if field_name in form.fields or (
+            field_name not in reserved
+            and (
+                len(form.fields) >= limits.fields
+                or kept_bytes + len(raw) > limits.fields_total_bytes
+            )
         ):
             form.dropped_fields += 1
             return

@@ -1,0 +1,124 @@
+"""Hostile and broken input, faults and leaks: the daemon answers clearly and keeps serving."""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+import pytest
+import trio
+
+from tests.conftest import INGEST_PASSWORD, RunningDaemon
+from tests.support.dslr import DSLR_BOUNDARY, build_dslr_body, dslr_upload
+from tests.support.images import make_jpeg
+
+PHOTO = make_jpeg(400, 300)
+
+
+def _with_parts(extra: bytes) -> tuple[bytes, str]:
+    """The DSLR body with ``extra`` parts (each starting with the boundary line) in front."""
+    body, ctype = build_dslr_body(PHOTO, password=INGEST_PASSWORD)
+    return extra + body, ctype
+
+
+async def test_ten_thousand_fields_are_bounded(daemon: RunningDaemon) -> None:
+    marker = f"--{DSLR_BOUNDARY}\r\n".encode()
+    fields = b"".join(
+        marker + f'Content-Disposition: form-data; name="f{i}"\r\n\r\nv\r\n'.encode()
+        for i in range(10_000)
+    )
+    body, ctype = _with_parts(fields)
+    response = await dslr_upload("127.0.0.1", daemon.port, body=body, content_type=ctype)
+    assert response is not None and response.status == 200 and response.body == PHOTO
+    job = await daemon.job(response.headers["x-job-id"])
+    assert len(job.client_metadata["fields"]) <= 64 + 1  # + the reserved "hash"
+    assert job.client_metadata["dropped_fields"] > 9000
+
+
+async def test_huge_text_part_is_truncated_not_fatal(daemon: RunningDaemon) -> None:
+    marker = f"--{DSLR_BOUNDARY}\r\n".encode()
+    huge = (
+        marker
+        + b'Content-Disposition: form-data; name="status"\r\n\r\n'
+        + b"C:\\" * 400_000
+        + b"\r\n"
+    )
+    body, ctype = _with_parts(huge)
+    response = await dslr_upload("127.0.0.1", daemon.port, body=body, content_type=ctype)
+    assert response is not None and response.status == 200
+    job = await daemon.job(response.headers["x-job-id"])
+    assert len(job.client_metadata["fields"]["status"]) <= 4096
+
+
+@pytest.mark.parametrize(
+    "filename",
+    [
+        "../../etc/passwd",
+        "x" * 5000,
+        "evil\u202egpj.exe",
+        "a\r\nX-Injected: 1",
+        "C:\\boot.ini",
+    ],
+)
+async def test_client_file_names_are_ignored(daemon: RunningDaemon, filename: str) -> None:
+    body, ctype = build_dslr_body(
+        PHOTO, password=INGEST_PASSWORD, filename=filename.replace("\r\n", " ")
+    )
+    response = await dslr_upload("127.0.0.1", daemon.port, body=body, content_type=ctype)
+    assert response is not None and response.status == 200
+    assert "x-injected" not in response.headers
+    job = await daemon.job(response.headers["x-job-id"])
+    assert Path(job.result_file_path or "").name == f"{job.id}.jpg"
+
+
+async def test_disk_full_on_result_write_is_500_and_the_daemon_keeps_serving(
+    daemon: RunningDaemon, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = daemon.context.store
+    original = store.write_result
+
+    async def disk_full(*args: object, **kwargs: object) -> object:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(store, "write_result", disk_full)
+    failed = await dslr_upload("127.0.0.1", daemon.port, photo=PHOTO, password=INGEST_PASSWORD)
+    assert failed is not None and failed.status == 500
+    assert failed.json()["failure_reason"] == "internal_error"
+    assert "No space" not in failed.body.decode()  # no server internals in the body
+    job = await daemon.wait_job_final(failed.headers.get("x-job-id") or await _last_job(daemon))
+    assert job.failure_reason == "internal_error"
+    monkeypatch.setattr(store, "write_result", original)
+    ok = await dslr_upload("127.0.0.1", daemon.port, photo=PHOTO, password=INGEST_PASSWORD)
+    assert ok is not None and ok.status == 200
+
+
+async def _last_job(daemon: RunningDaemon) -> str:
+    from tests.test_ingest import _all_jobs
+
+    jobs = await daemon.context.db.read(_all_jobs)
+    return str(max(jobs, key=lambda j: j.created_at).id)
+
+
+async def test_no_descriptor_task_or_file_leak_under_load(daemon: RunningDaemon) -> None:
+    async def burst() -> None:
+        async with trio.open_nursery() as nursery:
+            for _ in range(30):
+                nursery.start_soon(
+                    lambda: dslr_upload(
+                        "127.0.0.1", daemon.port, photo=PHOTO, password=INGEST_PASSWORD
+                    )
+                )
+
+    await burst()  # warm up pools and thread caches
+    await trio.sleep(0.3)
+    fds = len(os.listdir("/proc/self/fd"))
+    for _ in range(3):
+        await burst()
+    await trio.sleep(0.5)  # keep-alive sockets of the finished clients close
+    assert len(os.listdir("/proc/self/fd")) <= fds + 5
+    store = daemon.context.store
+    assert list(store.spool.iterdir()) == [] and list(store.temp.iterdir()) == []
+    assert len(list(store.results.iterdir())) == 120
+    assert daemon.context.jobs.running == {} and len(daemon.context.jobs.waiters) == 0
+    assert daemon.context.admission.in_flight == 0
