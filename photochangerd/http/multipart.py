@@ -123,8 +123,9 @@ async def read_upload(
 
     ``on_field(name, value)`` runs as soon as a text part is complete, so a caller can reject a
     wrong password before the photo is read.  ``reserved`` fields (the password) are kept
-    whatever the metadata bounds: 10 000 junk fields in front must not hide them.  Raises :class:`PayloadTooLarge` past a limit and
-    :class:`InvalidRequest` for a broken or incomplete body.
+    whatever the metadata bounds: 10 000 junk fields in front must not hide them.  Raises
+    :class:`PayloadTooLarge` past a limit and :class:`InvalidRequest` for a broken or
+    incomplete body.
     """
     collector = _Collector(limits)
     try:
