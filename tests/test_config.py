@@ -140,3 +140,15 @@ async def test_initial_passwords_from_environment(tmp_path: Path) -> None:
         for admin in ("serg", "igor"):
             digest = await db.read(repositories.admin_password_hash, admin)
             assert digest is not None and verify_password(digest, "admin-pass-1")
+
+
+def test_hypercorn_settings_follow_the_config() -> None:
+    """pitfalls.md #6/#7: a restart must not cut in-flight ingests; HTTP/1.1 only over TLS."""
+    from photochangerd.app import _hypercorn_config
+
+    config = load_config(environ={}, overrides={"keep_alive_timeout_seconds": 3.0})
+    hypercorn = _hypercorn_config(config)
+    assert hypercorn.graceful_timeout >= 60 + 5
+    assert hypercorn.keep_alive_timeout == 3.0
+    assert hypercorn.alpn_protocols == ["http/1.1"]
+    assert hypercorn.include_server_header is False

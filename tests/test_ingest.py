@@ -377,3 +377,21 @@ async def test_new_wrong_passwords_are_paced_per_address(daemon: RunningDaemon) 
     assert seen is not None and seen.elapsed < 0.5  # remembered: no KDF, no pacing
     ok = await dslr_upload("127.0.0.1", daemon.port, photo=small, password=INGEST_PASSWORD)
     assert ok is not None and ok.status == 200 and ok.elapsed < 2.5
+
+
+async def test_upload_slower_than_the_deadline_is_408(daemon: RunningDaemon) -> None:
+    """pitfalls.md #3: the body is read inside the request's own deadline, not Quart's
+    BODY_TIMEOUT; a trickling upload is cut at the deadline and answered at once."""
+    await daemon.set_setting("sync_response_seconds", 1.0)
+    response = await dslr_upload(
+        "127.0.0.1",
+        daemon.port,
+        photo=PHOTO,
+        password=INGEST_PASSWORD,
+        send_rate_bytes_per_s=100_000,
+        check_close_within=2,
+    )
+    _error(response, 408, "invalid_request")
+    assert response is not None and 0.95 <= response.elapsed <= 1.5
+    assert response.server_closed
+    assert await _count_jobs(daemon) == 0
