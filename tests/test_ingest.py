@@ -339,13 +339,21 @@ async def test_deadline_answers_504_and_cancels_provider_work(daemon: RunningDae
 
 async def test_client_gone_job_still_finishes_into_the_gallery(daemon: RunningDaemon) -> None:
     await daemon.configure_slot(
-        "slot-006", provider="script", operation="echo", settings={"seconds": 0.5}
+        "slot-006", provider="script", operation="echo", settings={"seconds": 1.5}
     )
+    # A small photo and a drop well after the upload, well before the provider answers: robust
+    # on a loaded machine.
     response = await dslr_upload(
-        "127.0.0.1", daemon.port, "slot-006", photo=PHOTO, password=INGEST_PASSWORD, close_after=0.2
+        "127.0.0.1",
+        daemon.port,
+        "slot-006",
+        photo=make_jpeg(320, 240),
+        password=INGEST_PASSWORD,
+        close_after=0.7,
     )
     assert response is None
-    with trio.fail_after(3):
+    assert len(daemon.provider.calls) == 1
+    with trio.fail_after(5):
         while (
             not (await daemon.context.db.read(_all_jobs))
             or not (await daemon.context.db.read(_all_jobs))[0].is_finalized

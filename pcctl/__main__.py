@@ -1,0 +1,5 @@
+"""``python -m pcctl``."""
+
+from pcctl.cli import main
+
+main()

@@ -1,0 +1,2 @@
+"""One module per object: ``slot``, ``settings``, ``template``, ``job``/``jobs``/``result``,
+``stats``."""
