@@ -14,7 +14,7 @@ from __future__ import annotations
 import tomllib
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import tomli_w
@@ -22,7 +22,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
 from pcctl.errors import LocalInvalid
-from shared.api_models import SlotDetail, SlotUpdate, TemplateBindingIn
+from shared.api_models import SlotDetail, SlotUpdate
 from shared.catalogue import CATALOGUE, TEMPLATE_ROLES
 from shared.slot_settings import (
     REQUIRED_TEMPLATE_ROLES,
@@ -241,11 +241,14 @@ def check_update(update: SlotUpdate, slot: SlotDetail) -> None:
     provider = update.provider or slot.provider
     operation = update.operation or slot.operation
     settings = update.settings if update.settings is not None else slot.settings
-    bindings: Sequence[TemplateBindingIn] = (
-        update.template_media if update.template_media is not None else slot.template_media
-    )
+    roles = [
+        b.role
+        for b in (
+            update.template_media if update.template_media is not None else slot.template_media
+        )
+    ]
     try:
-        validate_slot(provider, operation, settings, [b.role for b in bindings])
+        validate_slot(provider, operation, settings, roles)
     except SlotSettingsError as exc:
         raise LocalInvalid(exc.errors) from None
 

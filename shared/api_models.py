@@ -11,7 +11,16 @@ PROVIDER_NAMES = ("gemini", "turbotext", "openai")
 
 
 class _Model(BaseModel):
+    """Request bodies: unknown fields are errors (a typo must not be silently ignored)."""
+
     model_config = ConfigDict(extra="forbid")
+
+
+class _Out(BaseModel):
+    """Response bodies: unknown fields are ignored, so an older pcctl keeps working when the
+    server adds one."""
+
+    model_config = ConfigDict(extra="ignore")
 
 
 class LoginRequest(_Model):
@@ -19,7 +28,7 @@ class LoginRequest(_Model):
     password: str = Field(min_length=1, max_length=1024)
 
 
-class TokenResponse(_Model):
+class TokenResponse(_Out):
     access_token: str
     token_type: Literal["bearer"] = "bearer"  # noqa: S105 - a token type, not a secret
     expires_in: int
@@ -30,13 +39,15 @@ class TemplateBindingIn(_Model):
     template_id: str = Field(min_length=1, max_length=64)
 
 
-class TemplateBindingOut(TemplateBindingIn):
+class TemplateBindingOut(_Out):
+    role: Literal["style", "face", "frame", "reference"]
+    template_id: str
     mime_type: str
     width: int
     height: int
 
 
-class JobSummary(_Model):
+class JobSummary(_Out):
     job_id: str
     status: str
     is_finalized: bool
@@ -45,7 +56,7 @@ class JobSummary(_Model):
     finalized_at: float | None
 
 
-class RecentResult(_Model):
+class RecentResult(_Out):
     job_id: str
     finalized_at: float | None
     public_url: str | None
@@ -54,7 +65,7 @@ class RecentResult(_Model):
     failure_reason: str | None
 
 
-class SlotSummary(_Model):
+class SlotSummary(_Out):
     id: str
     display_name: str
     provider: str
@@ -74,7 +85,7 @@ class SlotDetail(SlotSummary):
     recent_results: list[RecentResult]
 
 
-class SlotList(_Model):
+class SlotList(_Out):
     slots: list[SlotSummary]
 
 
@@ -90,7 +101,7 @@ class SlotUpdate(_Model):
     template_media: list[TemplateBindingIn] | None = None
 
 
-class TemplateMedia(_Model):
+class TemplateMedia(_Out):
     id: str
     mime: str
     size: int
@@ -101,36 +112,36 @@ class TemplateMedia(_Model):
     used_by: list[str] = []
 
 
-class TemplateMediaList(_Model):
+class TemplateMediaList(_Out):
     template_media: list[TemplateMedia]
 
 
-class TemporaryMedia(_Model):
+class TemporaryMedia(_Out):
     id: str
     public_url: str
     expires_at: float
 
 
-class IngestPasswordState(_Model):
+class IngestPasswordState(_Out):
     configured: bool
     rotated_at: float | None
     rotated_by: str | None
 
 
-class ProviderKeyState(_Model):
+class ProviderKeyState(_Out):
     configured: bool
     source: Literal["settings", "environment", "none"]
     updated_at: float | None
 
 
-class Limits(_Model):
+class Limits(_Out):
     max_upload_mb: int
     max_image_pixels: int
     max_in_flight: int
     max_in_flight_per_slot: int
 
 
-class SettingsOut(_Model):
+class SettingsOut(_Out):
     sync_response_seconds: float
     result_ttl_hours: float
     ingest_password: IngestPasswordState
@@ -146,7 +157,7 @@ class SettingsUpdate(_Model):
     provider_keys: dict[Literal["gemini", "turbotext", "openai"], str] | None = None
 
 
-class TestRunResult(_Model):
+class TestRunResult(_Out):
     __test__ = False  # not a pytest class
 
     status: Literal["ok"] = "ok"
@@ -155,7 +166,7 @@ class TestRunResult(_Model):
     completed_in_seconds: float
 
 
-class JobOut(_Model):
+class JobOut(_Out):
     job_id: str
     slot_id: str
     source: str
@@ -175,11 +186,11 @@ class JobOut(_Model):
     public_result_url: str | None
 
 
-class JobList(_Model):
+class JobList(_Out):
     jobs: list[JobOut]
 
 
-class StatsBucket(_Model):
+class StatsBucket(_Out):
     start: float
     jobs: int
     successes: int
@@ -188,7 +199,7 @@ class StatsBucket(_Model):
     rejected: int
 
 
-class Stats(_Model):
+class Stats(_Out):
     slot_id: str | None
     window_minutes: int
     jobs: int
@@ -210,15 +221,15 @@ class Stats(_Model):
     buckets: list[StatsBucket]
 
 
-class SlotStatsList(_Model):
+class SlotStatsList(_Out):
     window_minutes: int
     slots: list[Stats]
 
 
-class CleanupResult(_Model):
+class CleanupResult(_Out):
     status: Literal["ok"] = "ok"
     deleted_results: int
 
 
-class Accepted(_Model):
+class Accepted(_Out):
     status: Literal["accepted"] = "accepted"

@@ -16,6 +16,17 @@ CATALOGUE: Final[dict[str, tuple[str, ...]]] = {
 OUTPUT_FORMATS: Final = ("jpeg", "png", "webp", "original")
 TEMPLATE_ROLES: Final = ("style", "face", "frame", "reference")
 JOB_SOURCES: Final = ("ingest", "test_run")
+# Values of ``GET /api/jobs?status=``: a job's state, or how it ended.
+JOB_STATUS_FILTERS: Final = (
+    "pending",
+    "processing",
+    "finalized",
+    "succeeded",
+    "timeout",
+    "provider_error",
+    "cancelled",
+    "internal_error",
+)
 
 DEFAULT_PROVIDER: Final = "local"
 DEFAULT_OPERATION: Final = "passthrough"

@@ -13,19 +13,11 @@ from pcctl.params import IdCommand
 from pcctl.render import EXTENSIONS, job_outcome, outcome_text, seconds
 from pcctl.state import State, output_option, pass_state
 from shared.api_models import JobOut
+from shared.catalogue import JOB_STATUS_FILTERS
 from shared.slots import SLOT_IDS
 
 # What GET /api/jobs?status= accepts.
-JOB_STATUSES = (
-    "pending",
-    "processing",
-    "finalized",
-    "succeeded",
-    "timeout",
-    "provider_error",
-    "cancelled",
-    "internal_error",
-)
+JOB_STATUSES = JOB_STATUS_FILTERS
 
 JOB_COLUMNS: list[Column[JobOut]] = [
     Column("JOB", lambda j: j.job_id, lambda j: Text(j.job_id, style="bold"), no_wrap=True),

@@ -13,9 +13,21 @@ JOB_ID_PATTERN = r"[A-Za-z0-9_-]{22}"
 MEDIA_ID_PATTERN = r"[A-Za-z0-9_-]{22}"
 
 
+def new_public_id(nbytes: int = JOB_ID_BYTES) -> str:
+    """A URL-safe, unguessable id that starts with a letter or digit.
+
+    A leading ``-`` would be read as an option by command-line tools (``pcctl job show -x…``);
+    the first character is drawn again in that case (about 1 id in 32).
+    """
+    while True:
+        value = secrets.token_urlsafe(nbytes)
+        if value[0].isalnum():
+            return value
+
+
 def new_job_id() -> str:
-    """A URL-safe, unguessable id (22 characters, 128 bits)."""
-    return secrets.token_urlsafe(JOB_ID_BYTES)
+    """A URL-safe, unguessable id (22 characters, ~128 bits)."""
+    return new_public_id(JOB_ID_BYTES)
 
 
 @dataclass(frozen=True, slots=True)

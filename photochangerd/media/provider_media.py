@@ -7,11 +7,10 @@ cleaner deletes expired copies.
 
 from __future__ import annotations
 
-import secrets
-
 from photochangerd.clock import WallClock
 from photochangerd.db import repositories
 from photochangerd.db.engine import Database
+from photochangerd.domain.models import new_public_id
 from photochangerd.media.images import EXT_BY_MIME
 from photochangerd.media.store import MediaStore
 from photochangerd.providers.base import ImageInput, ProviderRejected
@@ -33,7 +32,7 @@ class ProviderMedia:
         extension = EXT_BY_MIME.get(image.mime_type)
         if extension is None:
             raise ProviderRejected(f"cannot publish {image.mime_type}")
-        media_id = secrets.token_urlsafe(16)
+        media_id = new_public_id(16)
         path = self._store.temp / f"media-{media_id}.{extension}"
         await self._store.write_file(path, image.data)
         await self._db.write(

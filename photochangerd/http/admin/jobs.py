@@ -15,19 +15,11 @@ from photochangerd.http.admin.slots import _check_slot_id
 from photochangerd.http.context import AppContext, ctx
 from photochangerd.http.errors import NotFound
 from shared.api_models import JobList, JobOut, SlotStatsList, Stats
+from shared.catalogue import JOB_STATUS_FILTERS
 from shared.errors import FailureReason
 
 _JOB_ID_RE = re.compile(JOB_ID_PATTERN)
-JOB_STATUSES = (
-    "pending",
-    "processing",
-    "finalized",
-    "succeeded",
-    "timeout",
-    "provider_error",
-    "cancelled",
-    "internal_error",
-)
+JOB_STATUSES = JOB_STATUS_FILTERS
 
 
 @dataclass

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import secrets
 from typing import Any
 
 import trio
@@ -12,6 +11,7 @@ from quart import request
 from quart_schema import validate_response
 
 from photochangerd.db import repositories
+from photochangerd.domain.models import new_public_id
 from photochangerd.http.admin import admin_name, bp
 from photochangerd.http.admin.slots import Conflict
 from photochangerd.http.context import AppContext, ctx
@@ -71,7 +71,7 @@ def _template_out(row: Any, used_by: list[str]) -> TemplateMedia:
 async def upload_template() -> tuple[TemplateMedia, int]:
     app = ctx()
     data, info = await _read_image(app)
-    template_id = secrets.token_urlsafe(12)
+    template_id = new_public_id(12)
     path = app.store.templates / f"{template_id}.{info.extension}"
     await app.store.write_file(path, data)
     values = {
