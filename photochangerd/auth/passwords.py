@@ -114,16 +114,10 @@ class IngestPasswordChecker:
         return self._paces.setdefault(address, _Pace())
 
     async def _verify(self, stored_hash: str, password: str) -> bool:
+        verdict = self.known(stored_hash, password)  # decided meanwhile (paced callers wait)
+        if verdict is not None:
+            return verdict
         mac = self._mac(password)
-        accepted = self._accepted
-        if (
-            accepted is not None
-            and accepted[0] == stored_hash
-            and hmac.compare_digest(accepted[1], mac)
-        ):
-            return True
-        if (stored_hash, mac) in self._rejected:
-            return False
         ok = await trio.to_thread.run_sync(
             verify_password, stored_hash, password, limiter=self._limiter
         )

@@ -30,7 +30,13 @@ from dataclasses import dataclass
 import httpx
 import trio
 
-from tests.bench.bench_support import INGEST_PASSWORD, BenchDaemon, Report, machine_line
+from tests.bench.bench_support import (
+    INGEST_PASSWORD,
+    BenchDaemon,
+    Report,
+    machine_line,
+    server_timing,
+)
 from tests.support.dslr import DslrConnectionError, build_dslr_body, dslr_upload
 from tests.support.images import make_jpeg
 
@@ -117,19 +123,8 @@ async def shoot(daemon: BenchDaemon, slot: str, upload: Upload, timeout: float =
         wall_end,
         response.headers.get("x-job-id"),
         len(response.body),
-        daemon_ms=_server_timing(response.headers.get("server-timing", ""), "daemon"),
+        daemon_ms=server_timing(response.headers.get("server-timing", ""), "daemon"),
     )
-
-
-def _server_timing(header: str, name: str) -> float | None:
-    """``dur`` of metric ``name`` in a ``Server-Timing`` header."""
-    for metric in header.split(","):
-        parts = [p.strip() for p in metric.split(";")]
-        if parts and parts[0] == name:
-            for param in parts[1:]:
-                if param.startswith("dur="):
-                    return float(param[4:])
-    return None
 
 
 async def burst(daemon: BenchDaemon, slot: str, upload: Upload, timeout: float) -> list[Shot]:

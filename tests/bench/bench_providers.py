@@ -32,7 +32,13 @@ from dataclasses import dataclass
 import trio
 
 from tests.bench.bench_ingest import Upload, prepare
-from tests.bench.bench_support import BenchDaemon, Report, machine_line, percentile
+from tests.bench.bench_support import (
+    BenchDaemon,
+    Report,
+    machine_line,
+    percentile,
+    server_timing,
+)
 from tests.fakes import (
     FakeGemini,
     FakeOpenAIImages,
@@ -88,17 +94,6 @@ class Sample:
         return sum(
             r.responded_at - r.received_at for r in self.requests if r.responded_at is not None
         )
-
-
-def server_timing(header: str, name: str) -> float | None:
-    """``dur`` (ms) of metric ``name`` in a ``Server-Timing`` header."""
-    for metric in header.split(","):
-        parts = [p.strip() for p in metric.split(";")]
-        if parts and parts[0] == name:
-            for param in parts[1:]:
-                if param.startswith("dur="):
-                    return float(param[4:])
-    return None
 
 
 async def ingest(daemon: BenchDaemon, slot: str, upload: Upload, fake: FakeServer) -> Sample:

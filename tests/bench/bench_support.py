@@ -249,3 +249,14 @@ def machine_line() -> str:
         f"machine: nproc={os.cpu_count()} python={platform.python_version()} "
         f"kernel={platform.release()} cpu={cpu!r} date={stamp}"
     )
+
+
+def server_timing(header: str, name: str) -> float | None:
+    """``dur`` (ms) of metric ``name`` in a ``Server-Timing`` header."""
+    for metric in header.split(","):
+        parts = [p.strip() for p in metric.split(";")]
+        if parts and parts[0] == name:
+            for param in parts[1:]:
+                if param.startswith("dur="):
+                    return float(param[4:])
+    return None
