@@ -232,3 +232,106 @@ async def test_cancelled_query_leaves_the_pool_usable(db: Database) -> None:
         assert trio.current_time() - started < 1.0
     await db.ping()
     assert len(await db.read(repositories.list_slots)) == 15
+
+
+async def test_admin_queries_on_both_dialects(db: Database) -> None:
+    """The grouped statistics and admin listings run on SQLite and PostgreSQL alike."""
+    from photochangerd.domain.stats import ALL_SLOTS, bucket_seconds, build_stats
+
+    now = time.time()
+    ok = _job_values(
+        "slot-003",
+        is_finalized=True,
+        finalized_at=now,
+        created_at=now - 2,
+        result_file_path="/r/x.jpg",
+        result_size_bytes=2048,
+        result_expires_at=now + 100,
+    )
+    late = _job_values(
+        "slot-003",
+        is_finalized=True,
+        failure_reason="timeout",
+        finalized_at=now,
+        created_at=now - 48,
+    )
+    pending = _job_values("slot-004")
+    for values in (ok, late, pending):
+        await db.write(repositories.insert_job, values)
+    await db.write(
+        repositories.insert_processing_log,
+        [
+            {
+                "created_at": now,
+                "slot_id": "slot-003",
+                "job_id": None,
+                "source": "ingest",
+                "status_code": 401,
+                "failure_reason": "invalid_password",
+                "duration_ms": 1.0,
+            },
+        ],
+    )
+    rows = await db.read(repositories.stats_rows, now - 3600, bucket_seconds(60))
+    stats = build_stats(rows, since=now - 3600, window_minutes=60, slot_ids=ALL_SLOTS)
+    slot3 = stats["slot-003"]
+    assert (slot3.jobs, slot3.successes, slot3.timeouts) == (2, 1, 1)
+    assert slot3.rejected == {"invalid_password": 1} and slot3.last_error_reason == "timeout"
+    assert slot3.p50_duration_seconds == pytest.approx(2.0, abs=0.01)
+    assert slot3.storage_usage_mb == pytest.approx(2048 / 1024 / 1024, abs=0.001)
+    assert sum(b.jobs for b in slot3.buckets) == 2 and sum(b.rejected for b in slot3.buckets) == 1
+    assert stats[None].jobs == 3 and stats[None].in_progress == 1
+
+    last = await db.read(repositories.last_job_per_slot)
+    assert set(last) == {"slot-003", "slot-004"} and last["slot-004"].id == pending["id"]
+    listed = await db.read(repositories.list_jobs, slot_id="slot-003", status="timeout", limit=10)
+    assert [j.id for j in listed] == [late["id"]]
+    recent = await db.read(repositories.recent_finished, "slot-003", 10)
+    assert len(recent) == 2
+
+    await db.write(repositories.put_provider_secret, "gemini", b"\x00cipher", now, "serg")
+    assert (await db.read(repositories.provider_secrets))["gemini"][0] == b"\x00cipher"
+    await db.write(repositories.put_provider_secret, "gemini", None, now, "serg")
+    assert await db.read(repositories.provider_secrets) == {}
+
+    await db.write(
+        repositories.insert_template,
+        {
+            "id": "t1",
+            "path": "/t/t1.png",
+            "mime_type": "image/png",
+            "size_bytes": 1,
+            "checksum": "c",
+            "width": 1,
+            "height": 1,
+            "created_at": now,
+        },
+    )
+    assert (
+        await db.write(
+            repositories.update_slot_checked,
+            "slot-005",
+            {"display_name": "x"},
+            [("frame", "t1")],
+            1,
+        )
+        == "ok"
+    )
+    assert (
+        await db.write(repositories.update_slot_checked, "slot-005", {"display_name": "y"}, None, 1)
+        == "conflict"
+    )
+    assert (
+        await db.write(
+            repositories.update_slot_checked,
+            "slot-005",
+            {"display_name": "y"},
+            [("frame", "nope")],
+            None,
+        )
+        == "missing_template"
+    )
+    assert await db.write(repositories.delete_template_if_unused, "t1") == ["slot-005"]
+    await db.write(repositories.bind_templates, "slot-005", [])
+    assert await db.write(repositories.delete_template_if_unused, "t1") == []
+    assert await db.write(repositories.delete_template_if_unused, "t1") is None

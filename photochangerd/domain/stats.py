@@ -68,16 +68,17 @@ def build_stats(
             for i in range(count_buckets)
         ]
         for row in rows["buckets"]:
-            index = int(row.bucket)
-            if mine(row.slot_id) and 0 <= index < count_buckets:
+            index = min(int(row.bucket), count_buckets - 1)  # "now" itself: the last bucket
+            if mine(row.slot_id) and index >= 0:
                 bucket = buckets[index]
                 bucket.jobs += int(row.jobs)
                 bucket.successes += int(row.successes or 0)
                 bucket.timeouts += int(row.timeouts or 0)
                 bucket.provider_errors += int(row.provider_errors or 0)
-        for row_slot, index, count in rows["rejected_buckets"]:
-            if mine(row_slot) and 0 <= int(index) < count_buckets:
-                buckets[int(index)].rejected += int(count)
+        for row_slot, raw_index, count in rows["rejected_buckets"]:
+            index = min(int(raw_index), count_buckets - 1)
+            if mine(row_slot) and index >= 0:
+                buckets[index].rejected += int(count)
         successes = [at for row_slot, at in rows["last_success"] if mine(row_slot) and at]
         errors = sorted(
             ((at, reason) for row_slot, reason, at in rows["last_error"] if mine(row_slot) and at),
