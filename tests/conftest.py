@@ -90,6 +90,33 @@ class RunningDaemon:
     async def set_setting(self, key: str, value: Any) -> None:
         await self.context.db.write(repositories.put_setting, key, value, self.clock.now(), "test")
 
+    async def bind_template(self, slot_id: str, role: str, png: bytes) -> str:
+        """Store ``png`` as template media and bind it to ``slot_id`` (as the admin API does)."""
+        import io
+
+        from PIL import Image
+
+        template_id = f"{role}-{slot_id}"
+        path = self.context.store.templates / f"{template_id}.png"
+        path.write_bytes(png)
+        with Image.open(io.BytesIO(png)) as image:
+            width, height = image.size
+        await self.context.db.write(
+            repositories.insert_template,
+            {
+                "id": template_id,
+                "path": str(path),
+                "mime_type": "image/png",
+                "size_bytes": len(png),
+                "checksum": "x",
+                "width": width,
+                "height": height,
+                "created_at": self.clock.now(),
+            },
+        )
+        await self.context.db.write(repositories.bind_templates, slot_id, [(role, template_id)])
+        return template_id
+
     async def job(self, job_id: str) -> Job:
         job = await self.context.db.read(repositories.get_job, job_id)
         assert job is not None

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import io
-import time
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from photochangerd.db import repositories
 from photochangerd.media.imaging import ImageWorkers
 from photochangerd.providers.base import (
     ImageInput,
@@ -106,22 +104,7 @@ async def test_frame_slot_end_to_end(daemon: RunningDaemon) -> None:
     """Template bound to a slot (as the admin API will do), DSLR upload, framed JPEG back."""
     store = daemon.context.store
     frame = make_png(400, 300, alpha=True)
-    path = store.templates / "frame-1.png"
-    path.write_bytes(frame)
-    await daemon.context.db.write(
-        repositories.insert_template,
-        {
-            "id": "frame-1",
-            "path": str(path),
-            "mime_type": "image/png",
-            "size_bytes": len(frame),
-            "checksum": "x",
-            "width": 400,
-            "height": 300,
-            "created_at": time.time(),
-        },
-    )
-    await daemon.context.db.write(repositories.bind_templates, "slot-007", [("frame", "frame-1")])
+    template_id = await daemon.bind_template("slot-007", "frame", frame)
     await daemon.configure_slot("slot-007", operation="frame")
     response = await dslr_upload(
         "127.0.0.1", daemon.port, "slot-007", photo=PHOTO, password=INGEST_PASSWORD
@@ -130,4 +113,4 @@ async def test_frame_slot_end_to_end(daemon: RunningDaemon) -> None:
     assert response.headers["content-type"] == "image/jpeg"
     out = _open(response.body)
     assert out.size == (600, 400) and response.body != PHOTO
-    assert Path(store.templates / "frame-1.png").exists()  # templates are never consumed
+    assert Path(store.templates / f"{template_id}.png").exists()  # templates are never consumed

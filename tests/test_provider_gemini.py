@@ -10,7 +10,6 @@ import pytest
 import trio
 from PIL import Image
 
-from photochangerd.db import repositories
 from tests.conftest import INGEST_PASSWORD, RunningDaemon, make_config, start_daemon
 from tests.fakes import FakeGemini, looks_derived_from, outcome
 from tests.support.dslr import DslrResponse, dslr_upload
@@ -180,22 +179,7 @@ async def test_large_photo_is_downscaled_and_templates_follow_it(
         settings={"prompt": "p", "max_input_pixels": 1_000_000},
     )
     style = make_png(300, 200)
-    path = daemon.context.store.templates / "style.png"
-    path.write_bytes(style)
-    await daemon.context.db.write(
-        repositories.insert_template,
-        {
-            "id": "style-1",
-            "path": str(path),
-            "mime_type": "image/png",
-            "size_bytes": len(style),
-            "checksum": "x",
-            "width": 300,
-            "height": 200,
-            "created_at": 0.0,
-        },
-    )
-    await daemon.context.db.write(repositories.bind_templates, "slot-003", [("style", "style-1")])
+    await daemon.bind_template("slot-003", "style", style)
     big = make_jpeg(3000, 2000)
     response = await _shoot(daemon, big)
     assert response.status == 200

@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 import trio
 
-from photochangerd.db import repositories
 from tests.conftest import INGEST_PASSWORD, RunningDaemon, make_config, start_daemon
 from tests.fakes import FakeOpenAIImages, looks_derived_from, outcome
 from tests.support.dslr import DslrResponse, dslr_upload
@@ -65,22 +64,7 @@ async def test_templates_go_as_image_array(nursery: trio.Nursery, tmp_path: Path
         nursery, tmp_path, settings={"prompt": "p", "output_format": "webp"}
     )
     data = make_png(256, 256)
-    path = daemon.context.store.templates / "ref.png"
-    path.write_bytes(data)
-    await daemon.context.db.write(
-        repositories.insert_template,
-        {
-            "id": "ref-1",
-            "path": str(path),
-            "mime_type": "image/png",
-            "size_bytes": len(data),
-            "checksum": "x",
-            "width": 256,
-            "height": 256,
-            "created_at": 0.0,
-        },
-    )
-    await daemon.context.db.write(repositories.bind_templates, "slot-005", [("reference", "ref-1")])
+    await daemon.bind_template("slot-005", "reference", data)
     response = await _shoot(daemon)
     assert response.status == 200 and response.headers["content-type"] == "image/webp"
     files = fake.requests[0].files

@@ -9,7 +9,6 @@ import httpx
 import pytest
 import trio
 
-from photochangerd.db import repositories
 from tests.conftest import INGEST_PASSWORD, RunningDaemon, free_port, make_config, start_daemon
 from tests.fakes import FakeTurbotext, looks_derived_from, outcome
 from tests.support.dslr import DslrResponse, dslr_upload
@@ -49,22 +48,7 @@ async def _setup(
 
 async def _template(daemon: RunningDaemon, role: str) -> bytes:
     data = make_png(320, 240)
-    path = daemon.context.store.templates / f"{role}.png"
-    path.write_bytes(data)
-    await daemon.context.db.write(
-        repositories.insert_template,
-        {
-            "id": f"{role}-1",
-            "path": str(path),
-            "mime_type": "image/png",
-            "size_bytes": len(data),
-            "checksum": "x",
-            "width": 320,
-            "height": 240,
-            "created_at": 0.0,
-        },
-    )
-    await daemon.context.db.write(repositories.bind_templates, "slot-004", [(role, f"{role}-1")])
+    await daemon.bind_template("slot-004", role, data)
     return data
 
 
