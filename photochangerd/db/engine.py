@@ -155,6 +155,10 @@ def _sqlite_engine(url: sa.URL, timeout: float) -> Engine:
     engine = sa.create_engine(
         url.set(drivername="sqlite"),
         connect_args={"check_same_thread": False, "timeout": timeout},
+        # One connection per worker thread at most; they stay open (each holds the database,
+        # -wal and -shm descriptors).
+        pool_size=SQLITE_THREADS,
+        max_overflow=0,
     )
 
     @event.listens_for(engine, "connect")
