@@ -12,7 +12,7 @@
              ├─ cleaner                  expired results and orphan files, every 15 min
              ├─ activity log flusher     processing_log rows in batches
              ├─ watchdog pinger          ``WATCHDOG=1`` while the database answers (systemd)
-             └─ signal watcher           SIGTERM/SIGINT → graceful shutdown
+             └─ signal watcher           SIGTERM/SIGINT → graceful shutdown; SIGHUP → reload
 
 Graceful shutdown is a deadline: stop intake (new ingests get 503), let Hypercorn finish the
 requests in flight (their own deadlines are ≤ 60 s, ``graceful_timeout`` is above that), let the
@@ -44,6 +44,7 @@ from photochangerd.clock import WallClock
 from photochangerd.config import Config
 from photochangerd.db import repositories
 from photochangerd.db.engine import Database, DatabaseUnavailable, open_database
+from photochangerd.db.ingest_context import IngestContext
 from photochangerd.db.migrate import migrate
 from photochangerd.http.app import create_asgi_app
 from photochangerd.http.context import AppContext, Intake
@@ -104,10 +105,13 @@ async def _watchdog(db: Database, interval: float) -> None:
         await trio.sleep(interval)
 
 
-async def _watch_signals(shutdown: trio.Event, nursery: trio.Nursery) -> None:
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+async def _watch_signals(shutdown: trio.Event, nursery: trio.Nursery, db: Database) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async for signum in signals:
-            if not shutdown.is_set():
+            if signum == signal.SIGHUP:  # systemctl reload: slots/settings edited by hand
+                db.config_changed()
+                event(log, logging.INFO, "config.reloaded")
+            elif not shutdown.is_set():
                 event(log, logging.INFO, "shutdown.requested", signal=signal.Signals(signum).name)
                 shutdown.set()
             else:  # a second signal: stop now
@@ -196,6 +200,7 @@ async def run(
             provider_media=provider_media,
             metrics=metrics,
             purge_requests=purge_send,
+            ingest_context=IngestContext(db),
             intake=Intake(),
         )
         await _serve(config, context, purge_receive, handle_signals, task_status)
@@ -228,7 +233,7 @@ async def _serve(
 
     async with trio.open_nursery() as root:
         if handle_signals:
-            root.start_soon(_watch_signals, shutdown, root)
+            root.start_soon(_watch_signals, shutdown, root, context.db)
         root.start_soon(context.activity.run)
         root.start_soon(
             run_sweeper, jobs, config.sweep_interval_seconds, config.sweep_grace_seconds

@@ -185,3 +185,20 @@ async def test_kill_9_mid_job_then_restart_recovers(proc: DaemonProcess) -> None
     assert proc.proc is not None
     proc.proc.send_signal(signal.SIGTERM)
     assert proc.proc.wait(30) == 0
+
+
+async def test_sighup_rereads_slots_edited_by_hand(proc: DaemonProcess) -> None:
+    """SQLite: slots and settings are kept in memory (the daemon is their only writer through
+    the admin API); an operator who edits the database by hand reloads with SIGHUP."""
+    proc.start()
+    first = await dslr_upload("127.0.0.1", proc.port, photo=PHOTO, password=INGEST_PASSWORD)
+    assert first is not None and first.status == 200
+    proc.sql("UPDATE slot SET is_active=0 WHERE id='slot-001'")
+    assert proc.proc is not None
+    proc.proc.send_signal(signal.SIGHUP)
+    await _wait_for(lambda: "config.reloaded" in proc.log.read_text())
+    after = await dslr_upload("127.0.0.1", proc.port, photo=PHOTO, password=INGEST_PASSWORD)
+    assert after is not None and after.status == 404
+    assert after.json()["failure_reason"] == "slot_disabled"
+    proc.proc.send_signal(signal.SIGTERM)
+    assert proc.proc.wait(30) == 0

@@ -41,6 +41,19 @@ Operation = Callable[..., T]
 
 SQLITE_THREADS = 8
 
+_CONFIG_WRITES: set[Callable[..., Any]] = set()
+
+
+def config_write(fn: Callable[..., T]) -> Callable[..., T]:
+    """Mark a repository operation that changes what ingests read (slots, settings).
+
+    :meth:`Database.write` bumps :attr:`Database.config_generation` after it, which is how the
+    in-memory ingest context (``photochangerd.db.ingest_context``) knows it is stale.
+    """
+    _CONFIG_WRITES.add(fn)
+    return fn
+
+
 # SQLSTATEs meaning "the server is not there right now": class 08 (connection exception),
 # 57P01-57P03 (admin shutdown, crash shutdown, cannot connect now).
 _UNAVAILABLE_STATES = ("08", "57P01", "57P02", "57P03")
@@ -88,6 +101,8 @@ class Database:
         self._async_engine = async_engine
         self._write_lock = trio.Lock() if dialect == "sqlite" else None
         self._threads = trio.CapacityLimiter(SQLITE_THREADS)
+        # Bumped after every write that changes slots or settings (and on SIGHUP).
+        self.config_generation = 0
         # Bound explicitly so tasks outside the loop's context (tests, other nurseries) can
         # call in too.
         self._loop = trio_asyncio.current_loop.get() if async_engine is not None else None
@@ -121,10 +136,18 @@ class Database:
 
     async def write(self, fn: Operation[T], *args: Any, **kwargs: Any) -> T:
         """Run an operation that writes, in one transaction (committed on return)."""
-        if self._write_lock is None:
-            return await self._run(fn, args, kwargs)
-        async with self._write_lock:
-            return await self._run(fn, args, kwargs)
+        try:
+            if self._write_lock is None:
+                return await self._run(fn, args, kwargs)
+            async with self._write_lock:
+                return await self._run(fn, args, kwargs)
+        finally:
+            if fn in _CONFIG_WRITES:
+                self.config_changed()
+
+    def config_changed(self) -> None:
+        """Slots or settings changed (here, or by hand in the database: SIGHUP)."""
+        self.config_generation += 1
 
     async def ping(self) -> None:
         """Cheap round trip; raises :class:`DatabaseUnavailable` when the DB is down."""

@@ -17,6 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import Connection
 
+from photochangerd.db.engine import config_write
 from photochangerd.db.tables import (
     admin_user,
     app_settings,
@@ -47,6 +48,7 @@ def list_slots(conn: Connection) -> list[Slot]:
     return [_slot(row) for row in rows]
 
 
+@config_write
 def update_slot(conn: Connection, slot_id: str, values: Mapping[str, Any]) -> None:
     conn.execute(
         sa.update(slot).where(slot.c.id == slot_id).values(**values, version=slot.c.version + 1)
@@ -72,6 +74,7 @@ def insert_template(conn: Connection, values: Mapping[str, Any]) -> None:
     conn.execute(sa.insert(template_media).values(**values))
 
 
+@config_write
 def bind_templates(conn: Connection, slot_id: str, bindings: Sequence[tuple[str, str]]) -> None:
     """Replace ``slot_id``'s template bindings with ``[(role, template_id), ...]`` in order."""
     conn.execute(sa.delete(slot_template).where(slot_template.c.slot_id == slot_id))
@@ -91,6 +94,7 @@ def get_settings(conn: Connection) -> dict[str, Any]:
     return {key: value for key, value in rows}
 
 
+@config_write
 def put_setting(conn: Connection, key: str, value: Any, now: float, by: str | None) -> None:
     updated = conn.execute(
         sa.update(app_settings)
@@ -329,6 +333,7 @@ def _insert_ignore(conn: Connection, table: sa.Table) -> Any:
     return sqlite_insert(table).on_conflict_do_nothing()
 
 
+@config_write
 def insert_setting_if_missing(conn: Connection, key: str, value: Any, now: float) -> bool:
     """Seed a setting; False when it already existed (another instance may have won)."""
     result = conn.execute(
@@ -454,6 +459,7 @@ def slot_bindings_detail(conn: Connection, slot_id: str) -> list[sa.Row[Any]]:
     )
 
 
+@config_write
 def update_slot_checked(
     conn: Connection,
     slot_id: str,

@@ -14,6 +14,7 @@ from photochangerd.auth.tokens import TokenService
 from photochangerd.clock import WallClock
 from photochangerd.config import Config
 from photochangerd.db.engine import Database
+from photochangerd.db.ingest_context import IngestContext
 from photochangerd.jobs.activity import ActivityLog
 from photochangerd.jobs.admission import Admission
 from photochangerd.jobs.service import JobService
@@ -50,6 +51,7 @@ class AppContext:
     provider_media: ProviderMedia
     metrics: Metrics
     purge_requests: trio.MemorySendChannel[str]
+    ingest_context: IngestContext
     throttle: LoginThrottle = field(default_factory=LoginThrottle)
     intake: Intake = field(default_factory=Intake)
 

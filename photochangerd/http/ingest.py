@@ -205,7 +205,7 @@ async def _ingest(
     if not is_slot_id(slot_id):
         raise NotFound("no such slot", reason=FailureReason.SLOT_NOT_FOUND)
     try:
-        slot, settings = await app.db.read(repositories.load_ingest_context, slot_id)
+        slot, settings = await app.ingest_context.load(slot_id)
     except DatabaseUnavailable:
         raise ServiceUnavailable("database unavailable", headers={"Retry-After": "5"}) from None
     if slot is None:

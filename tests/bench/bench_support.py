@@ -35,6 +35,7 @@ INGEST_PASSWORD = "bench-ingest-password"
 ADMIN_PASSWORD = "bench-admin-password"
 READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
+RELOAD_SETTLE = 0.2  # seconds for the daemon to act on SIGHUP
 PR_SET_PDEATHSIG = 1
 
 
@@ -147,9 +148,17 @@ class BenchDaemon:
     # -- inspection -------------------------------------------------------------------------
 
     def sql(self, statement: str, *params: object) -> int:
-        """Run one write statement next to the running daemon; the number of rows changed."""
+        """Run one write statement next to the running daemon; the number of rows changed.
+
+        The daemon keeps slots and settings in memory (SQLite): like an operator editing the
+        database by hand, we send it SIGHUP afterwards.
+        """
         with sqlite3.connect(self.db_path, timeout=30) as conn:
-            return conn.execute(statement, params).rowcount
+            changed = conn.execute(statement, params).rowcount
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGHUP)
+            time.sleep(RELOAD_SETTLE)
+        return changed
 
     def query(self, statement: str, *params: object) -> list[tuple[Any, ...]]:
         """Read-only query (the daemon keeps writing; we never take a write lock)."""
