@@ -9,6 +9,7 @@ import pytest
 import trio
 
 from photochangerd.db import repositories
+from photochangerd.http.ingest import _hash_check
 from tests.conftest import INGEST_PASSWORD, RunningDaemon
 from tests.support.dslr import build_dslr_body, dslr_upload
 from tests.support.images import make_jpeg, make_png, make_webp, png_bomb, truncated
@@ -86,6 +87,15 @@ async def test_alias_route_png_and_webp(daemon: RunningDaemon) -> None:
         )
         assert response is not None and response.status == 200
         assert response.headers["content-type"] == mime and response.body == data
+
+
+@pytest.mark.parametrize("name", ["sha1", "sha256", "md5"])
+def test_hash_check_recognises_each_digest(name: str) -> None:
+    digest = hashlib.new(name, PHOTO).hexdigest()
+    assert _hash_check(PHOTO, digest.upper()) == f"verified_{name}"
+    assert _hash_check(PHOTO, "0" * len(digest)) == "unverified"
+    assert _hash_check(PHOTO, "not-hex") == "unverified"
+    assert _hash_check(PHOTO, "") == "absent"
 
 
 async def test_hash_is_never_a_reason_to_reject(daemon: RunningDaemon) -> None:

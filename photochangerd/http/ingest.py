@@ -54,14 +54,17 @@ RETRY_AFTER_SECONDS = "5"
 MIB = 1024 * 1024
 
 
+_DIGEST_BY_HEX_LENGTH = {40: "sha1", 64: "sha256", 32: "md5"}
+
+
 def _hash_check(data: bytes, claimed: str | None) -> str:
     """DSLR Remote Pro's ``hash`` is undocumented: record what it matches, never reject."""
     if not claimed:
         return "absent"
     claimed = claimed.strip().lower()
-    for name in ("sha1", "sha256", "md5"):
-        if hashlib.new(name, data, usedforsecurity=False).hexdigest() == claimed:
-            return f"verified_{name}"
+    name = _DIGEST_BY_HEX_LENGTH.get(len(claimed))  # only the one that can match is computed
+    if name and hashlib.new(name, data, usedforsecurity=False).hexdigest() == claimed:
+        return f"verified_{name}"
     return "unverified"
 
 

@@ -440,12 +440,17 @@ class JobService:
         result = await provider.process(request)
         provider_seconds = trio.current_time() - provider_started
         output_format = str(job.settings.get("output_format", "jpeg"))
-        try:
-            data, mime = await self.images.run(
-                _final_image, result.data, output_format, job.operation == "passthrough"
-            )
-        except UnsupportedImage as exc:
-            raise ProviderRejected(f"the provider's output is not a usable image: {exc}") from None
+        if result.data is photo.data:  # handed back untouched: the input was checked at ingest
+            data, mime = photo.data, photo.mime_type
+        else:
+            try:
+                data, mime = await self.images.run(
+                    _final_image, result.data, output_format, job.operation == "passthrough"
+                )
+            except UnsupportedImage as exc:
+                raise ProviderRejected(
+                    f"the provider's output is not a usable image: {exc}"
+                ) from None
         extension = EXT_BY_MIME[mime]
         stored = await self.store.write_result(job.id, data, extension, mime)
         return Outcome(None, 200, result=stored, data=data, provider_seconds=provider_seconds)
