@@ -12,12 +12,32 @@ stops reading cannot pin a task forever.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import trio
 
 ASGIApp = Any
 SEND_BUDGET_SECONDS = 60.0
+MAX_START_DELAY = 5.0  # a larger gap between head and application start is not believed
+
+
+def request_arrival(send: Any) -> float:
+    """When the request head was parsed, on Trio's clock.
+
+    Hypercorn stamps each request's stream with ``start_time`` (``time.time()``) as it parses
+    the head, and hands the application that stream's bound ``app_send``.  In a burst of 30
+    uploads the application task may start tens of milliseconds later; the booth's deadline
+    must not silently grow by that.  Anything unexpected (another server, a clock step) falls
+    back to now.
+    """
+    now = trio.current_time()
+    started = getattr(getattr(send, "__self__", None), "start_time", None)
+    if isinstance(started, float):
+        waited = time.time() - started
+        if 0.0 <= waited <= MAX_START_DELAY:
+            return now - waited
+    return now
 
 
 class ShieldedSend:
@@ -30,9 +50,9 @@ class ShieldedSend:
             await self.app(scope, receive, send)
             return
 
-        # The moment the request reached the application: the ingest deadline counts from here,
-        # not from when a busy framework got round to calling the handler.
-        scope.setdefault("extensions", {})["photochanger.arrival"] = trio.current_time()
+        # The moment the request arrived: the ingest deadline counts from here, not from when a
+        # busy loop got round to starting the application's task.
+        scope.setdefault("extensions", {})["photochanger.arrival"] = request_arrival(send)
         budget = self.budget
 
         async def shielded_send(message: dict[str, Any]) -> None:

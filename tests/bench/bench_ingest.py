@@ -103,7 +103,9 @@ class Bench:
     large: Upload  # ~1 MB, 2000x1333
 
 
-async def shoot(daemon: BenchDaemon, slot: str, upload: Upload, timeout: float = 120.0) -> Shot:
+async def shoot(
+    daemon: BenchDaemon, slot: str, upload: Upload, timeout: float = 120.0, path: str | None = None
+) -> Shot:
     try:
         response = await dslr_upload(
             daemon.host,
@@ -112,6 +114,7 @@ async def shoot(daemon: BenchDaemon, slot: str, upload: Upload, timeout: float =
             body=upload.body,
             content_type=upload.content_type,
             timeout=timeout,
+            path=path,
         )
     except (DslrConnectionError, OSError, trio.TooSlowError) as exc:
         return Shot(None, math.nan, time.time(), error=type(exc).__name__)
@@ -127,12 +130,14 @@ async def shoot(daemon: BenchDaemon, slot: str, upload: Upload, timeout: float =
     )
 
 
-async def burst(daemon: BenchDaemon, slot: str, upload: Upload, timeout: float) -> list[Shot]:
+async def burst(
+    daemon: BenchDaemon, slot: str, upload: Upload, timeout: float, path: str | None = None
+) -> list[Shot]:
     """CONCURRENCY ingests started at once; all of their shots."""
     shots: list[Shot] = []
 
     async def one() -> None:
-        shots.append(await shoot(daemon, slot, upload, timeout))
+        shots.append(await shoot(daemon, slot, upload, timeout, path))
 
     async with trio.open_nursery() as nursery:
         for _ in range(CONCURRENCY):
@@ -149,6 +154,26 @@ def report_outcomes(report: Report, name: str, shots: Sequence[Shot], expected: 
 
 
 # -- phases -------------------------------------------------------------------------------
+
+
+async def phase_floor(bench: Bench) -> None:
+    """0. The harness floor: the same client and requests against Hypercorn with an empty app
+    (floor_app.py).  What the HTTP stack and the client cost by themselves on this machine."""
+    with BenchDaemon(module="tests.bench.floor_app") as floor:
+        for upload in (bench.large, bench.small):
+            for _ in range(WARMUP):
+                await shoot(floor, FAST_SLOT, upload, path="/echo")
+            shots = [
+                await shoot(floor, FAST_SLOT, upload, path="/echo") for _ in range(OVERHEAD_COUNT)
+            ]
+            bench.report.latency(
+                f"floor_overhead_{upload.label}",
+                [s.elapsed for s in shots if s.status == 200],
+                points=(50, 99),
+            )
+        shots = await burst(floor, HANG_SLOT, bench.small, SHORT_DEADLINE + 30, path="/hang")
+        late = [s.elapsed - SHORT_DEADLINE for s in shots if s.status == 504]
+        bench.report.latency("floor_deadline_burst_504_lateness", late, points=(0, 50, 100))
 
 
 async def phase_overhead(bench: Bench, upload: Upload) -> list[Shot]:
@@ -333,6 +358,7 @@ async def run_phases(bench: Bench, *, big: bool) -> None:
     report = bench.report
     report.add("photo_small", len(bench.small.photo), "bytes")
     report.add("photo_large", len(bench.large.photo), "bytes")
+    await phase_floor(bench)
     for upload in (bench.large, bench.small):
         shots = await phase_overhead(bench, upload)
         phase_completion_to_response(bench, upload.label, shots)

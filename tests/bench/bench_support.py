@@ -54,7 +54,8 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
 class BenchDaemon:
     """The daemon under test, as a separate process (its own CPU time, its own RSS)."""
 
-    def __init__(self, **env: str) -> None:
+    def __init__(self, module: str = "tests.support.run_daemon", **env: str) -> None:
+        self.module = module
         self.host = "127.0.0.1"
         self.port = _free_port()
         self._tmp = Path(tempfile.mkdtemp(prefix="photochanger-bench-"))
@@ -105,7 +106,7 @@ class BenchDaemon:
     def _start(self) -> None:
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "tests.support.run_daemon"],
+                [sys.executable, "-m", self.module],
                 env=self.env,
                 cwd=self._tmp,
                 stdin=subprocess.DEVNULL,
