@@ -2,7 +2,8 @@
 
 The ingest password is sent with *every* upload and real booths use weak ones, so a KDF per
 request would be both slow and a DoS lever (pitfalls.md #12).  :class:`IngestPasswordChecker`
-runs the KDF once per distinct candidate and stored hash, then remembers the outcome as an HMAC
+runs the KDF once per distinct candidate and stored hash (concurrent checks of the same
+candidate share that one run), then remembers the outcome as an HMAC
 of the candidate under a per-process random key: the correct password costs one HMAC and a
 constant-time compare; a repeated wrong one the same; new wrong ones at most one KDF each, with
 at most ``kdf_threads`` running at once.  An address that has sent :data:`FREE_FAILURES` new
@@ -64,6 +65,7 @@ class IngestPasswordChecker:
         self._rejected: OrderedDict[tuple[str, bytes], None] = OrderedDict()
         self._failures: dict[str, list[float]] = {}  # address → times of new wrong passwords
         self._paces: dict[str, _Pace] = {}
+        self._in_flight: dict[tuple[str, bytes], trio.Event] = {}  # KDF runs under way
 
     def _mac(self, password: str) -> bytes:
         return hmac.new(
@@ -114,17 +116,29 @@ class IngestPasswordChecker:
         return self._paces.setdefault(address, _Pace())
 
     async def _verify(self, stored_hash: str, password: str) -> bool:
-        verdict = self.known(stored_hash, password)  # decided meanwhile (paced callers wait)
-        if verdict is not None:
-            return verdict
-        mac = self._mac(password)
-        ok = await trio.to_thread.run_sync(
-            verify_password, stored_hash, password, limiter=self._limiter
-        )
+        key = (stored_hash, self._mac(password))
+        while True:
+            verdict = self.known(stored_hash, password)  # decided meanwhile (paced callers)
+            if verdict is not None:
+                return verdict
+            pending = self._in_flight.get(key)
+            if pending is None:
+                break
+            # The same candidate is being checked already: after a start or a rotation every
+            # booth's next upload arrives at once, and 30 serialized KDF runs took ~7 s.
+            await pending.wait()
+        done = self._in_flight[key] = trio.Event()
+        try:
+            ok = await trio.to_thread.run_sync(
+                verify_password, stored_hash, password, limiter=self._limiter
+            )
+        finally:
+            del self._in_flight[key]
+            done.set()
         if ok:
-            self._accepted = (stored_hash, mac)
+            self._accepted = key
         else:
-            self._rejected[(stored_hash, mac)] = None
+            self._rejected[key] = None
             while len(self._rejected) > self.REJECTED_MEMORY:
                 self._rejected.popitem(last=False)
         return ok
