@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from photochangerd.jobs.service import _final_image
+from photochangerd.media.images import UnsupportedImage
 from photochangerd.media.imaging import ImageWorkers
 from photochangerd.providers.base import (
     ImageInput,
@@ -114,3 +116,24 @@ async def test_frame_slot_end_to_end(daemon: RunningDaemon) -> None:
     out = _open(response.body)
     assert out.size == (600, 400) and response.body != PHOTO
     assert Path(store.templates / f"{template_id}.png").exists()  # templates are never consumed
+
+
+def _corrupt_pixels(png: bytes) -> bytes:
+    """Same header and IEND, broken compressed pixel data in the middle."""
+    middle = len(png) // 2
+    return png[:middle] + bytes(b ^ 0x5A for b in png[middle : middle + 64]) + png[middle + 64 :]
+
+
+@pytest.mark.parametrize("output_format", ["jpeg", "png"])
+def test_provider_output_is_checked_whether_converted_or_kept(output_format: str) -> None:
+    """Converted output is checked by its one decode; kept output is inspected like an upload."""
+    png = make_png(320, 240)
+    data, mime = _final_image(png, output_format, passthrough=False)
+    assert mime == f"image/{output_format}"
+    assert _open(data).size == (320, 240)
+    with pytest.raises(UnsupportedImage):
+        _final_image(_corrupt_pixels(png), output_format, passthrough=False)
+    with pytest.raises(UnsupportedImage):
+        _final_image(png[: len(png) // 2], output_format, passthrough=False)
+    with pytest.raises(UnsupportedImage):
+        _final_image(b"<html>quota exceeded</html>", output_format, passthrough=False)

@@ -77,8 +77,22 @@ def _has_end(data: bytes, fmt: str) -> bool:
     return riff_size + 8 <= len(data)
 
 
-def inspect_image(data: bytes, max_pixels: int) -> ImageInfo:
-    """Validate ``data`` as an accepted image; raises :class:`UnsupportedImage`."""
+DECODE_ERRORS = (
+    OSError,
+    ValueError,
+    SyntaxError,
+    struct.error,
+    Image.DecompressionBombWarning,
+    Image.DecompressionBombError,
+)
+
+
+def inspect_image(data: bytes, max_pixels: int, *, decode_pixels: bool = True) -> ImageInfo:
+    """Validate ``data`` as an accepted image; raises :class:`UnsupportedImage`.
+
+    ``decode_pixels=False`` checks the structure only (magic, header, pixel cap, end marker):
+    for a caller that decodes every pixel next anyway, which is the check.
+    """
     fmt = sniff(data[:16])
     if fmt is None:
         raise UnsupportedImage("not a JPEG, PNG or WebP image")
@@ -93,17 +107,10 @@ def inspect_image(data: bytes, max_pixels: int) -> ImageInfo:
                 )
             if not _has_end(data, fmt):
                 raise UnsupportedImage("image is truncated")
-            if fmt != "JPEG":
+            if decode_pixels and fmt != "JPEG":
                 image.load()
     except UnsupportedImage:
         raise
-    except (
-        OSError,
-        ValueError,
-        SyntaxError,
-        struct.error,
-        Image.DecompressionBombWarning,
-        Image.DecompressionBombError,
-    ) as exc:
+    except DECODE_ERRORS as exc:
         raise UnsupportedImage(f"image does not decode ({type(exc).__name__})") from None
     return ImageInfo(fmt, width, height)
