@@ -14,6 +14,7 @@ from photochangerd import __version__
 from photochangerd.config import Config
 from photochangerd.http import admin, health, ingest, public
 from photochangerd.http.asgi import ShieldedSend
+from photochangerd.http.booth import BoothRouter
 from photochangerd.http.context import EXTENSION_KEY, AppContext
 from photochangerd.http.errors import ApiError, api_error_response, error_response
 from photochangerd.http.validation import (
@@ -92,7 +93,7 @@ def create_quart_app(context: AppContext | None) -> QuartTrio:
 
 
 def create_asgi_app(context: AppContext) -> ShieldedSend:
-    return ShieldedSend(create_quart_app(context))
+    return ShieldedSend(BoothRouter(create_quart_app(context), context))
 
 
 _ERROR_SCHEMA = {

@@ -11,12 +11,15 @@ measured from the request's arrival.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
-from dataclasses import dataclass
+from collections.abc import AsyncIterable
+from dataclasses import dataclass, field
 from typing import Any
 
 import trio
 from quart import Blueprint, Response, jsonify, request
+from werkzeug.http import parse_options_header
 
 from photochangerd.db import repositories
 from photochangerd.db.engine import DatabaseUnavailable
@@ -32,15 +35,13 @@ from photochangerd.http.errors import (
     RequestTooSlow,
     ServiceUnavailable,
     UnsupportedMediaType,
-    api_error_response,
-    error_response,
 )
 from photochangerd.http.multipart import FormLimits, read_upload
 from photochangerd.jobs.admission import Overloaded
 from photochangerd.logs import event
 from photochangerd.media.images import ImageInfo, UnsupportedImage, inspect_image
 from shared.api_models import SlotUpdate, TestRunResult
-from shared.errors import FailureReason, JobFailure
+from shared.errors import FailureReason, JobFailure, error_body
 from shared.slots import is_slot_id
 
 log = logging.getLogger("photochangerd.ingest")
@@ -72,38 +73,84 @@ def _validate(data: bytes, max_pixels: int, claimed_hash: str | None) -> tuple[I
     return inspect_image(data, max_pixels), _hash_check(data, claimed_hash)
 
 
-def _success_response(job_id: str, outcome: Outcome, data: bytes) -> Response:
+@dataclass(slots=True)
+class IngestRequest:
+    """What the pipeline reads of an HTTP request, whichever layer parsed it (the booth fast
+    path in :mod:`photochangerd.http.booth` or Quart for the admin's test run)."""
+
+    content_length: int | None
+    content_type: str
+    remote_addr: str
+    query_string: bytes
+    arrival: float  # Trio clock: when the request head was parsed
+    body: AsyncIterable[bytes]
+
+
+@dataclass(slots=True)
+class Answer:
+    """The response, before any framework turns it into bytes on the wire."""
+
+    status: int
+    body: bytes
+    content_type: str
+    headers: dict[str, str] = field(default_factory=dict)
+    failure_reason: str | None = None
+
+
+def _json_answer(
+    status: int, body: dict[str, Any], headers: dict[str, str] | None = None
+) -> Answer:
+    answer = Answer(
+        status,
+        json.dumps(body).encode(),
+        "application/json",
+        {"Cache-Control": "no-store", **(headers or {})},
+    )
+    answer.failure_reason = body.get("failure_reason")
+    return answer
+
+
+def _error_answer(error: ApiError) -> Answer:
+    body = error_body(error.reason, error.details)
+    field_errors = getattr(error, "errors", None)
+    if field_errors:  # 422: per-field messages beside the common shape
+        body["errors"] = field_errors
+    return _json_answer(error.status, body, error.headers)
+
+
+def _success_answer(job_id: str, outcome: Outcome, data: bytes) -> Answer:
     assert outcome.result is not None
-    response = Response(data, status=200, mimetype=outcome.result.mime_type)
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["X-Job-Id"] = job_id
-    response.headers["Link"] = f'</public/results/{job_id}>; rel="alternate"'
-    return response
+    headers = {
+        "Cache-Control": "no-store",
+        "X-Job-Id": job_id,
+        "Link": f'</public/results/{job_id}>; rel="alternate"',
+    }
+    return Answer(200, data, outcome.result.mime_type, headers)
 
 
-def _failure_response(outcome: Outcome) -> Response:
+def _failure_answer(outcome: Outcome) -> Answer:
     if outcome.failure is JobFailure.TIMEOUT:
-        return error_response(504, FailureReason.PROVIDER_TIMEOUT, outcome.details)
-    if outcome.failure is JobFailure.PROVIDER_ERROR:
-        return error_response(
-            outcome.response_status, FailureReason.PROVIDER_ERROR, outcome.details
+        reason, status = FailureReason.PROVIDER_TIMEOUT, 504
+    elif outcome.failure is JobFailure.PROVIDER_ERROR:
+        reason, status = FailureReason.PROVIDER_ERROR, outcome.response_status
+    elif outcome.failure is JobFailure.CANCELLED:
+        reason, status = FailureReason.SERVICE_UNAVAILABLE, 503
+    else:
+        return _json_answer(
+            500, error_body(FailureReason.INTERNAL_ERROR, "the job failed inside the server")
         )
-    if outcome.failure is JobFailure.CANCELLED:
-        return error_response(503, FailureReason.SERVICE_UNAVAILABLE, outcome.details)
-    return error_response(500, FailureReason.INTERNAL_ERROR, "the job failed inside the server")
+    return _json_answer(status, error_body(reason, outcome.details))
 
 
 class _Attempt:
     """One ingest attempt: its timings and what the processing log records about it."""
 
-    def __init__(self, app: AppContext, slot_id: str, source: str) -> None:
+    def __init__(self, app: AppContext, slot_id: str, source: str, arrival: float) -> None:
         self.app = app
         self.slot_id = slot_id
         self.source = source
-        extensions: dict[str, Any] = dict(request.scope.get("extensions") or {})
-        now = trio.current_time()
-        self.arrival = float(extensions.get("photochanger.arrival", now))
-        self.created_at = app.clock.now() - (now - self.arrival)
+        self.arrival = arrival
+        self.created_at = app.clock.now() - (trio.current_time() - arrival)
         self.job_id: str | None = None
         self.body_read = False
 
@@ -145,20 +192,40 @@ BOOTH = _Mode("ingest", FILE_FIELD, password_required=True)
 TEST_RUN = _Mode("test_run", "test_image", password_required=False, field_bytes=64 * 1024)
 
 
-async def handle_ingest(slot_id: str, mode: _Mode = BOOTH) -> Response:
-    app = ctx()
-    attempt = _Attempt(app, slot_id, mode.source)
+async def handle_ingest(
+    app: AppContext, slot_id: str, req: IngestRequest, mode: _Mode = BOOTH
+) -> Answer:
+    attempt = _Attempt(app, slot_id, mode.source, req.arrival)
     try:
-        response, reason, size = await _ingest(app, attempt, slot_id, mode)
+        answer, size = await _ingest(app, attempt, slot_id, mode, req)
     except ApiError as error:
-        response = api_error_response(error)
+        answer = _error_answer(error)
         if not attempt.body_read:
             # Answered before the body was read to its end: the connection cannot be reused,
             # and a client still sending must not keep it open (pitfalls.md #1c).
-            response.headers["Connection"] = "close"
+            answer.headers["Connection"] = "close"
         attempt.record(error.status, error.reason.value)
-        return response
-    attempt.record(response.status_code, reason, size)
+        return answer
+    attempt.record(answer.status, answer.failure_reason, size)
+    return answer
+
+
+def _quart_request() -> IngestRequest:
+    extensions: dict[str, Any] = request.scope.get("extensions") or {}
+    return IngestRequest(
+        content_length=request.content_length,
+        content_type=request.headers.get("Content-Type", ""),
+        remote_addr=request.remote_addr or "",
+        query_string=request.query_string,
+        arrival=float(extensions.get("photochanger.arrival", trio.current_time())),
+        body=request.body,
+    )
+
+
+def quart_response(answer: Answer) -> Response:
+    response = Response(answer.body, status=answer.status, content_type=answer.content_type)
+    for name, value in answer.headers.items():
+        response.headers[name] = value
     return response
 
 
@@ -166,19 +233,20 @@ async def handle_test_run(slot_id: str) -> Response:
     """``POST /api/slots/{slot_id}/test-run`` (admin): the ingest pipeline without the ingest
     password, optional unsaved ``slot_payload`` overrides, a JSON answer."""
     started = trio.current_time()
-    response = await handle_ingest(slot_id, TEST_RUN)
-    if response.status_code != 200:
-        return response
-    job_id = response.headers["X-Job-Id"]
-    base = ctx().config.effective_public_base_url
+    app = ctx()
+    answer = await handle_ingest(app, slot_id, _quart_request(), TEST_RUN)
+    if answer.status != 200:
+        return quart_response(answer)
+    job_id = answer.headers["X-Job-Id"]
+    base = app.config.effective_public_base_url
     body = TestRunResult(
         job_id=job_id,
         public_result_url=f"{base}/public/results/{job_id}",
         completed_in_seconds=round(trio.current_time() - started, 3),
     )
-    answer = jsonify(body.model_dump())
-    answer.headers["Cache-Control"] = "no-store"
-    return answer
+    response = jsonify(body.model_dump())
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 def _slot_with_overrides(slot: Slot, raw: str | None, roles: list[str]) -> Slot:
@@ -201,8 +269,8 @@ def _slot_with_overrides(slot: Slot, raw: str | None, roles: list[str]) -> Slot:
 
 
 async def _ingest(
-    app: AppContext, attempt: _Attempt, slot_id: str, mode: _Mode
-) -> tuple[Response, str | None, int]:
+    app: AppContext, attempt: _Attempt, slot_id: str, mode: _Mode, req: IngestRequest
+) -> tuple[Answer, int]:
     if not app.intake.open:
         raise ServiceUnavailable("shutting down", headers={"Retry-After": "10"})
     if not is_slot_id(slot_id):
@@ -226,10 +294,11 @@ async def _ingest(
         body_bytes=file_limit + FORM_OVERHEAD_BYTES,
         field_bytes=mode.field_bytes,
     )
-    if request.content_length is not None and request.content_length > limits.body_bytes:
+    if req.content_length is not None and req.content_length > limits.body_bytes:
         raise PayloadTooLarge(f"upload larger than {file_limit // MIB} MiB")
-    boundary = request.mimetype_params.get("boundary")
-    if request.mimetype != "multipart/form-data" or not boundary:
+    mimetype, options = parse_options_header(req.content_type)
+    boundary = options.get("boundary")
+    if mimetype.lower() != "multipart/form-data" or not boundary:
         raise InvalidRequest("expected multipart/form-data with a boundary")
 
     password_hash = str((settings.get("ingest_password") or {}).get("hash", ""))
@@ -238,9 +307,7 @@ async def _ingest(
     async def on_field(name: str, value: str) -> None:
         nonlocal password_ok
         if name == PASSWORD_FIELD and mode.password_required:
-            password_ok = await app.ingest_passwords.check(
-                password_hash, value, request.remote_addr or ""
-            )
+            password_ok = await app.ingest_passwords.check(password_hash, value, req.remote_addr)
             if not password_ok:
                 raise InvalidPassword("wrong ingest password")
 
@@ -248,7 +315,7 @@ async def _ingest(
     try:
         with trio.move_on_at(attempt.arrival + runtime.sync_response_seconds) as body_scope:
             form = await read_upload(
-                request.body,
+                req.body,
                 boundary,
                 limits,
                 spool,
@@ -287,7 +354,7 @@ async def _ingest(
         metadata: dict[str, Any] = {
             "fields": {k: v for k, v in form.fields.items() if k not in (PASSWORD_FIELD,)},
             "hash_check": hash_check,
-            "query": request.query_string.decode("latin-1")[:512],
+            "query": req.query_string.decode("latin-1")[:512],
             "width": image.width,
             "height": image.height,
             "size_bytes": form.file_size,
@@ -325,26 +392,29 @@ async def _ingest(
             await spool.discard()
 
     if not outcome.ok:
-        response = _failure_response(outcome)
-        reason = (await response.get_json() or {}).get("failure_reason")
-        return response, reason, 0
+        return _failure_answer(outcome), 0
     assert outcome.result is not None and attempt.job_id is not None
     result = outcome.data if outcome.data is not None else await app.store.read(outcome.result.path)
-    response = _success_response(attempt.job_id, outcome, result)
+    answer = _success_answer(attempt.job_id, outcome, result)
     # Server-Timing: what the daemon itself spent around the provider (operators, benchmarks).
     total_ms = (trio.current_time() - attempt.arrival) * 1000
     provider_ms = (outcome.provider_seconds or 0.0) * 1000
-    response.headers["Server-Timing"] = (
+    answer.headers["Server-Timing"] = (
         f"provider;dur={provider_ms:.2f}, daemon;dur={total_ms - provider_ms:.2f}"
     )
-    return response, None, len(result)
+    return answer, len(result)
+
+
+# Booth uploads are served by photochangerd.http.booth in front of Quart (no framework
+# request/response plumbing on the hot path).  These routes document the contract in the
+# OpenAPI document and serve the same pipeline if a request reaches Quart anyway.
 
 
 @bp.route("/ingest/<path:slot_id>", methods=["POST"])
 async def ingest(slot_id: str) -> Response:
-    return await handle_ingest(slot_id)
+    return quart_response(await handle_ingest(ctx(), slot_id, _quart_request()))
 
 
 @bp.route("/api/ingest/<path:slot_id>", methods=["POST"])
 async def ingest_alias(slot_id: str) -> Response:
-    return await handle_ingest(slot_id)
+    return quart_response(await handle_ingest(ctx(), slot_id, _quart_request()))
