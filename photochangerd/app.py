@@ -33,7 +33,6 @@ from functools import partial
 import trio
 import trio_asyncio
 from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve as hypercorn_serve
 
 from photochangerd.auth.keys import load_or_create_key
 from photochangerd.auth.passwords import IngestPasswordChecker
@@ -48,6 +47,7 @@ from photochangerd.db.ingest_context import IngestContext
 from photochangerd.db.migrate import migrate
 from photochangerd.http.app import create_asgi_app
 from photochangerd.http.context import AppContext, Intake
+from photochangerd.http.server import serve as serve_http
 from photochangerd.jobs.activity import ActivityLog
 from photochangerd.jobs.admission import Admission
 from photochangerd.jobs.service import JobService
@@ -248,7 +248,7 @@ async def _serve(
                 workers.start_soon(run_worker, jobs, number)
             async with trio.open_nursery() as http:
                 urls: list[str] = await http.start(
-                    partial(hypercorn_serve, shutdown_trigger=shutdown_trigger),
+                    partial(serve_http, shutdown_trigger=shutdown_trigger),
                     create_asgi_app(context),
                     _hypercorn_config(config),
                 )

@@ -1,4 +1,5 @@
-"""The ingest deadline starts when the request head was parsed, not when the app task ran."""
+"""The ingest deadline starts when the booth's connection was accepted (its first request) or
+the request head was parsed — never when a busy loop got round to the app task."""
 
 from __future__ import annotations
 
@@ -12,7 +13,11 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
-from photochangerd.http.asgi import MAX_START_DELAY, request_arrival
+from photochangerd.http.asgi import MAX_START_DELAY, PRECONNECT_GAP, request_arrival
+from photochangerd.http.server import ConnectionInfo
+from tests.conftest import INGEST_PASSWORD, RunningDaemon
+from tests.support.dslr import build_dslr_body
+from tests.support.images import make_jpeg
 
 
 class _Stream:
@@ -70,3 +75,43 @@ async def test_hypercorn_hands_the_app_its_stamped_stream(nursery: trio.Nursery)
     assert response.status_code == 204
     assert isinstance(seen["stamp"], float)
     assert 0.0 <= seen["arrival_lag"] < 1.0
+
+
+@pytest.mark.parametrize(
+    ("head_after", "first_request", "expected"),
+    [(0.3, True, "accepted"), (PRECONNECT_GAP + 0.5, True, "head"), (0.3, False, "head")],
+    ids=["first-request", "connection-opened-early", "keep-alive-request"],
+)
+async def test_first_request_of_a_connection_counts_from_its_accept(
+    head_after: float, first_request: bool, expected: str
+) -> None:
+    now = trio.current_time()
+    connection = ConnectionInfo(accepted_at=now - head_after, requests=0 if first_request else 1)
+    send = _Stream(time.time()).app_send  # head parsed just now
+    arrival = request_arrival(send, connection)
+    target = connection.accepted_at if expected == "accepted" else now
+    assert arrival == pytest.approx(target, abs=0.02)
+    assert connection.requests == (1 if first_request else 2)
+
+
+async def test_daemon_deadline_starts_when_the_connection_was_accepted(
+    daemon: RunningDaemon,
+) -> None:
+    """A booth that connects, then needs 0.4 s to send its request, loses those 0.4 s."""
+    body, content_type = build_dslr_body(make_jpeg(320, 240), password=INGEST_PASSWORD)
+    head = (
+        f"POST /ingest/slot-001 HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    connected = time.time()
+    stream = await trio.open_tcp_stream("127.0.0.1", daemon.port)
+    async with stream:
+        await trio.sleep(0.4)
+        await stream.send_all(head + body)
+        answer = b""
+        while chunk := await stream.receive_some(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200")
+    job_id = answer.split(b"x-job-id: ", 1)[1].split(b"\r\n", 1)[0].decode()
+    job = await daemon.job(job_id)
+    assert job.created_at == pytest.approx(connected, abs=0.1)
