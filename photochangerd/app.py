@@ -6,7 +6,7 @@
     └─ trio_asyncio.open_loop()          asyncpg / aiosqlite live on this asyncio loop
        └─ open_database()                engine + pool, disposed on exit
           └─ root nursery
-             ├─ hypercorn serve(app)     HTTP: ingest, public links, health
+             ├─ http.server.serve(app)   Hypercorn protocol, own accept loop; booth fast path
              ├─ worker × N               claim → provider (job deadline) → store → finalize
              ├─ sweeper                  jobs past their deadline → ``timeout`` (the lease)
              ├─ cleaner                  expired results and orphan files, every 15 min

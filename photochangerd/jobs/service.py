@@ -59,6 +59,7 @@ from shared.errors import JobFailure
 log = logging.getLogger("photochangerd.jobs")
 
 OUTPUT_MAX_PIXELS = 200_000_000  # a provider's output: generous, but not a decompression bomb
+DELEGATED_WRITE_DELAY = 0.02  # s; see process()
 FINALIZE_BUDGET = 10.0  # seconds a shielded final write may take before we give up on it
 CROSS_INSTANCE_POLL = 1.0  # PostgreSQL: how often a waiter checks for a job finished elsewhere
 
@@ -410,9 +411,12 @@ class JobService:
             )
             decision = self._decisions.get(job.id)
             if decision is not None and decision.delegated:
-                # The waiting request already answered with this decision; record it here.
-                if outcome.result is not None and outcome is not decision.outcome:
-                    with trio.CancelScope(shield=True):
+                # The waiting request already answered with this decision; record it here —
+                # after the answers due at this same instant have gone out (a provider outage
+                # times every booth out at once: their 504s first, the bookkeeping after).
+                with trio.CancelScope(shield=True):
+                    await trio.sleep(DELEGATED_WRITE_DELAY)
+                    if outcome.result is not None and outcome is not decision.outcome:
                         await self.store.remove(outcome.result.path)
                 try:
                     await self._persist(job.id, decision, job.input_path)
