@@ -397,6 +397,41 @@ async def test_new_wrong_passwords_are_paced_per_address(daemon: RunningDaemon) 
     assert ok is not None and ok.status == 200 and ok.elapsed < 2.5
 
 
+async def test_burst_of_504s_does_not_wait_for_the_timeout_writes(
+    daemon: RunningDaemon, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every booth times out at once (provider down): each 504 leaves at its deadline whoever
+    settles it first — the request or the worker — while the writes queue behind a slow DB."""
+    import time
+
+    await daemon.set_setting("sync_response_seconds", 1.0)
+    await daemon.configure_slot("slot-006", provider="script", operation="hang")
+    real = repositories.finalize_job
+
+    def slow_finalize(*args: object, **kwargs: object) -> bool:
+        time.sleep(0.3)  # in the DB thread, under the write lock: 8 of them take 2.4 s
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(repositories, "finalize_job", slow_finalize)
+    responses: list[float] = []
+
+    async def booth() -> None:
+        response = await dslr_upload(
+            "127.0.0.1", daemon.port, "slot-006", photo=PHOTO, password=INGEST_PASSWORD
+        )
+        assert response is not None and response.status == 504
+        responses.append(response.elapsed)
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(8):
+            nursery.start_soon(booth)
+    assert len(responses) == 8 and max(responses) < 1.3, responses
+    jobs = await daemon.context.db.read(_all_jobs)
+    for job in jobs:
+        final = await daemon.wait_job_final(job.id, timeout=5)
+        assert final.failure_reason == "timeout"
+
+
 async def test_upload_slower_than_the_deadline_is_408(daemon: RunningDaemon) -> None:
     """pitfalls.md #3: the body is read inside the request's own deadline, not Quart's
     BODY_TIMEOUT; a trickling upload is cut at the deadline and answered at once."""

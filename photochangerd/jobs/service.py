@@ -283,7 +283,11 @@ class JobService:
             await self._persist(job_id, decision, input_path)
             self._decisions.pop(job_id, None)
             return waiter.outcome or decision.outcome
-        # The worker decided first (typically a success finishing at the deadline).
+        if not decision.outcome.ok:
+            # The worker settled a failure (its own scope ended at this same instant): answer
+            # it now; the worker writes it.  Only a success is waited for (its file and row).
+            return decision.outcome
+        # The worker decided first with a success finishing at the deadline.
         with trio.CancelScope(shield=True), trio.move_on_after(FINALIZE_BUDGET):
             await decision.persisted.wait()
         if waiter.outcome is not None:
@@ -410,6 +414,11 @@ class JobService:
                 seconds=round(trio.current_time() - started, 4),
             )
             decision = self._decisions.get(job.id)
+            if decision is None and outcome.failure is JobFailure.TIMEOUT:
+                # The requester's deadline fires at this instant too: settle it now, so its 504
+                # need not wait for the write (_answer_deadline), and write it like a delegated one.
+                decision, _ = self._decide(job.id, outcome)
+                decision.delegated = True
             if decision is not None and decision.delegated:
                 # The waiting request already answered with this decision; record it here —
                 # after the answers due at this same instant have gone out (a provider outage
