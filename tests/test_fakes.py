@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import io
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from urllib.parse import urljoin
 
@@ -493,15 +493,32 @@ async def test_gemini_drip_spreads_the_body(gemini: FakeGemini, http: httpx.Asyn
     assert len(image_parts(response.json())) == 1
 
 
+async def _walk_away_once_scripted(
+    fake: FakeServer, post: Callable[[], Awaitable[object]]
+) -> float:
+    """Send a request and abandon it as soon as the fake plays its scripted outcome; the time
+    the client left.  (A fixed client timeout raced the fake's first request under CI load.)"""
+    before = len(fake.requests)
+
+    def scripted() -> bool:
+        return len(fake.requests) > before and fake.requests[before].outcome is not None
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(post)
+        with trio.fail_after(10):
+            await fake.wait_until(scripted)
+        nursery.cancel_scope.cancel()
+    return trio.current_time()
+
+
 @pytest.mark.parametrize("scripted", ["hang", "slow(30)"])
 async def test_gemini_client_disconnect_is_recorded(
     gemini: FakeGemini, http: httpx.AsyncClient, scripted: str
 ) -> None:
     gemini.script(scripted)
-    with trio.move_on_after(0.3) as scope:
-        await gemini_post(http, gemini, gemini_body())
-    assert scope.cancelled_caught
-    left_at = trio.current_time()
+    left_at = await _walk_away_once_scripted(
+        gemini, lambda: gemini_post(http, gemini, gemini_body())
+    )
     (record,) = gemini.requests
     with trio.fail_after(5):
         await gemini.wait_until(lambda: record.disconnected)
@@ -856,8 +873,9 @@ async def test_turbotext_hang_on_create_records_disconnect(
 ) -> None:
     turbotext.script("hang")
     fields = {"do": "create_queue", "url": "a", "content": "b"}
-    with trio.move_on_after(0.2):
-        await tt_post(http, turbotext, "generate_image2image", fields)
+    await _walk_away_once_scripted(
+        turbotext, lambda: tt_post(http, turbotext, "generate_image2image", fields)
+    )
     (record,) = turbotext.requests
     with trio.fail_after(5):
         await turbotext.wait_until(lambda: record.disconnected)
@@ -1100,8 +1118,7 @@ async def test_openai_html_502_malformed_slow_and_hang(
     started = trio.current_time()
     response = await openai_post(http, openai)
     assert response.status_code == 200 and trio.current_time() - started >= 0.2
-    with trio.move_on_after(0.2):
-        await openai_post(http, openai)
+    await _walk_away_once_scripted(openai, lambda: openai_post(http, openai))
     record = openai.requests[-1]
     with trio.fail_after(5):
         await openai.wait_until(lambda: record.disconnected)
