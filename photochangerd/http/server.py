@@ -37,6 +37,29 @@ log = logging.getLogger("photochangerd.http")
 
 ACCEPT_BATCH = 256
 _CAPACITY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+# A connection that died between the handshake and accept() (reset, firewall, network gone):
+# skip it and go on, as trio's SocketListener does.
+_SKIPPED_ERRNOS = {
+    getattr(errno, name)
+    for name in (
+        "EPERM",
+        "ECONNABORTED",
+        "EPROTO",
+        "ENETDOWN",
+        "ENOPROTOOPT",
+        "EHOSTDOWN",
+        "ENONET",
+        "EHOSTUNREACH",
+        "EOPNOTSUPP",
+        "ENETUNREACH",
+        "ENOSR",
+        "ESOCKTNOSUPPORT",
+        "EPROTONOSUPPORT",
+        "ETIMEDOUT",
+        "ECONNRESET",
+    )
+    if hasattr(errno, name)
+}
 _CAPACITY_PAUSE = 0.1
 CONNECTION_KEY = "photochanger.connection"
 
@@ -73,8 +96,11 @@ async def _accept_loop(
                 except (BlockingIOError, InterruptedError):
                     break
                 except OSError as exc:
+                    if exc.errno in _SKIPPED_ERRNOS:
+                        continue
                     if exc.errno not in _CAPACITY_ERRNOS:
                         raise
+                    # Out of descriptors or memory: say so, let connections finish, retry.
                     log.error("accept failed (%s); pausing", errno.errorcode[exc.errno])
                     await trio.sleep(_CAPACITY_PAUSE)
                     break
