@@ -77,8 +77,9 @@ class _Decision:
     """A job's outcome as settled in this process, and whether it is in the database yet."""
 
     outcome: Outcome
+    decided_at: float  # wall clock
     persisted: trio.Event = field(default_factory=trio.Event)
-    delegated: bool = False  # decided by the waiting request, to be written by the worker
+    delegated: bool = False  # answered already; its worker writes it (a little later)
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,7 +266,7 @@ class JobService:
         existing = self._decisions.get(job_id)
         if existing is not None:
             return existing, False
-        decision = _Decision(outcome)
+        decision = _Decision(outcome, self.clock.now())
         self._decisions[job_id] = decision
         return decision, True
 
@@ -327,7 +328,8 @@ class JobService:
                 won = await self.db.write(
                     repositories.finalize_job,
                     job_id,
-                    now=self.clock.now(),
+                    # A delegated write comes deliberately late: record when the job ended.
+                    now=decision.decided_at if decision.delegated else self.clock.now(),
                     failure_reason=outcome.failure.value if outcome.failure else None,
                     response_status=outcome.response_status,
                     details=outcome.details,
