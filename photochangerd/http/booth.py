@@ -15,7 +15,6 @@ document and serve the same pipeline): the order of checks, status codes and JSO
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from typing import Any
@@ -23,7 +22,7 @@ from typing import Any
 import trio
 
 from photochangerd.http.context import AppContext
-from photochangerd.http.ingest import Answer, IngestRequest, handle_ingest
+from photochangerd.http.ingest import Answer, IngestRequest, handle_ingest, json_answer
 from shared.errors import FailureReason, error_body
 
 log = logging.getLogger("photochangerd.http")
@@ -116,7 +115,7 @@ class BoothRouter:
             return  # nobody to answer; a job already submitted still runs to its end
         except Exception:
             log.exception("http.internal_error")
-            body = json.dumps(error_body(FailureReason.INTERNAL_ERROR)).encode()
-            headers = {"Cache-Control": "no-store", "Connection": "close"}
-            answer = Answer(500, body, "application/json", headers)
+            answer = json_answer(
+                500, error_body(FailureReason.INTERNAL_ERROR), {"Connection": "close"}
+            )
         await _send(send, answer)

@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from quart import Response, jsonify
 
@@ -104,11 +105,17 @@ def error_response(
     return response
 
 
+def api_error_body(error: ApiError) -> dict[str, Any]:
+    """The JSON body for ``error`` (422: per-field messages beside the common shape)."""
+    body = error_body(error.reason, error.details)
+    field_errors = getattr(error, "errors", None)
+    if field_errors:
+        body["errors"] = field_errors
+    return body
+
+
 def api_error_response(error: ApiError) -> Response:
     response = error_response(error.status, error.reason, error.details, error.headers)
-    field_errors = getattr(error, "errors", None)
-    if field_errors:  # 422: per-field messages beside the common shape
-        body = error_body(error.reason, error.details)
-        body["errors"] = field_errors
-        response.set_data(json.dumps(body))
+    if getattr(error, "errors", None):
+        response.set_data(json.dumps(api_error_body(error)))
     return response

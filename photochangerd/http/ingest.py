@@ -35,6 +35,7 @@ from photochangerd.http.errors import (
     RequestTooSlow,
     ServiceUnavailable,
     UnsupportedMediaType,
+    api_error_body,
 )
 from photochangerd.http.multipart import FormLimits, read_upload
 from photochangerd.jobs.admission import Overloaded
@@ -82,7 +83,7 @@ class IngestRequest:
     content_type: str
     remote_addr: str
     query_string: bytes
-    arrival: float  # Trio clock: when the request head was parsed
+    arrival: float  # Trio clock: connection accepted (first request) or head parsed
     body: AsyncIterable[bytes]
 
 
@@ -97,9 +98,7 @@ class Answer:
     failure_reason: str | None = None
 
 
-def _json_answer(
-    status: int, body: dict[str, Any], headers: dict[str, str] | None = None
-) -> Answer:
+def json_answer(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Answer:
     answer = Answer(
         status,
         json.dumps(body).encode(),
@@ -111,11 +110,7 @@ def _json_answer(
 
 
 def _error_answer(error: ApiError) -> Answer:
-    body = error_body(error.reason, error.details)
-    field_errors = getattr(error, "errors", None)
-    if field_errors:  # 422: per-field messages beside the common shape
-        body["errors"] = field_errors
-    return _json_answer(error.status, body, error.headers)
+    return json_answer(error.status, api_error_body(error), error.headers)
 
 
 def _success_answer(job_id: str, outcome: Outcome, data: bytes) -> Answer:
@@ -136,10 +131,10 @@ def _failure_answer(outcome: Outcome) -> Answer:
     elif outcome.failure is JobFailure.CANCELLED:
         reason, status = FailureReason.SERVICE_UNAVAILABLE, 503
     else:
-        return _json_answer(
+        return json_answer(
             500, error_body(FailureReason.INTERNAL_ERROR, "the job failed inside the server")
         )
-    return _json_answer(status, error_body(reason, outcome.details))
+    return json_answer(status, error_body(reason, outcome.details))
 
 
 class _Attempt:
