@@ -8,6 +8,15 @@ trickles, and past the keep-alive timeout; one slow client could hold a thousand
 
 Shielding each ``send`` lets the close sequence finish.  The shield is bounded so a client that
 stops reading cannot pin a task forever.
+
+Early answers (a 401/404/413/415 before the request body was read) need two more things.  That
+same close sequence puts ``http.disconnect`` on the application's receive queue, which holds
+``max_app_queue_size`` body chunks: if the client sent more than that before the answer, the
+queue is full, nobody reads it, and both Hypercorn's reader and the final ``send()`` block until
+the graceful-shutdown timeout — the connection stays open with megabytes unread (measured: 5 of
+22 early answers; a SIGTERM then took 65 s).  So the final ``send()`` of an early answer drains
+the queue while it runs.  And the answer says ``Connection: close`` and marks the connection
+for a lingering close (:mod:`photochangerd.http.linger`).  See docs/http.md.
 """
 
 from __future__ import annotations
@@ -52,6 +61,38 @@ def request_arrival(send: Any, connection: ConnectionInfo | None = None) -> floa
     return arrival
 
 
+def _has_body(headers: list[tuple[bytes, bytes]]) -> bool:
+    for name, value in headers:
+        name = name.lower()
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):
+            return True
+    return False
+
+
+class RequestBody:
+    """Whether the request body has been received completely (as the application saw it)."""
+
+    def __init__(self, receive: Any, headers: list[tuple[bytes, bytes]]) -> None:
+        self._receive = receive
+        self.complete = not _has_body(headers)
+
+    async def receive(self) -> dict[str, Any]:
+        message: dict[str, Any] = await self._receive()
+        if message["type"] == "http.disconnect" or not message.get("more_body", False):
+            self.complete = True
+        return message
+
+    async def drain(self) -> None:
+        """Read and drop body chunks until the body ends or the client is gone."""
+        while not self.complete:
+            await self.receive()
+
+
+def _with_connection_close(message: dict[str, Any]) -> dict[str, Any]:
+    headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"connection"]
+    return {**message, "headers": [*headers, (b"connection", b"close")]}
+
+
 class ShieldedSend:
     def __init__(self, app: ASGIApp, budget: float = SEND_BUDGET_SECONDS) -> None:
         self.app = app
@@ -64,14 +105,28 @@ class ShieldedSend:
 
         # The moment the request arrived: the ingest deadline counts from here, not from when a
         # busy loop got round to starting the application's task.
-        connection = (scope.get("state") or {}).get(CONNECTION_KEY)
+        state = (scope.get("state") or {}).get(CONNECTION_KEY)
+        connection = state if isinstance(state, ConnectionInfo) else None
         scope.setdefault("extensions", {})["photochanger.arrival"] = request_arrival(
-            send, connection if isinstance(connection, ConnectionInfo) else None
+            send, connection
         )
         budget = self.budget
+        body = RequestBody(receive, scope.get("headers") or [])
 
         async def shielded_send(message: dict[str, Any]) -> None:
+            early = not body.complete
+            if early and message["type"] == "http.response.start":
+                message = _with_connection_close(message)
+                if connection is not None:
+                    connection.linger = True
+            last = message["type"] == "http.response.body" and not message.get("more_body")
             with trio.CancelScope(shield=True), trio.move_on_after(budget):
-                await send(message)
+                if not (early and last):
+                    await send(message)
+                    return
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(body.drain)
+                    await send(message)  # Hypercorn's close sequence runs in here
+                    nursery.cancel_scope.cancel()
 
-        await self.app(scope, receive, shielded_send)
+        await self.app(scope, body.receive, shielded_send)

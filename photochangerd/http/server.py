@@ -25,13 +25,15 @@ from functools import partial
 from typing import Any
 
 import trio
-from hypercorn.config import Config
+from hypercorn.config import Config, Sockets
 from hypercorn.trio.lifespan import Lifespan
 from hypercorn.trio.statsd import StatsdLogger
 from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState, LifespanState
 from hypercorn.utils import ShutdownError, raise_shutdown, repr_socket_addr, wrap_app
+
+from photochangerd.http.linger import LingeringStream
 
 log = logging.getLogger("photochangerd.http")
 
@@ -70,6 +72,7 @@ class ConnectionInfo:
 
     accepted_at: float  # Trio clock: when the pending connection was noticed
     requests: int = 0
+    linger: bool = False  # answered before its request body was read (http/linger.py)
 
 
 async def _run_connection(server: TCPServer, stream: trio.SocketStream) -> None:
@@ -81,7 +84,7 @@ async def _run_connection(server: TCPServer, stream: trio.SocketStream) -> None:
 
 async def _accept_loop(
     sock: socket.socket,
-    make_server: Callable[[ConnectionState, trio.SocketStream], TCPServer],
+    make_server: Callable[[ConnectionState, Any], TCPServer],
     lifespan_state: LifespanState,
     connections: trio.Nursery,
 ) -> None:
@@ -105,8 +108,10 @@ async def _accept_loop(
                     await trio.sleep(_CAPACITY_PAUSE)
                     break
                 stream = trio.SocketStream(trio.socket.from_stdlib_socket(conn))
-                state = ConnectionState({**lifespan_state, CONNECTION_KEY: ConnectionInfo(noticed)})
-                connections.start_soon(_run_connection, make_server(state, stream), stream)
+                info = ConnectionInfo(noticed)
+                state = ConnectionState({**lifespan_state, CONNECTION_KEY: info})
+                server = make_server(state, LingeringStream(stream, info))
+                connections.start_soon(_run_connection, server, stream)
             await trio.lowlevel.checkpoint()
     finally:
         listener.close()  # new connections are refused while the others drain
@@ -117,9 +122,13 @@ async def serve(
     config: Config,
     *,
     shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
+    sockets: Sockets | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve ``app`` until ``shutdown_trigger`` returns, then drain for ``graceful_timeout``."""
+    """Serve ``app`` until ``shutdown_trigger`` returns, then drain for ``graceful_timeout``.
+
+    ``sockets``: already bound (:mod:`photochangerd.http.listen`); None binds ``config.bind``.
+    """
     config.set_statsd_logger_class(StatsdLogger)
     wrapped = wrap_app(app, config.wsgi_max_body_size, "asgi")
     lifespan_state: LifespanState = {}
@@ -129,7 +138,8 @@ async def serve(
         await lifespan_nursery.start(lifespan.handle_lifespan)
         await lifespan.wait_for_startup()
         async with trio.open_nursery() as connections:
-            sockets = config.create_sockets()
+            if sockets is None:
+                sockets = config.create_sockets()
             if sockets.secure_sockets or sockets.quic_sockets:
                 raise ValueError("TLS is not served here: terminate it at the reverse proxy")
             binds = []
