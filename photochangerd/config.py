@@ -104,7 +104,9 @@ class Config:
         "https://api.openai.com/v1", "OpenAI API base (the driver appends /images/edits)."
     )
     provider_concurrency: int = _setting(
-        10, "Calls in flight per cloud provider; more wait (within their deadline)."
+        0,
+        "Calls in flight per cloud provider; more wait (within their deadline). "
+        "0: no cap of its own, as many as max_in_flight admits.",
     )
     provider_max_response_mb: int = _setting(
         64, "Largest response read from a provider, in MiB (streamed, cut past it)."
@@ -134,6 +136,10 @@ class Config:
             return self.public_base_url.rstrip("/")
         host, _, port = self.bind[0].rpartition(":")
         return f"http://{host or '127.0.0.1'}:{port}"
+
+    @property
+    def effective_provider_concurrency(self) -> int:
+        return self.provider_concurrency or self.max_in_flight
 
     @property
     def max_upload_bytes(self) -> int:
@@ -187,7 +193,6 @@ def _validate(config: Config) -> None:
         "cleanup_interval_seconds",
         "sweep_interval_seconds",
         "db_connect_timeout_seconds",
-        "provider_concurrency",
         "provider_max_response_mb",
         "turbotext_poll_interval_seconds",
         "admin_token_ttl_minutes",
@@ -197,6 +202,8 @@ def _validate(config: Config) -> None:
             raise ConfigError(f"{name}: must be positive")
     if not 10 <= config.default_sync_response_seconds <= 60:
         raise ConfigError("default_sync_response_seconds: must be within 10-60")
+    if config.provider_concurrency < 0:
+        raise ConfigError("provider_concurrency: 0 (no cap) or a positive number")
     if config.log_format not in ("text", "json"):
         raise ConfigError("log_format: text or json")
     if config.log_level not in ("debug", "info", "warning", "error"):

@@ -116,3 +116,43 @@ async def test_shutdown_leftovers_are_cancelled(daemon: RunningDaemon, tmp_path:
     assert await daemon.context.jobs.finalize_leftovers_on_shutdown() == 1
     job = await daemon.job(job_id)
     assert job.is_finalized and job.failure_reason == "cancelled"
+
+
+async def test_restart_ends_interrupted_jobs_as_timeout_or_cancelled(tmp_path: Path) -> None:
+    """SQLite start-up recovery: not ``internal_error`` (it would inflate the error rate)."""
+    from tests.conftest import make_config, start_daemon
+
+    config = make_config(tmp_path)
+    now = time.time()
+    jobs = {"overdue": now - 5, "running": now + 40}
+    async with trio.open_nursery() as nursery:
+        first = await start_daemon(nursery, config)
+        for name, deadline in jobs.items():
+            await first.context.db.write(
+                repositories.insert_job,
+                {
+                    "id": name,
+                    "slot_id": "slot-001",
+                    "source": "ingest",
+                    "status": "processing",
+                    "is_finalized": False,
+                    "provider": "local",
+                    "operation": "passthrough",
+                    "settings": {},
+                    "created_at": deadline - 48,
+                    "deadline": deadline,
+                    "claimed_by": "this-host:gone",
+                    "attempts": 1,
+                    "client_metadata": {},
+                    "input_mime_type": "image/jpeg",
+                },
+            )
+        nursery.cancel_scope.cancel()  # like kill -9: no graceful finalization
+    async with trio.open_nursery() as nursery:
+        second = await start_daemon(nursery, config)
+        overdue, running = await second.job("overdue"), await second.job("running")
+        nursery.cancel_scope.cancel()
+    assert (overdue.failure_reason, overdue.response_status) == ("timeout", 504)
+    assert (running.failure_reason, running.response_status) == ("cancelled", 503)
+    details = "interrupted: the daemon stopped before the job finished"
+    assert overdue.failure_details == running.failure_details == details

@@ -242,6 +242,10 @@ def finalize_job(
     return updated.rowcount == 1
 
 
+# What a requester is (or would have been) answered for a job ended by recovery or sweeping.
+_STATUS_OF_FAILURE = {"timeout": 504, "cancelled": 503}
+
+
 def finalize_overdue(
     conn: Connection, *, now: float, before: float, failure_reason: str, details: str
 ) -> list[tuple[str, str | None]]:
@@ -253,7 +257,7 @@ def finalize_overdue(
             is_finalized=True,
             failure_reason=failure_reason,
             failure_details=details,
-            response_status=504 if failure_reason == "timeout" else 500,
+            response_status=_STATUS_OF_FAILURE.get(failure_reason, 500),
             finalized_at=now,
         )
         .returning(job.c.id, job.c.input_path)

@@ -111,5 +111,5 @@ class Outcome:
         return self.failure is None
 
 
-def timeout_outcome() -> Outcome:
-    return Outcome(JobFailure.TIMEOUT, 504, "deadline reached")
+def timeout_outcome(details: str | None = None) -> Outcome:
+    return Outcome(JobFailure.TIMEOUT, 504, details or "deadline reached")

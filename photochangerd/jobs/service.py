@@ -53,6 +53,7 @@ from photochangerd.providers.base import (
     ProviderRequest,
     TemplateInput,
 )
+from photochangerd.providers.gate import GateWait
 from photochangerd.providers.registry import ProviderRegistry
 from shared.errors import JobFailure
 
@@ -377,11 +378,12 @@ class JobService:
         """
         outcome: Outcome | None = None
         started = trio.current_time()
+        gate_wait = GateWait()
         try:
             with trio.move_on_at(self.clock.to_trio(job.deadline)) as scope:
                 self.running[job.id] = scope
                 try:
-                    outcome = await self._produce(job)
+                    outcome = await self._produce(job, gate_wait)
                 except ProviderError as exc:
                     outcome = Outcome(JobFailure.PROVIDER_ERROR, exc.http_status, str(exc))
                 except DatabaseUnavailable:
@@ -390,7 +392,8 @@ class JobService:
                     log.exception("job.internal_error", extra={"fields": {"job_id": job.id}})
                     outcome = Outcome(JobFailure.INTERNAL_ERROR, 500, type(exc).__name__)
             if outcome is None:
-                outcome = timeout_outcome()
+                # Still waiting for a capped provider's slot at the deadline: say so.
+                outcome = timeout_outcome(gate_wait.describe(trio.current_time()))
         finally:
             self.running.pop(job.id, None)
             self._inputs.pop(job.id, None)
@@ -416,6 +419,14 @@ class JobService:
                 seconds=round(trio.current_time() - started, 4),
             )
             decision = self._decisions.get(job.id)
+            if (
+                decision is not None
+                and decision.delegated
+                and decision.outcome.failure is JobFailure.TIMEOUT
+                and outcome.failure is JobFailure.TIMEOUT
+            ):
+                # Both ended at the deadline; the worker knows better why (a provider slot).
+                decision.outcome = outcome
             if decision is None and outcome.failure is JobFailure.TIMEOUT:
                 # The requester's deadline fires at this instant too: settle it now, so its 504
                 # need not wait for the write (_answer_deadline), and write it like a delegated one.
@@ -436,7 +447,7 @@ class JobService:
             else:
                 await self.finalize(job.id, outcome, job.input_path)
 
-    async def _produce(self, job: Job) -> Outcome:
+    async def _produce(self, job: Job, gate_wait: GateWait) -> Outcome:
         photo_bytes = self._inputs.get(job.id)
         if photo_bytes is None and job.input_path:
             photo_bytes = await self.store.read(job.input_path)
@@ -463,6 +474,7 @@ class JobService:
             photo,
             templates,
             report_reference=report_reference,
+            wait=gate_wait,
         )
         if self.provider_media is not None:
             request = dataclasses.replace(
@@ -492,17 +504,27 @@ class JobService:
     async def recover_on_start(self) -> int:
         """Finalize jobs a previous process left behind.
 
-        SQLite has exactly one daemon, so every unfinalized job belongs to a process that is
-        gone.  On PostgreSQL other instances may be alive: only jobs past their deadline are
-        ours to end (the deadline is the lease); the sweeper catches the rest when they expire.
+        SQLite has exactly one daemon (the data dir is locked), so every unfinalized job belongs
+        to a process that is gone: ``timeout`` when its deadline has passed, else ``cancelled``
+        — an interruption is not an internal error (it must not inflate the error rate).  On
+        PostgreSQL other instances may be alive: only jobs past their deadline are ours to end
+        (the deadline is the lease); the sweeper catches the rest when they expire.
         """
         now = self.clock.now()
         if self.db.dialect == "sqlite":
+            interrupted = "interrupted: the daemon stopped before the job finished"
             ended = await self.db.write(
+                repositories.finalize_overdue,
+                now=now,
+                before=now,
+                failure_reason=JobFailure.TIMEOUT.value,
+                details=interrupted,
+            )
+            ended += await self.db.write(
                 repositories.finalize_all_unfinalized,
                 now=now,
-                failure_reason=JobFailure.INTERNAL_ERROR.value,
-                details="interrupted: the daemon stopped before the job finished",
+                failure_reason=JobFailure.CANCELLED.value,
+                details=interrupted,
             )
         else:
             ended = await self.db.write(

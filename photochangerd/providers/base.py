@@ -18,6 +18,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from photochangerd.providers.gate import GateWait
+
 
 class ProviderError(Exception):
     """Base of provider failures; ``str()`` is a short, secret-free description."""
@@ -75,6 +77,8 @@ class ProviderRequest:
     publish: MediaPublisher = _no_publisher
     # Records the vendor's id of the job (Turbotext's queueid) on the job row.
     report_reference: Callable[[str], Awaitable[None]] = _ignore_reference
+    # Filled while the job waits for a slot of a capped provider (providers/gate.py).
+    wait: GateWait = field(default_factory=GateWait)
 
     def templates_with_role(self, role: str) -> list[ImageInput]:
         return [template.image for template in self.templates if template.role == role]

@@ -4,11 +4,11 @@ input preparation and per-provider concurrency cap."""
 from __future__ import annotations
 
 import httpx
-import trio
 
 from photochangerd.media.encode import prepare_for_provider
 from photochangerd.media.imaging import ImageWorkers
 from photochangerd.providers.base import ImageInput, ProviderRejected, ProviderRequest
+from photochangerd.providers.gate import ProviderGate
 from photochangerd.providers.keys import ProviderKeys
 from shared.slot_settings import CommonSettings, SlotSettingsError, parse_settings
 
@@ -34,7 +34,7 @@ class CloudProvider:
         self._images = images
         self._max_response_bytes = max_response_bytes
         # Calls in flight to this vendor; jobs over it wait here, within their own deadline.
-        self._limiter = trio.CapacityLimiter(concurrency)
+        self._gate = ProviderGate(self.name, concurrency)
 
     async def _key_and_settings(self, request: ProviderRequest) -> tuple[str, CommonSettings]:
         """The API key (or a clear provider error) and the slot's parsed settings."""

@@ -67,7 +67,7 @@ class GeminiProvider(CloudProvider):
         assert isinstance(settings, GeminiEditSettings)
         body = await self._build_body(request, settings)
         url = f"{self._base_url}/v1beta/models/{settings.model}:generateContent"
-        async with self._limiter:
+        async with self._gate.slot(request.wait):
             return await self._call_with_retries(request.job_id, url, key, body)
 
     async def _build_body(

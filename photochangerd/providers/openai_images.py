@@ -62,7 +62,7 @@ class OpenAIImagesProvider(CloudProvider):
             "background": settings.background,
             "n": "1",
         }
-        async with self._limiter:
+        async with self._gate.slot(request.wait):
             return await self._call(request.job_id, key, fields, files)
 
     async def _call(

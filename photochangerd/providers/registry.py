@@ -39,7 +39,7 @@ async def open_providers(
 ) -> AsyncIterator[ProviderRegistry]:
     """All providers, each cloud one with its own pooled HTTP client (closed on exit)."""
     limit = config.provider_max_response_mb * 1024 * 1024
-    common = {"max_response_bytes": limit, "concurrency": config.provider_concurrency}
+    common = {"max_response_bytes": limit, "concurrency": config.effective_provider_concurrency}
     async with AsyncExitStack() as stack:
         gemini_http = await stack.enter_async_context(make_client())
         turbotext_http = await stack.enter_async_context(make_client())

@@ -86,7 +86,7 @@ class TurbotextProvider(CloudProvider):
         if method is None:
             raise ProviderRejected(f"turbotext has no operation {request.operation!r}")
         key, settings = await self._key_and_settings(request)
-        async with self._limiter:
+        async with self._gate.slot(request.wait):
             fields = await self._fields(request, settings)
             url = f"{self._base_url}/api_ai/{method}"
             headers = {"Authorization": f"Bearer {key}"}

@@ -15,6 +15,10 @@ one figure per line (``name: value unit``), then one ``machine:`` line.  Phases:
    ``--quick``), polled at the production interval of 2.5 s, after one warm-up ingest.  The
    poll interval is static configuration, so this phase runs on a second daemon, started after
    the first one stopped.
+4. ``gemini_slow_burst_*``: 30 booths at once on Gemini taking ~20 s per photo (5 s with
+   ``--quick``), on the daemon's default settings (no ``provider_concurrency`` cap, 30 workers,
+   ``max_in_flight`` 30): wall time for all 30, how many got 200, the slowest client latency.
+   With the former default cap of 10 the last third got 504 at 48 s.
 
 Slots: slot-005 ``gemini/edit``, slot-006 ``turbotext/image2image``, slot-007 ``openai/edit``.
 """
@@ -63,6 +67,7 @@ FAST_POLL = 0.1  # Turbotext poll interval of phases 1-2
 PRODUCTION_POLL = 2.5  # the daemon's default turbotext_poll_interval_seconds
 LONG_JOB = 20.0
 QUICK_LONG_JOB = 5.0
+BURST = 30  # booths shooting at once (the default max_in_flight)
 TIMEOUT = 120.0
 
 
@@ -210,6 +215,29 @@ async def phase_no_image(
     report.latency(f"{name}_pause_between_attempts", gaps, points=(50,))
 
 
+async def phase_slow_gemini_burst(
+    daemon: BenchDaemon, report: Report, fake: FakeGemini, upload: Upload, seconds: float
+) -> None:
+    """4. 30 booths at once on a Gemini that takes ``seconds`` per photo, on defaults."""
+    name = "gemini_slow_burst"
+    fake.default = outcome("success", delay=seconds)
+    samples: list[Sample] = []
+
+    async def booth() -> None:
+        samples.append(await ingest(daemon, GEMINI_SLOT, upload, fake))
+
+    started = trio.current_time()
+    try:
+        async with trio.open_nursery() as booths:
+            for _ in range(BURST):
+                booths.start_soon(booth)
+    finally:
+        fake.default = outcome("success")
+    report.add(f"{name}_wall_for_{BURST}", trio.current_time() - started, "s", digits=2)
+    report.add(f"{name}_slowest", max(s.elapsed for s in samples), "s", digits=2)
+    report_failures(report, name, samples)
+
+
 async def phase_long_turbotext(
     daemon: BenchDaemon, report: Report, fake: FakeTurbotext, upload: Upload, seconds: float
 ) -> None:
@@ -314,6 +342,7 @@ async def run(report: Report, upload: Upload, *, quick: bool) -> None:
                 configure_slots(daemon)
                 seconds = QUICK_LONG_JOB if quick else LONG_JOB
                 await phase_long_turbotext(daemon, report, fakes.turbotext, upload, seconds)
+                await phase_slow_gemini_burst(daemon, report, fakes.gemini, upload, seconds)
             finally:
                 finish(daemon, report, "daemon2")
         errors = [exc for fake in fakes.all() for exc in fake.internal_errors]

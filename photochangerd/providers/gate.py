@@ -1,0 +1,68 @@
+"""How many calls to one vendor may be in flight: the operator's optional cap.
+
+By default there is no cap of a provider's own: admission (``max_in_flight``) already bounds the
+jobs this instance runs, and a vendor that takes 20 s per photo must not turn 30 booths into
+waves of 10 with the last wave answered 504 (measured with the former default of 10).  An
+operator who has to respect a vendor's rate limit sets ``provider_concurrency``; jobs over it
+wait here, within their own deadline, and a job whose deadline passes while it waits records
+that (:class:`GateWait`), so an admin can tell a capped provider from a slow one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import trio
+
+
+@dataclass(slots=True)
+class GateWait:
+    """Where a job waits for a provider slot (``since`` None: not waiting)."""
+
+    provider: str = ""
+    since: float | None = None  # Trio clock
+    in_flight: int = 0
+    capacity: int = 0
+
+    def describe(self, now: float) -> str | None:
+        """The timeout's details when the job was still waiting for a slot, else None."""
+        if self.since is None:
+            return None
+        calls = "call" if self.in_flight == 1 else "calls"
+        return (
+            f"waited {now - self.since:.1f} s for a {self.provider} slot "
+            f"({self.in_flight} {calls} in flight, provider_concurrency = {self.capacity})"
+        )
+
+
+class ProviderGate:
+    """A :class:`trio.CapacityLimiter` per provider that says who waited for it."""
+
+    def __init__(self, provider: str, capacity: int) -> None:
+        self.provider = provider
+        self._limiter = trio.CapacityLimiter(capacity)
+
+    @property
+    def in_flight(self) -> int:
+        return int(self._limiter.borrowed_tokens)
+
+    @asynccontextmanager
+    async def slot(self, wait: GateWait) -> AsyncIterator[None]:
+        """Hold one of the provider's slots; ``wait`` says so while this job waits for one.
+
+        Cancelled while waiting (the job's deadline), ``wait`` keeps the record for the job's
+        failure details.
+        """
+        if self._limiter.available_tokens == 0:
+            wait.provider = self.provider
+            wait.since = trio.current_time()
+            wait.in_flight = self.in_flight
+            wait.capacity = int(self._limiter.total_tokens)
+        await self._limiter.acquire()
+        wait.since = None
+        try:
+            yield
+        finally:
+            self._limiter.release()
