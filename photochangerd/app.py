@@ -2,7 +2,7 @@
 
 ::
 
-    run(config)
+    run(config)                          data dir locked, sockets bound: before anything else
     └─ trio_asyncio.open_loop()          asyncpg / aiosqlite live on this asyncio loop
        └─ open_database()                engine + pool, disposed on exit
           └─ root nursery
@@ -26,6 +26,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -33,6 +34,7 @@ from functools import partial
 import trio
 import trio_asyncio
 from hypercorn.config import Config as HypercornConfig
+from hypercorn.config import Sockets
 
 from photochangerd.auth.keys import load_or_create_key
 from photochangerd.auth.passwords import IngestPasswordChecker
@@ -41,12 +43,14 @@ from photochangerd.auth.tokens import TokenService
 from photochangerd.bootstrap import bootstrap
 from photochangerd.clock import WallClock
 from photochangerd.config import Config
+from photochangerd.data_dir_lock import lock_data_dir
 from photochangerd.db import repositories
 from photochangerd.db.engine import Database, DatabaseUnavailable, open_database
 from photochangerd.db.ingest_context import IngestContext
 from photochangerd.db.migrate import migrate
 from photochangerd.http.app import create_asgi_app
 from photochangerd.http.context import AppContext, Intake
+from photochangerd.http.listen import lan_hint, listening_sockets
 from photochangerd.http.server import serve as serve_http
 from photochangerd.jobs.activity import ActivityLog
 from photochangerd.jobs.admission import Admission
@@ -128,7 +132,35 @@ async def run(
     handle_signals: bool = True,
     task_status: trio.TaskStatus[Daemon] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run the daemon until SIGTERM/SIGINT (or ``Daemon.shutdown`` is set)."""
+    """Run the daemon until SIGTERM/SIGINT (or ``Daemon.shutdown`` is set).
+
+    First the data dir is locked (:class:`~photochangerd.data_dir_lock.DataDirInUse`), then the
+    listening sockets are bound (:class:`~photochangerd.http.listen.CannotListen`): a start that
+    cannot serve fails before the database is opened, jobs are recovered or the first-start
+    passwords are printed.
+    """
+    with lock_data_dir(config.data_dir), listening_sockets(config.bind) as sockets:
+        await _run_locked(
+            config,
+            sockets,
+            providers=providers,
+            clock=clock,
+            environ=environ,
+            handle_signals=handle_signals,
+            task_status=task_status,
+        )
+
+
+async def _run_locked(
+    config: Config,
+    sockets: Sockets,
+    *,
+    providers: Mapping[str, Provider] | None = None,
+    clock: WallClock | None = None,
+    environ: Mapping[str, str] | None = None,
+    handle_signals: bool = True,
+    task_status: trio.TaskStatus[Daemon] = trio.TASK_STATUS_IGNORED,
+) -> None:
     environ = os.environ if environ is None else environ
     clock = clock or WallClock()
     configure_pillow(config.max_image_pixels)
@@ -203,7 +235,14 @@ async def run(
             ingest_context=IngestContext(db),
             intake=Intake(),
         )
-        await _serve(config, context, purge_receive, handle_signals, task_status)
+        await _serve(config, sockets, context, purge_receive, handle_signals, task_status)
+
+
+def _print_lan_hint(urls: list[str]) -> None:
+    """A plain line, like the first-start banner: the default bind is loopback only."""
+    hint = lan_hint(urls)
+    if hint is not None:
+        print(f"photochangerd: {hint}", file=sys.stderr, flush=True)
 
 
 async def _maintenance(context: AppContext, requests: trio.MemoryReceiveChannel[str]) -> None:
@@ -217,6 +256,7 @@ async def _maintenance(context: AppContext, requests: trio.MemoryReceiveChannel[
 
 async def _serve(
     config: Config,
+    sockets: Sockets,
     context: AppContext,
     purge_requests: trio.MemoryReceiveChannel[str],
     handle_signals: bool,
@@ -248,7 +288,7 @@ async def _serve(
                 workers.start_soon(run_worker, jobs, number)
             async with trio.open_nursery() as http:
                 urls: list[str] = await http.start(
-                    partial(serve_http, shutdown_trigger=shutdown_trigger),
+                    partial(serve_http, shutdown_trigger=shutdown_trigger, sockets=sockets),
                     create_asgi_app(context),
                     _hypercorn_config(config),
                 )
@@ -261,6 +301,7 @@ async def _serve(
                     database=context.db.dialect,
                     workers=config.workers,
                 )
+                _print_lan_hint(urls)
                 task_status.started(Daemon(urls, context, shutdown))
             # Hypercorn has returned: requests in flight were answered (or hit
             # graceful_timeout).  Jobs whose requester left may still run: until the grace ends.

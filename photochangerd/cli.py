@@ -6,8 +6,9 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 import click
 import trio
@@ -15,6 +16,7 @@ import trio_asyncio
 
 from photochangerd import __version__
 from photochangerd.config import SETTINGS, Config, ConfigError, env_name, load_config
+from photochangerd.data_dir_lock import DataDirInUse, lock_data_dir
 from photochangerd.logs import configure_logging
 
 T = TypeVar("T")
@@ -29,16 +31,35 @@ config_option = click.option(
 )
 
 
+class StartupFailed(click.ClickException):
+    """One line on stderr, ``photochangerd: <why>``, and exit status 1: no traceback."""
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        click.echo(f"photochangerd: {self.format_message()}", file=file, err=file is None)
+
+
+def _config_path(local: Path | None) -> Path | None:
+    """``--config`` means the same before and after the command; given in both, they agree."""
+    outer: Path | None = click.get_current_context().find_root().params.get("config_path")
+    if outer is None or local is None:
+        return local or outer
+    if outer.resolve() != local.resolve():
+        raise click.UsageError(f"--config given twice, as {outer} and as {local}")
+    return local
+
+
 def _load(config_path: Path | None) -> Config:
     try:
-        config = load_config(config_path)
+        config = load_config(_config_path(config_path))
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     configure_logging(config.log_format, config.log_level)
     return config
 
 
-def _with_database(config: Config, fn: Callable[[Any], Awaitable[T]]) -> T:
+def _with_database(
+    config: Config, fn: Callable[[Any], Awaitable[T]], *, lock_data_dir_first: bool = False
+) -> T:
     from photochangerd.db.engine import open_database
     from photochangerd.db.migrate import migrate
 
@@ -51,10 +72,14 @@ def _with_database(config: Config, fn: Callable[[Any], Awaitable[T]]) -> T:
             return await fn(db)
 
     config.data_dir.mkdir(parents=True, exist_ok=True)
-    return trio.run(main)
+    try:
+        with lock_data_dir(config.data_dir) if lock_data_dir_first else nullcontext():
+            return trio.run(main)
+    except DataDirInUse as exc:
+        raise StartupFailed(str(exc)) from None
 
 
-@click.group(invoke_without_command=True)
+@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="photochangerd")
 @config_option
 @click.pass_context
@@ -72,12 +97,15 @@ def serve(config_path: Path | None) -> None:
 
     config = _load(config_path)
     from photochangerd.db.engine import DatabaseUnavailable
+    from photochangerd.http.listen import CannotListen
 
     try:
         trio.run(run, config)
     except DatabaseUnavailable as exc:
         where = config.effective_database_url.split("@")[-1]
         raise click.ClickException(f"{exc} ({where})") from None
+    except (DataDirInUse, CannotListen) as exc:
+        raise StartupFailed(str(exc)) from None
 
 
 @main.command()
@@ -89,7 +117,12 @@ def migrate(config_path: Path | None) -> None:
     async def noop(_db: Any) -> None:
         return None
 
-    _with_database(config, noop)
+    # SQLite: the database is in the data dir and the daemon on it migrates at its own start;
+    # changing the schema under a running one is a mistake, so lock.  PostgreSQL: a deploy step
+    # that may run while instances serve (each with its own data dir), serialized by an
+    # advisory lock.  set-admin-password never locks: it is meant for a running daemon.
+    sqlite = config.effective_database_url.startswith("sqlite")
+    _with_database(config, noop, lock_data_dir_first=sqlite)
     click.echo("database schema is up to date")
 
 

@@ -1,5 +1,5 @@
 """Configuration: defaults < TOML < environment, one naming rule, README table in sync,
-first-start passwords and keys."""
+``--config`` before or after the command, first-start passwords and keys."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from photochangerd.config import (
 from photochangerd.db import repositories
 from photochangerd.db.engine import open_database
 from photochangerd.db.migrate import migrate
+from tests.support.daemon_process import free_port, photochangerd_env, run_photochangerd
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -87,6 +88,58 @@ def test_readme_configuration_table_is_current() -> None:
         "README's configuration table drifted from photochangerd/config.py; "
         "paste photochangerd.config.settings_table_markdown() into it"
     )
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--config", "{file}", "check-config"),
+        ("check-config", "--config", "{file}"),
+        ("--config", "{file}", "serve"),
+        ("serve", "--config", "{file}"),
+        ("--config", "{file}"),
+        ("--config", "{file}", "migrate"),
+    ],
+)
+def test_config_option_reads_the_file_before_or_after_the_command(
+    tmp_path: Path, args: tuple[str, ...]
+) -> None:
+    typo = tmp_path / "typo.toml"
+    typo.write_text("workres = 4\n")
+    done = run_photochangerd(
+        *(arg.format(file=typo) for arg in args),
+        env=photochangerd_env(tmp_path / "data", free_port()),
+        timeout=20,  # a serve that ignored the file would run on
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip() == f"Error: config file {typo}: unknown settings workres"
+    assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize("before", [True, False])
+def test_check_config_shows_the_values_of_the_file(tmp_path: Path, before: bool) -> None:
+    path = tmp_path / "booth.toml"
+    path.write_text('public_base_url = "http://booth-server.lan:8080"\nworkers = 7\n')
+    option = ("--config", str(path))
+    args = (*option, "check-config") if before else ("check-config", *option)
+    done = run_photochangerd(*args, env=photochangerd_env(tmp_path / "data", free_port()))
+    assert done.returncode == 0, done.stderr
+    assert "public_base_url = 'http://booth-server.lan:8080'" in done.stdout
+    assert "workers = 7    # PHOTOCHANGER_WORKERS" in done.stdout
+
+
+def test_config_given_before_and_after_the_command_must_agree(tmp_path: Path) -> None:
+    (tmp_path / "a.toml").write_text("workers = 3\n")
+    (tmp_path / "b.toml").write_text("workers = 4\n")
+    env = photochangerd_env(tmp_path / "data", free_port())
+    a, b = str(tmp_path / "a.toml"), str(tmp_path / "b.toml")
+    differ = run_photochangerd("--config", a, "check-config", "--config", b, env=env)
+    assert differ.returncode == 2
+    assert f"--config given twice, as {a} and as {b}" in differ.stderr
+    (tmp_path / "sub").mkdir()
+    also_a = str(tmp_path / "sub" / ".." / "a.toml")  # another spelling of the same file
+    same = run_photochangerd("--config", a, "check-config", "--config", also_a, env=env)
+    assert same.returncode == 0 and "workers = 3 " in same.stdout
 
 
 def test_generated_keys_are_private_and_stable(tmp_path: Path) -> None:

@@ -1,15 +1,11 @@
 """The daemon as a process: SIGTERM drains in-flight jobs and exits 0; kill -9 loses nothing
-that was finished and leaves no job stuck after the restart."""
+that was finished and leaves no job stuck after the restart; a second daemon on the same data
+dir stops at once, before it can touch the first one's jobs."""
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
-import sqlite3
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,78 +13,12 @@ import httpx
 import pytest
 import trio
 
-from tests.conftest import ADMIN_PASSWORD, INGEST_PASSWORD
+from tests.conftest import INGEST_PASSWORD
+from tests.support.daemon_process import DaemonProcess, free_port, run_photochangerd
 from tests.support.dslr import DslrResponse, dslr_upload
 from tests.support.images import make_jpeg
 
 PHOTO = make_jpeg(800, 600)
-REPO = Path(__file__).resolve().parent.parent
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class DaemonProcess:
-    def __init__(self, data_dir: Path) -> None:
-        self.data_dir = data_dir
-        self.port = _free_port()
-        self.env = {
-            **os.environ,
-            "PHOTOCHANGER_DATA_DIR": str(data_dir),
-            "PHOTOCHANGER_BIND": f"127.0.0.1:{self.port}",
-            "PHOTOCHANGER_INITIAL_INGEST_PASSWORD": INGEST_PASSWORD,
-            "PHOTOCHANGER_INITIAL_ADMIN_PASSWORD": ADMIN_PASSWORD,
-            "PHOTOCHANGER_WORKERS": "4",
-            "PHOTOCHANGER_LOG_LEVEL": "info",
-            "PYTHONPATH": str(REPO),
-        }
-        self.env.pop("PHOTOCHANGER_CONFIG", None)
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log = data_dir.parent / "daemon.log"
-
-    def cli(self, *args: str) -> subprocess.CompletedProcess[bytes]:
-        return subprocess.run(
-            [sys.executable, "-m", "photochangerd", *args],
-            env=self.env,
-            capture_output=True,
-            timeout=60,
-            check=True,
-        )
-
-    def sql(self, statement: str, *params: object) -> list[tuple[object, ...]]:
-        with sqlite3.connect(self.data_dir / "photochanger.sqlite3") as conn:
-            rows = conn.execute(statement, params).fetchall()
-            conn.commit()
-            return rows
-
-    def start(self, *, scripted: bool = True) -> None:
-        module = "tests.support.run_daemon" if scripted else "photochangerd"
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", module],
-                env=self.env,
-                stdout=log,
-                stderr=log,
-                cwd=self.data_dir.parent,
-            )
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log.read_text()
-            try:
-                if httpx.get(f"http://127.0.0.1:{self.port}/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        raise AssertionError("daemon did not become ready:\n" + self.log.read_text())
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
 
 
 @pytest.fixture
@@ -176,7 +106,7 @@ async def test_kill_9_mid_job_then_restart_recovers(proc: DaemonProcess) -> None
     proc.start(scripted=False)  # the real photochangerd command
     assert proc.sql(
         "SELECT is_finalized, failure_reason, input_path FROM job WHERE id=?", stuck_id
-    ) == [(1, "internal_error", None)]
+    ) == [(1, "cancelled", None)]  # interrupted, not an internal error
     assert [p for p in (proc.data_dir / "media" / "temp").iterdir()] == []
     assert not spool_leftover.exists() and not tmp_leftover.exists()
     async with httpx.AsyncClient() as client:
@@ -202,3 +132,54 @@ async def test_sighup_rereads_slots_edited_by_hand(proc: DaemonProcess) -> None:
     assert after.json()["failure_reason"] == "slot_disabled"
     proc.proc.send_signal(signal.SIGTERM)
     assert proc.proc.wait(30) == 0
+
+
+def _in_use_line(proc: DaemonProcess) -> str:
+    assert proc.proc is not None
+    return (
+        f"photochangerd: data dir {proc.data_dir.resolve()} is in use by pid {proc.proc.pid}"
+        " (another photochangerd?)"
+    )
+
+
+async def test_a_second_daemon_on_the_same_data_dir_fails_at_once(proc: DaemonProcess) -> None:
+    """Start-up recovery on SQLite finalizes every unfinished job: a second daemon that got that
+    far would end the first one's running jobs."""
+    proc.sql("UPDATE slot SET provider='script', operation='hang' WHERE id='slot-001'")
+    proc.start()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(
+            lambda: dslr_upload(
+                "127.0.0.1", proc.port, photo=PHOTO, password=INGEST_PASSWORD, close_after=20
+            )
+        )
+        await _wait_for(lambda: proc.sql("SELECT count(*) FROM job WHERE is_finalized=0") == [(1,)])
+        second = await trio.to_thread.run_sync(
+            lambda: run_photochangerd(
+                env={**proc.env, "PHOTOCHANGER_BIND": f"127.0.0.1:{free_port()}"}, timeout=15
+            )
+        )
+        assert second.returncode == 1
+        assert second.stderr.splitlines() == [_in_use_line(proc)]
+        assert proc.sql("SELECT status, is_finalized FROM job") == [("processing", 0)]
+        async with httpx.AsyncClient() as client:
+            ready = await client.get(f"http://127.0.0.1:{proc.port}/readyz")
+        assert ready.status_code == 200
+        nursery.cancel_scope.cancel()
+
+
+def test_migrate_refuses_a_data_dir_in_use_set_admin_password_does_not(
+    proc: DaemonProcess,
+) -> None:
+    """SQLite: the daemon migrated at its own start, a schema change under it is a mistake;
+    setting an admin password is meant for a running daemon."""
+    proc.start()
+    migrated = run_photochangerd("migrate", env=proc.env)
+    assert migrated.returncode == 1
+    assert migrated.stderr.splitlines() == [_in_use_line(proc)]
+    changed = run_photochangerd(
+        "set-admin-password", "serg", "--password-stdin", env=proc.env, stdin="new-password-1\n"
+    )
+    assert changed.returncode == 0, changed.stderr
+    assert proc.terminate() == 0
+    assert run_photochangerd("migrate", env=proc.env).returncode == 0  # the lock went with it
