@@ -50,7 +50,7 @@ from photochangerd.db.ingest_context import IngestContext
 from photochangerd.db.migrate import migrate
 from photochangerd.http.app import create_asgi_app
 from photochangerd.http.context import AppContext, Intake
-from photochangerd.http.listen import lan_hint, listening_sockets
+from photochangerd.http.listen import lan_hint, listening_sockets, wildcard_hint
 from photochangerd.http.server import serve as serve_http
 from photochangerd.jobs.activity import ActivityLog
 from photochangerd.jobs.admission import Admission
@@ -238,9 +238,12 @@ async def _run_locked(
         await _serve(config, sockets, context, purge_receive, handle_signals, task_status)
 
 
-def _print_lan_hint(urls: list[str]) -> None:
-    """A plain line, like the first-start banner: the default bind is loopback only."""
-    hint = lan_hint(urls)
+def _print_lan_hint(urls: list[str], config: Config) -> None:
+    """A plain line, like the first-start banner: the default bind is loopback only, and a
+    wildcard bind's links use a guessed LAN address."""
+    hint = lan_hint(urls) or wildcard_hint(
+        urls, config.public_base_url, config.effective_public_base_url
+    )
     if hint is not None:
         print(f"photochangerd: {hint}", file=sys.stderr, flush=True)
 
@@ -301,7 +304,7 @@ async def _serve(
                     database=context.db.dialect,
                     workers=config.workers,
                 )
-                _print_lan_hint(urls)
+                _print_lan_hint(urls, config)
                 task_status.started(Daemon(urls, context, shutdown))
             # Hypercorn has returned: requests in flight were answered (or hit
             # graceful_timeout).  Jobs whose requester left may still run: until the grace ends.

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from photochangerd.lan import WILDCARD_HOSTS, lan_address
+
 ENV_PREFIX = "PHOTOCHANGER_"
 DEFAULT_CONFIG_FILE = Path("/etc/photochanger/photochangerd.toml")
 
@@ -51,7 +53,9 @@ class Config:
     )
     bind: tuple[str, ...] = _setting(("127.0.0.1:8080",), "host:port to listen on (a list is ok).")
     public_base_url: str = _setting(
-        "", "How the outside world reaches us (result links). Default: http://<first bind>."
+        "",
+        "How booths, guests and vendors reach us (links, QR codes). Default: http://<first "
+        "bind>, with this machine's LAN address for a 0.0.0.0 bind.",
     )
     max_upload_mb: int = _setting(20, "Largest accepted photo upload, in MiB.")
     max_image_pixels: int = _setting(50_000_000, "Largest accepted image, in pixels (bombs).")
@@ -135,7 +139,9 @@ class Config:
         if self.public_base_url:
             return self.public_base_url.rstrip("/")
         host, _, port = self.bind[0].rpartition(":")
-        return f"http://{host or '127.0.0.1'}:{port}"
+        if host in WILDCARD_HOSTS:  # all interfaces: a link to 0.0.0.0 works nowhere else
+            host = lan_address()
+        return f"http://{host}:{port}"
 
     @property
     def effective_provider_concurrency(self) -> int:

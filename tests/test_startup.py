@@ -12,8 +12,10 @@ from pathlib import Path
 import pytest
 import trio
 
+from photochangerd.config import load_config
 from photochangerd.data_dir_lock import LOCK_FILE, DataDirInUse, lock_data_dir
-from photochangerd.http.listen import CannotListen, lan_hint, listening_sockets
+from photochangerd.http.listen import CannotListen, lan_hint, listening_sockets, wildcard_hint
+from photochangerd.lan import lan_address
 from tests.conftest import make_config, start_daemon
 from tests.support.daemon_process import (
     DaemonProcess,
@@ -117,6 +119,26 @@ def test_a_loopback_bind_says_how_to_open_it_to_the_lan(tmp_path: Path) -> None:
     log = _start_and_stop(everywhere)
     assert f"daemon.ready urls=http://0.0.0.0:{everywhere.port}" in log
     assert "this machine only" not in log and 'bind = "0.0.0.0' not in log
+    if "PHOTOCHANGER_PUBLIC_BASE_URL" not in everywhere.env:
+        links = f"http://{lan_address()}:{everywhere.port}"
+        assert f"booth URLs and links use {links} (set public_base_url" in log
+
+
+def test_a_wildcard_bind_never_hands_out_links_to_0_0_0_0() -> None:
+    """A booth or a guest's phone cannot open http://0.0.0.0:8080/...: use the LAN address."""
+    config = load_config(environ={"PHOTOCHANGER_BIND": "0.0.0.0:8080"})
+    assert config.effective_public_base_url == f"http://{lan_address()}:8080"
+    assert "0.0.0.0" not in config.effective_public_base_url
+    ipv6 = load_config(environ={"PHOTOCHANGER_BIND": "[::]:8080"})
+    assert ipv6.effective_public_base_url == f"http://{lan_address()}:8080"
+    chosen = load_config(
+        environ={"PHOTOCHANGER_BIND": "0.0.0.0:8080", "PHOTOCHANGER_PUBLIC_BASE_URL": "http://b/"}
+    )
+    assert chosen.effective_public_base_url == "http://b"
+    hint = wildcard_hint(["http://0.0.0.0:8080"], "", "http://192.168.1.20:8080")
+    assert hint is not None and "links use http://192.168.1.20:8080" in hint
+    assert wildcard_hint(["http://0.0.0.0:8080"], "http://b", "http://b") is None
+    assert wildcard_hint(["http://127.0.0.1:8080"], "", "http://127.0.0.1:8080") is None
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,8 @@ from contextlib import ExitStack, contextmanager
 
 from hypercorn.config import Sockets
 
+from photochangerd.lan import WILDCARD_HOSTS
+
 
 class CannotListen(Exception):
     """A bind address cannot be bound: ``cannot listen on 127.0.0.1:8080: address in use``."""
@@ -60,6 +62,17 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def wildcard_hint(urls: Sequence[str], public_base_url: str, links: str) -> str | None:
+    """On all interfaces with no ``public_base_url``: which address the links use."""
+    hosts = [_split(url.partition("://")[2] or url)[0] for url in urls]
+    if public_base_url or not any(host in WILDCARD_HOSTS for host in hosts):
+        return None
+    return (
+        f"listening on all interfaces ({', '.join(urls)}); booth URLs and links use {links} "
+        "(set public_base_url if booths or guests reach this machine by another address)"
+    )
 
 
 def lan_hint(urls: Sequence[str]) -> str | None:
