@@ -16,7 +16,7 @@ import trio_asyncio
 
 from photochangerd import __version__
 from photochangerd.config import SETTINGS, Config, ConfigError, env_name, load_config
-from photochangerd.data_dir_lock import DataDirInUse, lock_data_dir
+from photochangerd.data_dir_lock import DataDirInUse, DataDirUnusable, lock_data_dir
 from photochangerd.logs import configure_logging
 
 T = TypeVar("T")
@@ -36,6 +36,12 @@ class StartupFailed(click.ClickException):
 
     def show(self, file: IO[Any] | None = None) -> None:
         click.echo(f"photochangerd: {self.format_message()}", file=file, err=file is None)
+
+
+def _single_cause(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
 
 
 def _config_path(local: Path | None) -> Path | None:
@@ -71,11 +77,14 @@ def _with_database(
             await migrate(db)
             return await fn(db)
 
-    config.data_dir.mkdir(parents=True, exist_ok=True)
     try:
+        try:
+            config.data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DataDirUnusable(config.data_dir.absolute(), exc) from None
         with lock_data_dir(config.data_dir) if lock_data_dir_first else nullcontext():
             return trio.run(main)
-    except DataDirInUse as exc:
+    except (DataDirInUse, DataDirUnusable) as exc:
         raise StartupFailed(str(exc)) from None
 
 
@@ -101,11 +110,15 @@ def serve(config_path: Path | None) -> None:
 
     try:
         trio.run(run, config)
-    except DatabaseUnavailable as exc:
-        where = config.effective_database_url.split("@")[-1]
-        raise click.ClickException(f"{exc} ({where})") from None
-    except (DataDirInUse, CannotListen) as exc:
-        raise StartupFailed(str(exc)) from None
+    except BaseException as exc:
+        # Trio's nurseries wrap what failed in exception groups: one known cause, one line.
+        cause = _single_cause(exc)
+        if isinstance(cause, DatabaseUnavailable):
+            where = config.effective_database_url.split("@")[-1]
+            raise StartupFailed(f"{cause} ({where})") from None
+        if isinstance(cause, DataDirInUse | DataDirUnusable | CannotListen):
+            raise StartupFailed(str(cause)) from None
+        raise
 
 
 @main.command()

@@ -31,6 +31,13 @@ class DataDirInUse(Exception):
         self.pid = pid
 
 
+class DataDirUnusable(Exception):
+    """The data dir cannot be created or written (permissions, read-only file system...)."""
+
+    def __init__(self, data_dir: Path, error: OSError) -> None:
+        super().__init__(f"cannot use data dir {data_dir}: {error.strerror or error}")
+
+
 def _holder_pid(fd: int) -> int | None:
     text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
     return int(text) if text.isdigit() else None  # None: the holder has not written it yet
@@ -39,8 +46,11 @@ def _holder_pid(fd: int) -> int | None:
 @contextmanager
 def lock_data_dir(data_dir: Path) -> Iterator[None]:
     """Hold ``data_dir`` exclusively for the ``with`` block, or raise :class:`DataDirInUse`."""
-    data_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
-    fd = os.open(data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+        fd = os.open(data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise DataDirUnusable(data_dir.absolute(), exc) from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import time
 from pathlib import Path
 
@@ -163,3 +164,39 @@ def test_dash_h_is_help_everywhere(tmp_path: Path, args: tuple[str, ...]) -> Non
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("Usage: ") and "-h, --help" in done.stdout
     assert not (tmp_path / "data").exists()  # help only: nothing served, nothing created
+
+
+def _one_line_failure(done: subprocess.CompletedProcess[str]) -> str:
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr and "ExceptionGroup" not in done.stderr, done.stderr
+    [line] = done.stderr.splitlines()
+    return str(line)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere; /proc is used instead")
+def test_an_unwritable_data_dir_is_one_line_as_a_user(tmp_path: Path) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    env = photochangerd_env(locked / "data", free_port())
+    line = _one_line_failure(run_photochangerd("serve", env=env))
+    assert line == f"photochangerd: cannot use data dir {locked / 'data'}: Permission denied"
+
+
+def test_an_unusable_data_dir_is_one_line(tmp_path: Path) -> None:
+    env = photochangerd_env(Path("/proc/photochanger-test/data"), free_port())
+    line = _one_line_failure(run_photochangerd("serve", env=env))
+    assert line == (
+        "photochangerd: cannot use data dir /proc/photochanger-test/data: No such file or directory"
+    )
+    assert _one_line_failure(run_photochangerd("migrate", env=env)) == line
+
+
+def test_an_unreachable_database_is_one_line(tmp_path: Path) -> None:
+    env = photochangerd_env(
+        tmp_path / "data",
+        free_port(),
+        DATABASE_URL=f"postgresql+asyncpg://booth:secret@127.0.0.1:{free_port()}/photochanger",
+    )
+    line = _one_line_failure(run_photochangerd("serve", env=env))
+    assert line.startswith("photochangerd: database unavailable: ")
+    assert "secret" not in line and line.endswith("/photochanger)")
