@@ -29,6 +29,7 @@ Exit codes:
   1  error (server unreachable, rejected values, conflict, …)
   2  usage error
   {EXIT_AUTH}  authentication: not logged in, session expired, wrong password
+     (an unreachable server is exit 1 even when not logged in)
   {EXIT_NOT_FOUND}  not found: unknown slot, job, template or result
 \b
 Shell completion (bash; zsh/fish alike with zsh_source/fish_source):

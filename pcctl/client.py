@@ -14,7 +14,7 @@ import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 import httpx
 from pydantic import BaseModel, ValidationError
@@ -56,6 +56,8 @@ CHUNK = 64 * 1024
 TEST_RUN_TIMEOUT = httpx.Timeout(10.0, read=120.0, write=60.0)
 DEFAULT_TIMEOUT = httpx.Timeout(15.0, write=60.0)
 LOGIN_HINT = "run `pcctl login`"
+UNREACHABLE_HINT = "is photochangerd running? check --server or $PCCTL_SERVER"
+HEALTH_PATH = "/healthz"  # answers without a token: "is anybody there?"
 
 
 class ApiClient:
@@ -95,8 +97,26 @@ class ApiClient:
     # -- plumbing ---------------------------------------------------------------------------
     def _auth_headers(self) -> dict[str, str]:
         if not self.token:
+            # An unreachable server is the first thing to report, whatever the command:
+            # "not logged in" would send people to `pcctl login`, which cannot work either.
+            self._request("HEAD", HEALTH_PATH)
             raise NotLoggedIn(f"not logged in to {self.server}", hint=LOGIN_HINT)
         return {"Authorization": f"Bearer {self.token}"}
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One HTTP exchange, any status; no answer at all raises :class:`Unreachable`."""
+        try:
+            return self._http.request(method, path, **kwargs)
+        except httpx.TimeoutException as exc:
+            raise Unreachable(
+                f"{self.server} did not answer in time ({type(exc).__name__})",
+                hint="is photochangerd overloaded or the network down?",
+            ) from exc
+        except httpx.TransportError as exc:
+            raise Unreachable(
+                f"cannot reach {self.server}: {exc or type(exc).__name__}",
+                hint=UNREACHABLE_HINT,
+            ) from exc
 
     def _send(
         self,
@@ -111,24 +131,9 @@ class ApiClient:
     ) -> httpx.Response:
         """One request; a non-2xx answer raises (404 messages name ``subject``)."""
         all_headers = {**(self._auth_headers() if auth else {}), **(headers or {})}
-        try:
-            response = self._http.request(
-                method,
-                path,
-                headers=all_headers,
-                timeout=timeout or DEFAULT_TIMEOUT,
-                **kwargs,
-            )
-        except httpx.TimeoutException as exc:
-            raise Unreachable(
-                f"{self.server} did not answer in time ({type(exc).__name__})",
-                hint="is photochangerd overloaded or the network down?",
-            ) from exc
-        except httpx.TransportError as exc:
-            raise Unreachable(
-                f"cannot reach {self.server}: {exc or type(exc).__name__}",
-                hint="is photochangerd running? check --server or $PCCTL_SERVER",
-            ) from exc
+        response = self._request(
+            method, path, headers=all_headers, timeout=timeout or DEFAULT_TIMEOUT, **kwargs
+        )
         if response.is_success:
             return response
         raise self._failure(response, auth=auth, subject=subject)
@@ -302,13 +307,14 @@ class ApiClient:
     def download_result(
         self,
         job_id: str,
-        dest: Callable[[str], Path],
+        dest: Callable[[str], Path] | BinaryIO,
         *,
         progress: Progress | None = None,
         on_start: Callable[[int | None], None] | None = None,
-    ) -> tuple[Path, str, int]:
-        """Save ``/public/results/{job_id}`` (no token sent) to ``dest(mime type)``:
-        (path, mime type, bytes).  A failed download leaves no partial file behind.
+    ) -> tuple[Path | None, str, int]:
+        """Fetch ``/public/results/{job_id}`` (no token sent) into ``dest``: the file
+        ``dest(mime type)`` names (a failed download leaves no partial file behind) or an open
+        binary stream such as stdout.  Returns (the file or None, mime type, bytes).
 
         Always fetched from the server pcctl talks to: the absolute ``public_result_url`` the
         daemon hands out may name an address only the outside world can reach.
@@ -324,25 +330,41 @@ class ApiClient:
                     on_start(int(length) if length and length.isdigit() else None)
                 content_type = response.headers.get("Content-Type", "application/octet-stream")
                 mime = content_type.split(";")[0].strip()
-                target = dest(mime)
-                tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.part")
-                size = 0
-                try:
-                    with tmp.open("wb") as handle:
-                        for chunk in response.iter_bytes(CHUNK):
-                            handle.write(chunk)
-                            size += len(chunk)
-                            if progress is not None:
-                                progress(len(chunk))
-                    tmp.replace(target)
-                except BaseException:
-                    tmp.unlink(missing_ok=True)
-                    raise
-                return target, mime, size
+                if callable(dest):
+                    target = dest(mime)
+                    return target, mime, _save(response, target, progress)
+                return None, mime, _copy(response, dest, progress)
+        except httpx.ConnectError as exc:
+            raise Unreachable(f"cannot reach {self.server}: {exc}", hint=UNREACHABLE_HINT) from exc
         except httpx.TransportError as exc:
             raise Unreachable(f"cannot download from {self.server}: {exc}") from exc
         except OSError as exc:
             raise PcctlError(f"cannot save the result: {exc}") from exc
+
+
+def _copy(response: httpx.Response, handle: BinaryIO, progress: Progress | None) -> int:
+    """Stream the body into ``handle``; the number of bytes."""
+    size = 0
+    for chunk in response.iter_bytes(CHUNK):
+        handle.write(chunk)
+        size += len(chunk)
+        if progress is not None:
+            progress(len(chunk))
+    handle.flush()
+    return size
+
+
+def _save(response: httpx.Response, target: Path, progress: Progress | None) -> int:
+    """Stream the body into ``target`` through a temp file renamed at the end."""
+    tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.part")
+    try:
+        with tmp.open("wb") as handle:
+            size = _copy(response, handle, progress)
+        tmp.replace(target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return size
 
 
 def _segment(value: str) -> str:

@@ -9,7 +9,8 @@
     │   ├── NotFound                exit 4   404: unknown slot, job, template, result
     │   ├── Conflict                exit 1   409: version mismatch, template still in use
     │   └── Invalid                 exit 1   422: per-field messages in ``errors``
-    ├── NotLoggedIn                 exit 3   no token stored and none in $PCCTL_TOKEN
+    ├── NotLoggedIn                 exit 3   no token stored and none in $PCCTL_TOKEN (the
+    │                                        server answers: else Unreachable)
     └── LocalInvalid                exit 1   a document or flag value failed local validation
 
 Usage errors are click's own (exit 2).  HTTP failures are translated once, in
@@ -83,6 +84,8 @@ class NotLoggedIn(PcctlError):
 class LocalInvalid(PcctlError):
     """Validation that pcctl did itself before asking the server."""
 
-    def __init__(self, errors: dict[str, str], message: str = "invalid values") -> None:
-        super().__init__(message)
+    def __init__(
+        self, errors: dict[str, str], message: str = "invalid values", *, hint: str | None = None
+    ) -> None:
+        super().__init__(message, hint=hint)
         self.errors = errors

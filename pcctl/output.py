@@ -6,7 +6,10 @@ Three modes, chosen once per command:
   Rich's rules, so ``NO_COLOR`` (any value) turns them off.
 * ``plain`` — the default when stdout is not a terminal: one record per line, fields separated
   by tabs, no header, nothing truncated, times in ISO-8601 (UTC), booleans ``true``/``false``.
-* ``json`` — the API model as the server sent it (``model_dump``), stable keys, no colours.
+* ``json`` — the API model as the server sent it (``model_dump``), stable keys, no colours;
+  times (the API's epoch seconds) as ISO-8601 UTC strings like in plain output.
+
+Times in plain and JSON output look like ``2026-12-01T14:03:22+00:00``.
 
 Data goes to stdout; messages, progress and errors go to stderr.
 """
@@ -40,11 +43,59 @@ class Mode(StrEnum):
 MODES = tuple(mode.value for mode in Mode)
 
 
+# Fields of the API's bodies holding epoch seconds (including JobOut.result's expires_at).
+TIME_FIELDS = frozenset(
+    {
+        "created_at",
+        "started_at",
+        "finalized_at",
+        "updated_at",
+        "rotated_at",
+        "expires_at",
+        "deadline",
+        "last_success_at",
+        "last_error_at",
+        "start",
+    }
+)
+OPAQUE_FIELDS = frozenset({"settings"})  # a slot's own settings: never reinterpreted
+
+
 def iso(ts: float | None) -> str:
-    """ISO-8601 UTC with seconds, or an empty string."""
+    """ISO-8601 UTC with seconds (``2026-12-01T14:03:22+00:00``), or an empty string."""
     if ts is None:
         return ""
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
+
+
+def iso_times(data: Any) -> Any:
+    """``data`` (dumped JSON) with the epoch seconds of every :data:`TIME_FIELDS` key as
+    :func:`iso` strings; null stays null."""
+    if isinstance(data, list):
+        return [iso_times(item) for item in data]
+    if not isinstance(data, dict):
+        return data
+    return {key: _time_field(key, value) for key, value in data.items()}
+
+
+def _time_field(key: str, value: Any) -> Any:
+    if key in OPAQUE_FIELDS:
+        return value
+    if key in TIME_FIELDS and isinstance(value, int | float) and not isinstance(value, bool):
+        return iso(value)
+    return iso_times(value)
+
+
+def human_size(size: int | None) -> str:
+    """``1.4 MB``-style (decimal units), or an empty string."""
+    if size is None:
+        return ""
+    if size < 1000:
+        return f"{size} B"
+    for unit, scale in (("kB", 1e3), ("MB", 1e6)):
+        if size < scale * 999.95:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size / 1e9:.1f} GB"
 
 
 def local_time(ts: float | None) -> str:
@@ -145,9 +196,13 @@ class Output:
 
     # -- data (stdout) ----------------------------------------------------------------------
     def json(self, data: BaseModel | Any) -> None:
-        if isinstance(data, BaseModel):
-            data = data.model_dump(mode="json")
-        sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+        """One pretty JSON document, times as ISO-8601 (:func:`iso_times`)."""
+        sys.stdout.write(json.dumps(_json_ready(data), indent=2, ensure_ascii=False) + "\n")
+        sys.stdout.flush()
+
+    def json_line(self, data: BaseModel | Any) -> None:
+        """One compact JSON document on one line (JSON Lines), times as in :meth:`json`."""
+        sys.stdout.write(json.dumps(_json_ready(data), ensure_ascii=False) + "\n")
         sys.stdout.flush()
 
     def line(self, *fields: Any) -> None:
@@ -222,8 +277,10 @@ class Output:
         else:
             self.err.print(Text(message))
 
-    def warn(self, message: str) -> None:
+    def warn(self, message: str, hint: str | None = None) -> None:
         self.err.print(Text.assemble(("warning: ", "yellow"), message))
+        if hint:
+            self.err.print(Text.assemble(("hint: ", "cyan"), hint))
 
     def error(
         self, message: str, hint: str | None = None, errors: dict[str, str] | None = None
@@ -233,6 +290,12 @@ class Output:
             self.err.print(Text.assemble("  ", (field_name or "-", "bold"), f": {text}"))
         if hint:
             self.err.print(Text.assemble(("hint: ", "cyan"), hint))
+
+
+def _json_ready(data: BaseModel | Any) -> Any:
+    if isinstance(data, BaseModel):
+        data = data.model_dump(mode="json")
+    return iso_times(data)
 
 
 def _text(value: Any) -> RenderableType:

@@ -48,11 +48,25 @@ def _set_output(ctx: click.Context, _param: click.Parameter, value: str | None) 
         ctx.ensure_object(State).output_option = value
 
 
+class OutputMode(click.Choice[str]):
+    """``--output``'s choices; on a command that saves an image, a file name given to it by
+    mistake is pointed at ``--save``."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        try:
+            return super().convert(value, param, ctx)
+        except click.BadParameter as exc:
+            if ctx is None or not any(p.name == "save_to" for p in ctx.command.params):
+                raise
+            hint = f"{exc.message} (the image file goes with --save PATH)"
+            raise click.BadParameter(hint, ctx=ctx, param=param) from None
+
+
 def output_option(fn: Any) -> Any:
     """``--output`` on a command too (``pcctl slot list --output json``)."""
     return click.option(
         "--output",
-        type=click.Choice(MODES),
+        type=OutputMode(MODES),
         callback=_set_output,
         expose_value=False,
         is_eager=True,

@@ -47,9 +47,12 @@ class TemplateBindingOut(_Out):
     height: int
 
 
+_JOB_STATUS = "pending, processing or finalized (then see failure_reason)"
+
+
 class JobSummary(_Out):
     job_id: str
-    status: str
+    status: str = Field(description=_JOB_STATUS)
     is_finalized: bool
     failure_reason: str | None
     created_at: float
@@ -152,7 +155,9 @@ class SettingsOut(_Out):
 class SettingsUpdate(_Model):
     sync_response_seconds: float | None = Field(default=None, ge=10, le=60)
     result_ttl_hours: float | None = Field(default=None, gt=0, le=24 * 30)
-    ingest_password: str | None = Field(default=None, min_length=4, max_length=256)
+    # A rotation needs 8+ characters.  The first-start password (from the environment) does not
+    # pass through here and may be weaker, like the ones booths already use.
+    ingest_password: str | None = Field(default=None, min_length=8, max_length=256)
     # provider → new key; an empty string removes the stored key
     provider_keys: dict[Literal["gemini", "turbotext", "openai"], str] | None = None
 
@@ -166,11 +171,31 @@ class TestRunResult(_Out):
     completed_in_seconds: float
 
 
+class ClientMetadata(_Out):
+    """What came with the photo, as kept with the job (bounded at ingest)."""
+
+    # Bounds: 64 text parts, 4 KiB each and 64 KiB in all, names cut at 100 characters.
+    fields: dict[str, str] = Field(
+        default_factory=dict,
+        description="the form's text parts but the password (time, user_id, id, profile, hash)",
+    )
+    hash_check: str | None = Field(
+        default=None,
+        description="how `hash` matched the photo: absent, verified_sha1, verified_sha256, "
+        "verified_md5 or unverified (never a reason to reject)",
+    )
+    query: str = Field(default="", description="the request's query string (512 characters)")
+    width: int | None = None
+    height: int | None = None
+    size_bytes: int | None = Field(default=None, description="the uploaded photo's size")
+    dropped_fields: int = Field(default=0, description="text parts past the bounds, not kept")
+
+
 class JobOut(_Out):
     job_id: str
     slot_id: str
     source: str
-    status: str
+    status: str = Field(description=_JOB_STATUS)
     is_finalized: bool
     failure_reason: str | None
     failure_details: str | None
@@ -184,6 +209,9 @@ class JobOut(_Out):
     provider_job_reference: str | None
     result: dict[str, Any] | None
     public_result_url: str | None
+    client_metadata: ClientMetadata | None = Field(
+        default=None, description="GET /api/jobs/{job_id} only (null in lists)"
+    )
 
 
 class JobList(_Out):

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import logging
 import time
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import jwt
@@ -14,7 +16,13 @@ import pytest
 import trio
 
 from photochangerd.app import Daemon
-from tests.conftest import ADMIN_PASSWORD, INGEST_PASSWORD, RunningDaemon
+from tests.conftest import (
+    ADMIN_PASSWORD,
+    INGEST_PASSWORD,
+    RunningDaemon,
+    make_config,
+    start_daemon,
+)
 from tests.support.dslr import dslr_upload
 from tests.support.images import make_jpeg, make_png
 
@@ -188,6 +196,61 @@ async def test_slot_list_and_detail(daemon: RunningDaemon, admin: httpx.AsyncCli
     assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/webp"
     assert len(thumb.content) < len(PHOTO)
     assert (await admin.get("/api/slots/slot-099")).status_code == 404
+
+
+async def test_last_job_status_follows_finalization(
+    nursery: trio.Nursery, tmp_path: Path, database_url: str
+) -> None:
+    """``last_job.status`` is ``processing`` while a job runs and ``finalized`` once it ended
+    (the stored queue column stays ``processing``), in the list, the detail and the job."""
+    daemon = await start_daemon(nursery, make_config(tmp_path, database_url=database_url))
+    try:
+        async with httpx.AsyncClient(base_url=daemon.url, timeout=30) as admin:
+            admin.headers["Authorization"] = f"Bearer {await _token(admin)}"
+            await _check_last_job_status(daemon, admin)
+    finally:
+        daemon.daemon.shutdown.set()
+
+
+async def _last_job(admin: httpx.AsyncClient, slot_id: str) -> tuple[Any, Any]:
+    listed = {s["id"]: s for s in (await admin.get("/api/slots")).json()["slots"]}
+    detail = (await admin.get(f"/api/slots/{slot_id}")).json()
+    return listed[slot_id]["last_job"], detail["last_job"]
+
+
+async def _check_last_job_status(daemon: RunningDaemon, admin: httpx.AsyncClient) -> None:
+    ok = await dslr_upload("127.0.0.1", daemon.port, photo=PHOTO, password=INGEST_PASSWORD)
+    assert ok is not None and ok.status == 200
+    for last in await _last_job(admin, "slot-001"):
+        assert last["job_id"] == ok.headers["x-job-id"]
+        assert last["status"] == "finalized" and last["is_finalized"] is True
+        assert last["failure_reason"] is None
+    job = (await admin.get(f"/api/jobs/{ok.headers['x-job-id']}")).json()
+    assert job["status"] == "finalized"
+
+    await daemon.set_setting("sync_response_seconds", 1.0)
+    await daemon.configure_slot("slot-002", provider="script", operation="hang")
+    answers: list[Any] = []
+
+    async def upload() -> None:
+        answers.append(
+            await dslr_upload(
+                "127.0.0.1", daemon.port, "slot-002", photo=PHOTO, password=INGEST_PASSWORD
+            )
+        )
+
+    async with trio.open_nursery() as uploads:
+        uploads.start_soon(upload)
+        with trio.fail_after(5):
+            while not daemon.provider.calls:
+                await trio.sleep(0.01)
+        listed, _ = await _last_job(admin, "slot-002")
+        assert listed["status"] == "processing" and listed["is_finalized"] is False
+    assert answers[0] is not None and answers[0].status == 504
+    await daemon.wait_job_final(listed["job_id"])
+    for last in await _last_job(admin, "slot-002"):
+        assert last["job_id"] == listed["job_id"]
+        assert last["status"] == "finalized" and last["failure_reason"] == "timeout"
 
 
 @pytest.mark.parametrize(
@@ -489,6 +552,49 @@ async def test_openapi_document_is_valid_and_committed(client: httpx.AsyncClient
         "the API changed: regenerate shared/openapi.json with "
         "`python -m photochangerd openapi > shared/openapi.json`"
     )
+
+
+class _Assets(HTMLParser):
+    """Every script, style sheet and icon a page loads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.urls: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = dict(attrs)
+        url = values.get("src") if tag == "script" else values.get("href")
+        if tag in ("script", "link") and url:
+            self.urls.append(url)
+
+
+async def test_api_docs_work_offline(client: httpx.AsyncClient) -> None:
+    page = await client.get("/api/docs")  # no token: documentation is public, like the document
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    assert "/api/openapi.json" in page.text
+    parser = _Assets()
+    parser.feed(page.text)
+    assert len(parser.urls) >= 2  # Swagger UI's script and its style sheet
+    for url in parser.urls:
+        # Served by the daemon itself: a local path, never a CDN.
+        assert urlsplit(url).netloc == "" and url.startswith("/"), url
+        asset = await client.get(url)
+        assert asset.status_code == 200, url
+        assert len(asset.content) > 0, url
+        tail = await client.get(url, headers={"Range": "bytes=-10"})
+        assert tail.status_code == 206 and tail.content == asset.content[-10:], url
+    assert (await client.get("/api/openapi.json")).status_code == 200
+    # Only the assets the page uses are served from the bundle.
+    for path in ("/api/docs/swagger-ui-bundle.js.map", "/api/docs/index.html", "/api/docs/..%2f"):
+        assert (await client.get(path)).status_code == 404, path
+
+
+async def test_openapi_lists_only_routes_that_exist(client: httpx.AsyncClient) -> None:
+    paths = (await client.get("/api/openapi.json")).json()["paths"]
+    assert not [path for path in paths if path.startswith("/static")]
+    assert not [path for path in paths if path.startswith("/api/docs")]
+    assert (await client.get("/static/x.js")).status_code == 404
 
 
 def test_daemon_type_is_exported() -> None:

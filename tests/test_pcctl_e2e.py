@@ -19,7 +19,7 @@ import pytest
 from pcctl import config as pcctl_config
 from tests.conftest import ADMIN_PASSWORD
 from tests.support.images import make_jpeg
-from tests.test_pcctl import REPO, PcctlDaemon, running_daemon
+from tests.test_pcctl import REPO, PcctlDaemon, _free_port, running_daemon
 
 EDITOR = shlex.join([sys.executable, str(REPO / "tests" / "support" / "editor.py")])
 
@@ -95,7 +95,7 @@ def test_slot_test_over_pipes_has_no_progress_bar(logged_in: Path, tmp_path: Pat
     photo = tmp_path / "photo.jpg"
     photo.write_bytes(make_jpeg(1600, 1200))
     result = tmp_path / "out.jpg"
-    done = run(logged_in, "slot", "test", "slot-001", str(photo), "-o", str(result))
+    done = run(logged_in, "slot", "test", "slot-001", str(photo), "--save", str(result))
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
     fields = dict(line.split("\t", 1) for line in done.stdout.splitlines())
@@ -131,7 +131,7 @@ def test_progress_bar_only_on_a_terminal(logged_in: Path, tmp_path: Path) -> Non
     photo = tmp_path / "photo.jpg"
     photo.write_bytes(make_jpeg(1600, 1200))
     status, stdout, terminal = _run_on_a_terminal(
-        [sys.executable, "-m", "pcctl", "slot", "test", "slot-001", str(photo), "--no-save"],
+        [sys.executable, "-m", "pcctl", "slot", "test", "slot-001", str(photo)],
         _env(logged_in),
     )
     assert status == 0, terminal
@@ -175,3 +175,37 @@ def test_exit_codes(daemon: PcctlDaemon, logged_in: Path, tmp_path: Path) -> Non
     assert done.returncode == 3
     assert "your session expired, run `pcctl login`" in done.stderr
     assert "Traceback" not in done.stderr
+    # not logged in anywhere and the server is down: that is what to say (exit 1)
+    server = f"http://127.0.0.1:{_free_port()}"
+    down = run(tmp_path / "nobody", "slot", "list", PCCTL_SERVER=server)
+    assert down.returncode == 1, down.stderr
+    assert f"error: cannot reach {server}" in down.stderr and "not logged in" not in down.stderr
+
+
+def test_result_image_on_stdout_through_a_pipe(logged_in: Path, tmp_path: Path) -> None:
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(make_jpeg(800, 600))
+    done = subprocess.run(
+        [sys.executable, "-m", "pcctl", "slot", "test", "slot-003", str(photo), "--save", "-"],
+        env=_env(logged_in),
+        cwd=tmp_path,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == photo.read_bytes()  # passthrough
+    report = done.stderr.decode()
+    assert "saved to:   stdout (image/jpeg, " in report and "public URL: http" in report
+    job_id = report.split("(job ", 1)[1].split(")", 1)[0]
+    again = subprocess.run(
+        [sys.executable, "-m", "pcctl", "result", "get", job_id, "--save", "-"],
+        env=_env(logged_in),
+        cwd=tmp_path,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert again.returncode == 0 and again.stdout == photo.read_bytes()
+    assert again.stderr.decode().startswith(f"wrote result {job_id} to stdout (image/jpeg, ")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["photo.jpg"]  # no file named "-"

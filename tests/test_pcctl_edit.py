@@ -206,6 +206,29 @@ def test_a_failing_editor_changes_nothing(pcctl: Pcctl, editor: ScriptedEditor) 
     assert not editor.files[-1].exists()
 
 
+def test_saving_a_cloud_provider_without_its_key_warns(
+    pcctl: Pcctl, editor: ScriptedEditor
+) -> None:
+    """Saved all the same; the warning says what booths will get and how to fix it."""
+    steps = [
+        {
+            "replace": [
+                ['provider = "local"', 'provider = "openai"'],
+                ['operation = "passthrough"', 'operation = "edit"'],
+                ["\n[settings]\n", '\n[settings]\nprompt = "pop art"\n'],
+            ]
+        }
+    ]
+    result = pcctl.ok("slot", "edit", "slot-009", env=editor.env(steps))
+    assert "slot-009 updated: openai/edit" in result.stderr
+    assert (
+        'warning: openai API key not configured: the booth will get 502 "openai API key not '
+        'configured" on every photo to slot-009'
+    ) in result.stderr
+    assert "hint: set it with `pcctl settings provider-key openai`" in result.stderr
+    assert pcctl.json("slot", "show", "slot-009")["provider"] == "openai"
+
+
 def test_editor_precedence() -> None:
     full = {"PCCTL_EDITOR": "code --wait", "VISUAL": "vim", "EDITOR": "nano"}
     assert editor_command(full) == ["code", "--wait"]

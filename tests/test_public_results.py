@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import pytest
 
@@ -97,3 +99,97 @@ async def test_failed_job_has_no_result(daemon: RunningDaemon, client: httpx.Asy
     jobs = await daemon.context.db.read(_all_jobs)
     answer = await client.get(f"/public/results/{jobs[0].id}")
     assert answer.status_code == 404 and answer.json()["failure_reason"] == "result_not_found"
+
+
+N = len(PHOTO)
+
+
+def _range_case(header: str, status: int, content_range: str | None, body: bytes) -> Any:
+    return pytest.param(header, status, content_range, body, id=header)
+
+
+@pytest.mark.parametrize(
+    ("range_header", "status", "content_range", "body"),
+    [
+        _range_case("bytes=0-99", 206, f"bytes 0-99/{N}", PHOTO[:100]),
+        _range_case("bytes=-10", 206, f"bytes {N - 10}-{N - 1}/{N}", PHOTO[-10:]),
+        # a suffix longer than the file is the whole file (RFC 9110 §14.1.2)
+        _range_case(f"bytes=-{N + 100}", 206, f"bytes 0-{N - 1}/{N}", PHOTO),
+        _range_case("bytes=5-", 206, f"bytes 5-{N - 1}/{N}", PHOTO[5:]),
+        _range_case(f"bytes={N - 3}-{N + 50}", 206, f"bytes {N - 3}-{N - 1}/{N}", PHOTO[-3:]),
+        # malformed or not bytes: ignored, the whole file (RFC 9110 §14.2)
+        _range_case("bytes=abc", 200, None, PHOTO),
+        _range_case("bytes=9-5", 200, None, PHOTO),
+        _range_case("bytes=-0", 200, None, PHOTO),
+        _range_case("pages=1-2", 200, None, PHOTO),
+        _range_case("bytes=0-1,5-6", 200, None, PHOTO),  # multi-range: the whole file is allowed
+    ],
+)
+async def test_result_range_requests(
+    daemon: RunningDaemon,
+    client: httpx.AsyncClient,
+    range_header: str,
+    status: int,
+    content_range: str | None,
+    body: bytes,
+) -> None:
+    job_id = await _ingest(daemon)
+    url = f"/public/results/{job_id}"
+    response = await client.get(url, headers={"Range": range_header})
+    assert response.status_code == status
+    assert response.content == body
+    assert response.headers["content-length"] == str(len(body))
+    assert response.headers.get("content-range") == content_range
+    assert response.headers["accept-ranges"] == "bytes"
+    assert response.headers["content-type"] == "image/jpeg"
+
+    head = await client.head(url, headers={"Range": range_header})
+    assert head.status_code == status and head.content == b""
+    for name in ("content-length", "content-range", "content-type", "etag"):
+        assert head.headers.get(name) == response.headers.get(name), name
+
+
+async def test_unsatisfiable_range_is_416_with_error_body(
+    daemon: RunningDaemon, client: httpx.AsyncClient
+) -> None:
+    job_id = await _ingest(daemon)
+    url = f"/public/results/{job_id}"
+    for method in ("GET", "HEAD"):
+        for range_header in ("bytes=999999999-", f"bytes={N}-{N + 10}"):
+            response = await client.request(method, url, headers={"Range": range_header})
+            assert response.status_code == 416, (method, range_header)
+            assert response.headers["content-range"] == f"bytes */{N}"
+            if method == "GET":
+                assert response.json() == {
+                    "status": "error",
+                    "failure_reason": "invalid_request",
+                    "details": "requested range not satisfiable",
+                }
+
+
+async def test_if_range_mismatch_sends_whole_file(
+    daemon: RunningDaemon, client: httpx.AsyncClient
+) -> None:
+    job_id = await _ingest(daemon)
+    url = f"/public/results/{job_id}"
+    etag = (await client.head(url)).headers["etag"]
+    matching = await client.get(url, headers={"Range": "bytes=-10", "If-Range": etag})
+    assert matching.status_code == 206 and matching.content == PHOTO[-10:]
+    stale = await client.get(url, headers={"Range": "bytes=-10", "If-Range": '"other"'})
+    assert stale.status_code == 200 and stale.content == PHOTO
+    # Preconditions come before Range: a cached copy is still a 304.
+    cached = await client.get(url, headers={"Range": "bytes=-10", "If-None-Match": etag})
+    assert cached.status_code == 304
+
+
+async def test_thumbnail_ranges_too(daemon: RunningDaemon, client: httpx.AsyncClient) -> None:
+    job_id = await _ingest(daemon)
+    url = f"/public/results/{job_id}/thumbnail"
+    whole = await client.get(url)
+    assert whole.status_code == 200
+    size = len(whole.content)
+    tail = await client.get(url, headers={"Range": "bytes=-10"})
+    assert tail.status_code == 206 and tail.content == whole.content[-10:]
+    assert tail.headers["content-range"] == f"bytes {size - 10}-{size - 1}/{size}"
+    head = await client.head(url)
+    assert head.status_code == 200 and head.headers["content-length"] == str(size)

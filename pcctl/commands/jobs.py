@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import re
 from typing import Any
 
 import click
 from rich.text import Text
 
-from pcctl.output import Column, Output, iso, when
+from pcctl.output import Column, Output, human_size, iso, when
 from pcctl.params import IdCommand
-from pcctl.render import EXTENSIONS, job_outcome, outcome_text, seconds
+from pcctl.render import job_outcome, outcome_text, seconds
+from pcctl.saving import STDOUT, file_target, save_option, stdout_sink
 from pcctl.state import State, output_option, pass_state
-from shared.api_models import JobOut
+from shared.api_models import ClientMetadata, JobOut
 from shared.catalogue import JOB_STATUS_FILTERS
 from shared.slots import SLOT_IDS
 
@@ -114,7 +115,38 @@ def show_job(out: Output, data: JobOut) -> None:
         shown = iso(value) if key == "expires_at" and isinstance(value, int | float) else value
         pairs.append((f"result.{key}", shown, None))
     pairs.append(("public_result_url", data.public_result_url, None))
+    pairs.extend(_metadata_pairs(data.client_metadata))
     out.fields(pairs, f"Job {data.job_id}")
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _printable(text: str) -> str:
+    """Booth-supplied text made safe for a terminal: control characters shown as ``\\xNN``
+    (tabs and newlines are left to the output, which escapes them in plain mode)."""
+    return _CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
+
+
+def _metadata_pairs(metadata: ClientMetadata | None) -> list[tuple[str, Any, Any]]:
+    """What came with the photo: the booth's form fields (``form.<name>``), how its ``hash``
+    matched, the query string, the photo's size."""
+    if metadata is None:
+        return []
+    pairs: list[tuple[str, Any, Any]] = [
+        (f"form.{_printable(name)}", _printable(value), None)
+        for name, value in metadata.fields.items()
+    ]
+    if metadata.dropped_fields:
+        pairs.append(("form_fields_dropped", metadata.dropped_fields, None))
+    pairs.append(("hash_check", metadata.hash_check, None))
+    pairs.append(("query", _printable(metadata.query), None))
+    if metadata.width and metadata.height:
+        pairs.append(("image", f"{metadata.width}x{metadata.height}", None))
+    if metadata.size_bytes is not None:
+        shown = Text(human_size(metadata.size_bytes))
+        pairs.append(("upload_bytes", metadata.size_bytes, shown))
+    return pairs
 
 
 @job.command("show", cls=IdCommand)
@@ -122,7 +154,7 @@ def show_job(out: Output, data: JobOut) -> None:
 @output_option
 @pass_state
 def show(state: State, job_id: str) -> None:
-    """One job: timings, outcome, result."""
+    """One job: timings, outcome, result, and what the booth sent with the photo."""
     show_job(state.out, state.client().get_job(job_id))
 
 
@@ -133,29 +165,23 @@ def result() -> None:
 
 @result.command("get", cls=IdCommand)
 @click.argument("job_id", metavar="ID")
-@click.option(
-    "-o",
-    "--save",
-    "save_to",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Where to save it (default: ./<job id>.<ext>).",
-)
+@save_option("File to save it to, - for stdout (default: ./<job id>.<ext>).")
 @output_option
 @pass_state
-def get(state: State, job_id: str, save_to: Path | None) -> None:
-    """Download a job's result image."""
-
-    def target(mime: str) -> Path:
-        return save_to or Path(f"{job_id}.{EXTENSIONS.get(mime, 'bin')}")
-
-    path, mime, size = state.client().download_result(job_id, target)
+def get(state: State, job_id: str, save_to: str | None) -> None:
+    """Download a job's result image; says where it went (on stderr with --save -)."""
     out = state.out
+    if save_to == STDOUT:
+        _, mime, size = state.client().download_result(job_id, stdout_sink(out))
+        out.info(f"wrote result {job_id} to stdout ({mime}, {human_size(size)})")
+        return
+    path, mime, size = state.client().download_result(job_id, file_target(save_to, job_id))
     if out.is_json:
         out.json({"job_id": job_id, "saved_to": str(path), "mime_type": mime, "size_bytes": size})
     elif out.mode.value == "plain":
         out.line(path, mime, size)
     else:
-        out.success(f"saved {path} ({mime}, {size} bytes)")
+        out.success(f"saved {path} ({mime}, {human_size(size)})")
 
 
 @click.command("cleanup")

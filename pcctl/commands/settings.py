@@ -10,6 +10,7 @@ import click
 from rich.text import Text
 
 from pcctl import slotdoc
+from pcctl.errors import LocalInvalid
 from pcctl.output import Output, age, iso, yes_no
 from pcctl.state import State, output_option, pass_state
 from shared.api_models import PROVIDER_NAMES, SettingsOut, SettingsUpdate
@@ -22,6 +23,7 @@ SETTABLE = {
 # Unambiguous characters only: people type this password into DSLR Remote Pro.
 PASSWORD_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"  # noqa: S105 - an alphabet
 PASSWORD_GROUPS, PASSWORD_GROUP_LEN = 4, 5  # 20 characters ≈ 99 bits
+MIN_INGEST_PASSWORD = 8  # what PUT /api/settings accepts (the first-start one may be weaker)
 
 
 @click.group()
@@ -100,25 +102,44 @@ def generate_password() -> str:
     )
 
 
+def check_chosen_password(password: str) -> None:
+    """A typed or piped password: at least :data:`MIN_INGEST_PASSWORD` characters."""
+    if len(password) < MIN_INGEST_PASSWORD:
+        raise LocalInvalid(
+            {
+                "ingest_password": f"at least {MIN_INGEST_PASSWORD} characters "
+                f"(this one has {len(password)})"
+            },
+            "the new ingest password is too short",
+            hint="`pcctl settings rotate-ingest-password --generate` makes a strong one",
+        )
+
+
 @settings.command("rotate-ingest-password")
 @click.option("--generate", is_flag=True, help="Create a strong password and print it once.")
 @click.option("--stdin", "from_stdin", is_flag=True, help="Read the new password from stdin.")
 @output_option
 @pass_state
 def rotate_ingest_password(state: State, generate: bool, from_stdin: bool) -> None:
-    """Replace the ingest password of all booths (effective at once, no restart)."""
+    """Replace the ingest password of all booths (effective at once, no restart).
+
+    --generate (recommended) makes a 20-character one and prints it once; a typed or --stdin
+    password needs at least 8 characters.
+    """
     if generate and from_stdin:
         raise click.UsageError("--generate and --stdin exclude each other")
     if generate:
         password = generate_password()
-    elif from_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
     else:
-        password = click.prompt(
-            "New ingest password",
-            hide_input=True,
-            confirmation_prompt="Repeat it",
-        )
+        if from_stdin:
+            password = sys.stdin.readline().rstrip("\r\n")
+        else:
+            password = click.prompt(
+                "New ingest password",
+                hide_input=True,
+                confirmation_prompt="Repeat it",
+            )
+        check_chosen_password(password)
     update: SettingsUpdate = slotdoc.model_or_errors(SettingsUpdate, {"ingest_password": password})
     result = state.client().put_settings(update)
     out = state.out

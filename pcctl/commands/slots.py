@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +20,22 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from pcctl import slotdoc
+from pcctl import advice, slotdoc
 from pcctl.editor import edit_interactively, editor_command
 from pcctl.errors import LocalInvalid
-from pcctl.output import Column, Output, iso, local_time, when, yes_no
-from pcctl.render import EXTENSIONS, job_outcome, outcome_text
+from pcctl.output import Column, Output, dim, human_size, iso, when, yes_no
+from pcctl.render import job_outcome, outcome_text
+from pcctl.saving import STDOUT, file_target, save_option, stdout_sink
 from pcctl.state import State, output_option, pass_state
-from shared.api_models import SlotDetail, SlotSummary, SlotUpdate, TemplateBindingIn
+from shared.api_models import (
+    RecentResult,
+    SlotDetail,
+    SlotList,
+    SlotSummary,
+    SlotUpdate,
+    TemplateBindingIn,
+    TestRunResult,
+)
 from shared.catalogue import CATALOGUE, TEMPLATE_ROLES
 from shared.slots import SLOT_IDS
 
@@ -41,10 +50,14 @@ def slot() -> None:
 
 
 # -- list -----------------------------------------------------------------------------------
+def _provider(slot: SlotSummary) -> str:
+    return f"{slot.provider}/{slot.operation}"
+
+
 SLOT_COLUMNS: list[Column[SlotSummary]] = [
     Column("ID", lambda s: s.id, lambda s: Text(s.id, style="bold"), no_wrap=True),
     Column("NAME", lambda s: s.display_name),
-    Column("PROVIDER", lambda s: f"{s.provider}/{s.operation}"),
+    Column("PROVIDER", _provider),
     Column("ACTIVE", lambda s: s.is_active, lambda s: yes_no(s.is_active)),
     Column(
         "LAST RESULT",
@@ -58,32 +71,84 @@ SLOT_COLUMNS: list[Column[SlotSummary]] = [
     Column("INGEST URL", lambda s: s.ingest_url),
 ]
 TTY_SLOT_COLUMNS = [c for c in SLOT_COLUMNS if c.header != "LAST AT"]  # folded into LAST RESULT
+NO_KEY_MARK = "no API key"
+
+
+def tty_slot_columns(keyless: frozenset[str]) -> list[Column[SlotSummary]]:
+    """The terminal's columns, cloud providers without an API key marked."""
+
+    def provider_text(slot: SlotSummary) -> Text:
+        text = Text(_provider(slot))
+        if slot.provider in keyless:
+            text.append(f" ({NO_KEY_MARK})", style="bold red")
+        return text
+
+    marked = Column("PROVIDER", _provider, provider_text)
+    return [marked if c.header == "PROVIDER" else c for c in TTY_SLOT_COLUMNS]
+
+
+def warn_missing_keys(out: Output, keyless: frozenset[str], slots: Sequence[SlotSummary]) -> None:
+    for provider in sorted(keyless):
+        advice.warn_missing_key(out, provider, [s.id for s in slots if s.provider == provider])
 
 
 @slot.command("list")
 @output_option
 @pass_state
 def list_slots(state: State) -> None:
-    """All slots: id, name, provider/operation, active, last result, ingest URL."""
-    slots = state.client().list_slots()
+    """All slots: id, name, provider/operation, active, last result, ingest URL.
+
+    Cloud providers without an API key are marked, and a warning follows the table when the
+    ingest URLs are on an address booths on other machines cannot reach (not in JSON).
+    """
+    client = state.client()
+    slots = client.list_slots().slots
     out = state.out
     if out.is_json:
-        out.json(slots)
-    elif out.stdout_tty or out.mode.value == "table":
-        out.table(TTY_SLOT_COLUMNS, slots.slots, title="Slots")
+        out.json(SlotList(slots=slots))
+        return
+    keyless = advice.providers_without_key(client, (s.provider for s in slots))
+    if out.stdout_tty or out.mode.value == "table":
+        out.table(tty_slot_columns(keyless), slots, title="Slots")
     else:
-        out.table(SLOT_COLUMNS, slots.slots)
+        out.table(SLOT_COLUMNS, slots)
+    warn_missing_keys(out, keyless, slots)
+    advice.warn_local_ingest_urls(out, (s.ingest_url for s in slots))
 
 
 # -- show -----------------------------------------------------------------------------------
-def show_slot(out: Output, detail: SlotDetail) -> None:
-    if out.is_json:
-        out.json(detail)
-        return
-    pairs: list[tuple[str, Any, Any]] = [
+RESULT_COLUMNS: list[Column[RecentResult]] = [
+    Column(
+        "JOB",
+        lambda r: r.job_id,
+        lambda r: Text(r.job_id, style=f"link {r.public_url}" if r.public_url else ""),
+        no_wrap=True,
+    ),
+    Column("FINISHED", lambda r: iso(r.finalized_at), lambda r: when(r.finalized_at), no_wrap=True),
+    Column(
+        "OUTCOME",
+        lambda r: r.failure_reason or "ok",
+        lambda r: Text(r.failure_reason or "ok", style="red" if r.failure_reason else "green"),
+        no_wrap=True,
+    ),
+    Column(
+        "SIZE",
+        lambda r: r.size_bytes,
+        lambda r: Text(human_size(r.size_bytes)),
+        justify="right",
+        no_wrap=True,
+    ),
+]
+
+
+def _summary_pairs(detail: SlotDetail, keyless: frozenset[str]) -> list[tuple[str, Any, Any]]:
+    provider: Text | None = None
+    if detail.provider in keyless:
+        provider = Text.assemble(detail.provider, (f" ({NO_KEY_MARK})", "bold red"))
+    return [
         ("id", detail.id, None),
         ("display_name", detail.display_name, None),
-        ("provider", detail.provider, None),
+        ("provider", detail.provider, provider),
         ("operation", detail.operation, None),
         ("is_active", detail.is_active, None),
         ("version", detail.version, None),
@@ -92,41 +157,64 @@ def show_slot(out: Output, detail: SlotDetail) -> None:
         ("size_limit_mb", detail.size_limit_mb, None),
         ("ingest_url", detail.ingest_url, None),
     ]
+
+
+def show_plain(out: Output, detail: SlotDetail) -> None:
+    """``key<TAB>value`` lines; settings as ``settings.KEY``, templates as
+    ``template_media.ROLE``, then one ``recent_result`` line per result (raw bytes)."""
+    pairs = _summary_pairs(detail, frozenset())
     pairs += [(f"settings.{k}", v, None) for k, v in detail.settings.items()]
-    pairs += [
+    pairs += [(f"template_media.{b.role}", b.template_id, None) for b in detail.template_media]
+    out.fields(pairs, detail.id)
+    for r in detail.recent_results:
+        out.line(
+            "recent_result",
+            r.job_id,
+            iso(r.finalized_at),
+            r.failure_reason or "ok",
+            r.public_url,
+            r.size_bytes,
+        )
+
+
+def _public_link_pattern(detail: SlotDetail) -> Text | None:
+    """``public links: http://…/public/results/<JOB>`` (the table leaves the URLs out)."""
+    for r in detail.recent_results:
+        if r.public_url and r.public_url.endswith(r.job_id):
+            prefix = r.public_url[: -len(r.job_id)]
+            return Text.assemble(("public links: ", "bold"), prefix, ("<JOB>", "dim"))
+    return None
+
+
+def show_table(out: Output, detail: SlotDetail, keyless: frozenset[str]) -> None:
+    console = out.console
+    console.print(
+        out.rich_fields(_summary_pairs(detail, keyless), f"{detail.id} — {detail.display_name}")
+    )
+    console.print()
+    settings = [(k, v, None) for k, v in detail.settings.items()]
+    if settings:
+        console.print(out.rich_fields(settings, "Settings"))
+    else:
+        console.print(Text("Settings", style="italic"), dim("none: the operation's defaults"))
+    console.print()
+    templates = [
         (
-            f"template_media.{b.role}",
+            b.role,
             b.template_id,
-            Text(f"{b.template_id} ({b.mime_type}, {b.width}x{b.height})"),
+            Text.assemble("→ ", b.template_id, (f"  {b.mime_type}, {b.width}x{b.height}", "dim")),
         )
         for b in detail.template_media
     ]
-    if out.mode.value == "plain":
-        out.fields(pairs, detail.id)
-        for r in detail.recent_results:
-            out.line(
-                "recent_result",
-                r.job_id,
-                iso(r.finalized_at),
-                r.failure_reason or "ok",
-                r.public_url,
-                r.size_bytes,
-            )
-        return
-    out.fields(pairs, f"{detail.id} — {detail.display_name}")
-    columns: list[Column[Any]] = [
-        Column("JOB", lambda r: r.job_id, no_wrap=True),
-        Column("FINISHED", lambda r: local_time(r.finalized_at)),
-        Column(
-            "OUTCOME",
-            lambda r: r.failure_reason or "ok",
-            lambda r: Text(r.failure_reason or "ok", style="red" if r.failure_reason else "green"),
-        ),
-        Column("SIZE", lambda r: r.size_bytes, justify="right"),
-        Column("URL", lambda r: r.public_url, no_wrap=True),
-    ]
-    out.console.print()
-    out.table(columns, detail.recent_results, title="Recent results", empty="no results yet")
+    if templates:
+        console.print(out.rich_fields(templates, "Templates (role → template id)"))
+    else:
+        console.print(Text("Templates", style="italic"), dim("none"))
+    console.print()
+    out.table(RESULT_COLUMNS, detail.recent_results, title="Recent results", empty="no results yet")
+    link = _public_link_pattern(detail)
+    if link is not None:
+        console.print(link)
 
 
 @slot.command("show")
@@ -134,8 +222,22 @@ def show_slot(out: Output, detail: SlotDetail) -> None:
 @output_option
 @pass_state
 def show(state: State, slot_id: str) -> None:
-    """One slot: settings, template media, the last 10 results."""
-    show_slot(state.out, state.client().get_slot(slot_id))
+    """One slot: settings, template media, the last 10 results.
+
+    Warns when the slot's cloud provider has no API key (not in JSON).
+    """
+    client = state.client()
+    detail = client.get_slot(slot_id)
+    out = state.out
+    if out.is_json:
+        out.json(detail)
+        return
+    keyless = advice.providers_without_key(client, [detail.provider])
+    if out.mode.value == "plain":
+        show_plain(out, detail)
+    else:
+        show_table(out, detail, keyless)
+    warn_missing_keys(out, keyless, [detail])
 
 
 # -- edit -----------------------------------------------------------------------------------
@@ -193,7 +295,8 @@ def edit(
     Without flags the slot opens as a TOML document listing every provider, operation and
     setting; save to apply (If-Match: the slot's version), leave it unchanged to cancel.
     Errors reopen the editor with the messages at the top; if someone else saved the slot
-    meanwhile, nothing is overwritten and your file is kept.
+    meanwhile, nothing is overwritten and your file is kept.  Saving a cloud provider whose
+    API key is not configured warns (booths would get 502 on every photo).
     \b
     Examples:
       pcctl slot edit slot-003
@@ -253,6 +356,8 @@ def edit(
             f"{slot_id} updated: {updated.provider}/{updated.operation}, "
             f"{'active' if updated.is_active else 'inactive'}, version {updated.version}"
         )
+    # Saved, but a cloud provider without a key fails every photo: say so (stderr, any mode).
+    warn_missing_keys(out, advice.providers_without_key(client, [updated.provider]), [updated])
 
 
 def flag_update(
@@ -342,14 +447,9 @@ def _progress(out: Output) -> Iterator[Progress | None]:
 @slot.command("test")
 @slot_id_argument
 @click.argument("photo", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option(
-    "-o",
-    "--save",
-    "save_to",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Where to save the result (default: ./<job id>.<ext>).",
-)
-@click.option("--no-save", is_flag=True, help="Do not download the result.")
+@save_option("Also download the result: to this file, - for stdout (default: save nothing).")
+# Saving nothing is the default now; the flag stays accepted so older scripts keep working.
+@click.option("--no-save", is_flag=True, hidden=True)
 @click.option("--prompt", help="Try this prompt without saving it.")
 @click.option(
     "--set", "assignments", multiple=True, metavar="KEY=VALUE", help="Try a setting unsaved."
@@ -360,64 +460,90 @@ def test(
     state: State,
     slot_id: str,
     photo: Path,
-    save_to: Path | None,
+    save_to: str | None,
     no_save: bool,
     prompt: str | None,
     assignments: tuple[str, ...],
 ) -> None:
-    """Run PHOTO through a slot (no ingest password; inactive slots too) and save the result.
+    """Run PHOTO through a slot (no ingest password; inactive slots too).
 
+    \b
+    Prints the job id, the duration and the result's public link; nothing is saved unless
+    --save PATH is given (--save - writes the image to stdout, the report to stderr).
     --prompt/--set try settings without saving them (sent as the test run's slot_payload).
     """
     out = state.out
     client = state.client()
+    if no_save:
+        save_to = None
+    sink = stdout_sink(out) if save_to == STDOUT else None  # refused before any upload
     payload: SlotUpdate | None = None
     if prompt is not None or assignments:
-        current = client.get_slot(slot_id)
-        settings = dict(current.settings)
-        if prompt is not None:
-            settings["prompt"] = prompt
-        for text in assignments:
-            key, value = slotdoc.parse_assignment(text)
-            settings[key] = value
-        payload = SlotUpdate(settings=settings)
-        slotdoc.check_update(payload, current)
+        payload = _trial_payload(client.get_slot(slot_id), prompt, assignments)
     size = photo.stat().st_size
-    saved: Path | None = None
+    downloaded: tuple[Path | None, str, int] | None = None
     with _progress(out) as progress:
-        task: TaskID | None = None
-        if progress is not None:
-            task = progress.add_task(f"uploading {photo.name}", total=size)
-
-        uploaded = 0
+        bar = _Bar(progress, f"uploading {photo.name}", size)
 
         def sent(n: int) -> None:
-            nonlocal uploaded
-            uploaded += n
-            if progress is not None and task is not None:
-                progress.advance(task, n)
-                if uploaded >= size:
-                    progress.update(task, description="waiting for the result", total=None)
+            bar.advance(n)
+            if bar.done >= size:
+                bar.update("waiting for the result", None)
 
         result = client.test_run(slot_id, photo, slot_payload=payload, progress=sent)
-        if not no_save:
-            if progress is not None and task is not None:
-                progress.update(task, description="downloading", completed=0, total=None)
-
-            def started(length: int | None) -> None:
-                if progress is not None and task is not None:
-                    progress.update(task, total=length)
-
-            def received(n: int) -> None:
-                if progress is not None and task is not None:
-                    progress.advance(task, n)
-
-            def target(mime: str) -> Path:
-                return save_to or Path(f"{result.job_id}.{EXTENSIONS.get(mime, 'bin')}")
-
-            saved, _, _ = client.download_result(
-                result.job_id, target, progress=received, on_start=started
+        if save_to is not None:
+            bar.update("downloading", None, restart=True)
+            dest = sink if sink is not None else file_target(save_to, result.job_id)
+            downloaded = client.download_result(
+                result.job_id,
+                dest,
+                progress=bar.advance,
+                on_start=lambda total: bar.update("downloading", total),
             )
+    if downloaded is not None and sink is not None:
+        _, mime, length = downloaded
+        _report_to_stderr(out, slot_id, result, f"stdout ({mime}, {human_size(length)})")
+    else:
+        _report(out, slot_id, result, downloaded[0] if downloaded else None)
+
+
+def _trial_payload(
+    current: SlotDetail, prompt: str | None, assignments: tuple[str, ...]
+) -> SlotUpdate:
+    settings = dict(current.settings)
+    if prompt is not None:
+        settings["prompt"] = prompt
+    for text in assignments:
+        key, value = slotdoc.parse_assignment(text)
+        settings[key] = value
+    payload = SlotUpdate(settings=settings)
+    slotdoc.check_update(payload, current)
+    return payload
+
+
+class _Bar:
+    """One task of the progress display, or nothing when nobody watches."""
+
+    def __init__(self, progress: Progress | None, description: str, total: int | None) -> None:
+        self.progress = progress
+        self.done = 0
+        self.task: TaskID | None = None
+        if progress is not None:
+            self.task = progress.add_task(description, total=total)
+
+    def advance(self, n: int) -> None:
+        self.done += n
+        if self.progress is not None and self.task is not None:
+            self.progress.advance(self.task, n)
+
+    def update(self, description: str, total: int | None, *, restart: bool = False) -> None:
+        if self.progress is not None and self.task is not None:
+            if restart:
+                self.progress.update(self.task, completed=0)
+            self.progress.update(self.task, description=description, total=total)
+
+
+def _report(out: Output, slot_id: str, result: TestRunResult, saved: Path | None) -> None:
     if out.is_json:
         out.json({**result.model_dump(mode="json"), "saved_to": str(saved) if saved else None})
         return
@@ -431,3 +557,12 @@ def test(
     out.console.print(Text.assemble(("public URL: ", "bold"), result.public_result_url))
     if saved is not None:
         out.console.print(Text.assemble(("saved to:   ", "bold"), str(saved)))
+    else:
+        out.info(f"not saved; download it with `pcctl result get {result.job_id} --save FILE`")
+
+
+def _report_to_stderr(out: Output, slot_id: str, result: TestRunResult, where: str) -> None:
+    """The report when stdout carries the image."""
+    out.success(f"{slot_id}: done in {result.completed_in_seconds:.2f} s (job {result.job_id})")
+    out.info(f"public URL: {result.public_result_url}")
+    out.info(f"saved to:   {where}")

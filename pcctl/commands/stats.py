@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from typing import Any
@@ -203,8 +202,7 @@ def stats(
             if out.is_json:
                 # one document per line when watching (JSON Lines), pretty otherwise
                 if watch:
-                    sys.stdout.write(json.dumps(json_body(*data)) + "\n")
-                    sys.stdout.flush()
+                    out.json_line(json_body(*data))
                 else:
                     out.json(json_body(*data))
             elif out.mode is Mode.PLAIN:

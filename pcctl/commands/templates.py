@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 from rich.text import Text
 
-from pcctl.output import Column, age, iso
+from pcctl.output import Column, age, human_size, iso
 from pcctl.params import IdCommand
 from pcctl.state import State, output_option, pass_state
 from shared.api_models import TemplateMedia
@@ -15,7 +15,7 @@ from shared.api_models import TemplateMedia
 TEMPLATE_COLUMNS: list[Column[TemplateMedia]] = [
     Column("ID", lambda t: t.id, lambda t: Text(t.id, style="bold"), no_wrap=True),
     Column("MIME", lambda t: t.mime),
-    Column("SIZE", lambda t: t.size, justify="right"),
+    Column("SIZE", lambda t: t.size, lambda t: Text(human_size(t.size)), justify="right"),
     Column("PIXELS", lambda t: f"{t.width}x{t.height}", justify="right"),
     Column("CREATED", lambda t: iso(t.created_at), lambda t: Text(age(t.created_at))),
     Column(

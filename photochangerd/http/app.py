@@ -12,7 +12,7 @@ from werkzeug.exceptions import HTTPException
 
 from photochangerd import __version__
 from photochangerd.config import Config
-from photochangerd.http import admin, health, ingest, public
+from photochangerd.http import admin, docs, health, ingest, public
 from photochangerd.http.asgi import ShieldedSend
 from photochangerd.http.booth import BoothRouter
 from photochangerd.http.context import EXTENSION_KEY, AppContext
@@ -37,7 +37,7 @@ _HTTP_REASONS = {
 
 def create_quart_app(context: AppContext | None) -> QuartTrio:
     """The application; ``context`` None builds it only for its routes (OpenAPI document)."""
-    app = QuartTrio("photochangerd")
+    app = QuartTrio("photochangerd", static_folder=None)  # no static files: no /static route
     app.extensions[EXTENSION_KEY] = context
     max_upload_bytes = (context.config if context else Config()).max_upload_bytes
     # Our handlers enforce their own limits and deadlines (pitfalls.md #2, #3); Quart's
@@ -54,12 +54,12 @@ def create_quart_app(context: AppContext | None) -> QuartTrio:
         openapi_path=None,  # served below, completed with the common error shape
         redoc_ui_path=None,
         scalar_ui_path=None,
-        swagger_ui_path="/api/docs",
+        swagger_ui_path=None,  # its page loads Swagger UI from a CDN; docs.bp serves it offline
         info={"title": "PhotoChanger", "version": __version__},
         security_schemes={"bearer": {"type": "http", "scheme": "bearer", "bearer_format": "JWT"}},
         security=[{"bearer": []}],
     )
-    for blueprint in (ingest.bp, public.bp, health.bp, admin.bp):
+    for blueprint in (ingest.bp, public.bp, health.bp, admin.bp, docs.bp):
         app.register_blueprint(blueprint)
 
     @app.get("/api/openapi.json")

@@ -117,8 +117,7 @@ def _success_answer(job_id: str, outcome: Outcome, data: bytes) -> Answer:
     assert outcome.result is not None
     headers = {
         "Cache-Control": "no-store",
-        "X-Job-Id": job_id,
-        "Link": f'</public/results/{job_id}>; rel="alternate"',
+        "Link": f'</public/results/{job_id}>; rel="alternate"',  # only where a result exists
     }
     return Answer(200, data, outcome.result.mime_type, headers)
 
@@ -194,7 +193,7 @@ async def handle_ingest(
     try:
         answer, size = await _ingest(app, attempt, slot_id, mode, req)
     except ApiError as error:
-        answer = _error_answer(error)
+        answer = _with_job_id(_error_answer(error), attempt.job_id)
         if not attempt.body_read:
             # Answered before the body was read to its end: the connection cannot be reused,
             # and a client still sending must not keep it open (pitfalls.md #1c).
@@ -202,6 +201,14 @@ async def handle_ingest(
         attempt.record(error.status, error.reason.value)
         return answer
     attempt.record(answer.status, answer.failure_reason, size)
+    return _with_job_id(answer, attempt.job_id)
+
+
+def _with_job_id(answer: Answer, job_id: str | None) -> Answer:
+    """Every answer about a job names it (200, and 502/503/504/500 alike): the id finds the
+    job in ``pcctl job show`` and the logs whatever the outcome."""
+    if job_id is not None:
+        answer.headers["X-Job-Id"] = job_id
     return answer
 
 

@@ -11,10 +11,10 @@ from photochangerd.db import repositories
 from photochangerd.domain.models import JOB_ID_PATTERN, Job
 from photochangerd.domain.stats import ALL_SLOTS, bucket_seconds, build_stats
 from photochangerd.http.admin import bp
-from photochangerd.http.admin.slots import _check_slot_id
+from photochangerd.http.admin.slots import _check_slot_id, job_status
 from photochangerd.http.context import AppContext, ctx
 from photochangerd.http.errors import NotFound
-from shared.api_models import JobList, JobOut, SlotStatsList, Stats
+from shared.api_models import ClientMetadata, JobList, JobOut, SlotStatsList, Stats
 from shared.catalogue import JOB_STATUS_FILTERS
 from shared.errors import FailureReason
 
@@ -34,14 +34,14 @@ class StatsQuery:
     window_minutes: int = 60
 
 
-def job_out(app: AppContext, job: Job) -> JobOut:
+def job_out(app: AppContext, job: Job, *, with_metadata: bool = False) -> JobOut:
     base = app.config.effective_public_base_url
     has_result = job.result_file_path is not None and job.failure_reason is None
     return JobOut(
         job_id=job.id,
         slot_id=job.slot_id,
         source=job.source,
-        status="finalized" if job.is_finalized else job.status,
+        status=job_status(job),
         is_finalized=job.is_finalized,
         failure_reason=job.failure_reason,
         failure_details=job.failure_details,
@@ -65,6 +65,9 @@ def job_out(app: AppContext, job: Job) -> JobOut:
             "available": job.result_file_path is not None,
         },
         public_result_url=f"{base}/public/results/{job.id}" if has_result else None,
+        client_metadata=(
+            ClientMetadata.model_validate(job.client_metadata) if with_metadata else None
+        ),
     )
 
 
@@ -99,7 +102,7 @@ async def get_job(job_id: str) -> tuple[JobOut, int]:
         job = await app.db.read(repositories.get_job, job_id)
     if job is None:
         raise NotFound("no such job", reason=FailureReason.NOT_FOUND)
-    return job_out(app, job), 200
+    return job_out(app, job, with_metadata=True), 200
 
 
 async def _stats(window_minutes: int) -> dict[str | None, Stats]:

@@ -42,6 +42,14 @@ def _check_slot_id(slot_id: str) -> None:
         raise NotFound("no such slot", reason=FailureReason.SLOT_NOT_FOUND)
 
 
+def job_status(job: Job) -> str:
+    """A job's ``status`` in the API: ``pending``, ``processing`` or ``finalized``.
+
+    The stored column is the queue state only (pending → processing, by a claim); finalizing
+    sets ``is_finalized`` and leaves it at ``processing``."""
+    return "finalized" if job.is_finalized else job.status
+
+
 def _summary(app: AppContext, slot: Slot, last: Job | None) -> dict[str, Any]:
     base = app.config.effective_public_base_url
     return {
@@ -58,7 +66,7 @@ def _summary(app: AppContext, slot: Slot, last: Job | None) -> dict[str, Any]:
         if last is None
         else JobSummary(
             job_id=last.id,
-            status=last.status,
+            status=job_status(last),
             is_finalized=last.is_finalized,
             failure_reason=last.failure_reason,
             created_at=last.created_at,
