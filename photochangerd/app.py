@@ -67,6 +67,7 @@ from photochangerd.providers.base import Provider
 from photochangerd.providers.keys import ProviderKeys
 from photochangerd.providers.registry import open_providers
 from photochangerd.systemd import notify, watchdog_interval
+from photochangerd.web.sessions import ConsoleSessions
 
 log = logging.getLogger("photochangerd")
 
@@ -233,6 +234,7 @@ async def _run_locked(
             metrics=metrics,
             purge_requests=purge_send,
             ingest_context=IngestContext(db),
+            sessions=ConsoleSessions(db, jwt_key, config.admin_token_ttl_minutes * 60, clock),
             intake=Intake(),
         )
         await _serve(config, sockets, context, purge_receive, handle_signals, task_status)

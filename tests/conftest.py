@@ -179,3 +179,29 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+# -- web pages in a real browser (tests/support/browser.py) -----------------------------------
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Headless Debian chromium driven by Playwright (module scope: one start per test file)."""
+    from tests.support.browser import launch_browser
+
+    with launch_browser() as launched:
+        yield launched
+
+
+@pytest.fixture
+def web_daemon(tmp_path: Path) -> Iterator[Any]:
+    """The real daemon in a subprocess (the browser's sync API cannot share a Trio loop)."""
+    from tests.support.daemon_process import DaemonProcess
+
+    process = DaemonProcess(tmp_path / "data")
+    process.env["PHOTOCHANGER_PUBLIC_BASE_URL"] = f"http://127.0.0.1:{process.port}"
+    try:
+        process.start()
+        yield process
+    finally:
+        process.stop()

@@ -27,9 +27,11 @@ fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
 
 bash tests/support/ensure_postgres.sh
+bash tests/support/ensure_browser.sh
 if [[ "${CI:-}" == "true" ]]; then
-    # In CI a missing PostgreSQL is a failure, not a skip.
+    # In CI a missing PostgreSQL or browser is a failure, not a skip.
     export PHOTOCHANGER_REQUIRE_POSTGRES=1
+    export PHOTOCHANGER_REQUIRE_BROWSER=1
 fi
 
 echo "== ruff"

@@ -21,7 +21,7 @@ from shared.slots import SLOT_IDS
 @pytest.fixture
 async def db(database_url: str) -> AsyncIterator[Database]:
     async with trio_asyncio.open_loop(), open_database(database_url) as database:
-        assert await migrate(database) == ["0001_initial"]
+        assert await migrate(database) == ["0001_initial", "0002_admin_session"]
         assert await migrate(database) == []  # idempotent
         yield database
 

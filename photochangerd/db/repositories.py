@@ -19,6 +19,7 @@ from sqlalchemy import Connection
 
 from photochangerd.db.engine import config_write
 from photochangerd.db.tables import (
+    admin_session,
     admin_user,
     app_settings,
     job,
@@ -637,3 +638,32 @@ def stats_rows(conn: Connection, since: float, bucket_seconds: float) -> dict[st
         "last_error": last_error,
         "storage": storage,
     }
+
+
+# -- web console sessions ----------------------------------------------------------------------
+
+
+def open_admin_session(
+    conn: Connection, id_hash: str, username: str, now: float, expires_at: float
+) -> None:
+    """Store a new session (and drop the expired ones: sign-ins are rare, this keeps it small)."""
+    conn.execute(sa.delete(admin_session).where(admin_session.c.expires_at < now))
+    conn.execute(
+        sa.insert(admin_session).values(
+            id_hash=id_hash, username=username, created_at=now, expires_at=expires_at
+        )
+    )
+
+
+def admin_session_user(conn: Connection, id_hash: str, now: float) -> tuple[str, float] | None:
+    """(username, expires_at) of a live session, else None."""
+    row = conn.execute(
+        sa.select(admin_session.c.username, admin_session.c.expires_at).where(
+            admin_session.c.id_hash == id_hash, admin_session.c.expires_at > now
+        )
+    ).first()
+    return (str(row.username), float(row.expires_at)) if row is not None else None
+
+
+def close_admin_session(conn: Connection, id_hash: str) -> None:
+    conn.execute(sa.delete(admin_session).where(admin_session.c.id_hash == id_hash))

@@ -134,3 +134,12 @@ admin_user = sa.Table(
     sa.Column("password_hash", sa.Text, nullable=False),
     sa.Column("updated_at", Timestamp, nullable=False),
 )
+
+admin_session = sa.Table(
+    "admin_session",
+    metadata,
+    sa.Column("id_hash", sa.Text, primary_key=True),
+    sa.Column("username", sa.Text, sa.ForeignKey("admin_user.username"), nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("expires_at", Timestamp, nullable=False),
+)

@@ -22,6 +22,7 @@ from photochangerd.http.validation import (
     errors_from_pydantic,
     validation_response,
 )
+from photochangerd.web import register_web
 from shared.errors import FailureReason
 
 log = logging.getLogger("photochangerd.http")
@@ -61,6 +62,7 @@ def create_quart_app(context: AppContext | None) -> QuartTrio:
     )
     for blueprint in (ingest.bp, public.bp, health.bp, admin.bp, docs.bp):
         app.register_blueprint(blueprint)
+    register_web(app)
 
     @app.get("/api/openapi.json")
     async def openapi() -> Response:
@@ -122,8 +124,14 @@ def openapi_document(app: QuartTrio | None = None) -> dict[str, Any]:
         "description": "the common JSON error shape",
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
     }
+    # The console's HTML pages and their assets are not part of the HTTP contract.
+    document["paths"] = {
+        path: operations
+        for path, operations in document.get("paths", {}).items()
+        if not path.startswith(("/admin", "/assets"))
+    }
     seen_ids: set[str] = set()
-    for path, operations in document.get("paths", {}).items():
+    for path, operations in document["paths"].items():
         for method, operation in operations.items():
             # Aliases share a handler; OpenAPI wants one operationId per operation.
             operation_id = operation.get("operationId") or f"{method}_{path}"

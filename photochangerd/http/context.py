@@ -24,6 +24,7 @@ from photochangerd.media.provider_media import ProviderMedia
 from photochangerd.media.store import MediaStore
 from photochangerd.metrics import Metrics
 from photochangerd.providers.keys import ProviderKeys
+from photochangerd.web.sessions import ConsoleSessions
 
 
 @dataclass(slots=True)
@@ -52,6 +53,7 @@ class AppContext:
     metrics: Metrics
     purge_requests: trio.MemorySendChannel[str]
     ingest_context: IngestContext
+    sessions: ConsoleSessions
     throttle: LoginThrottle = field(default_factory=LoginThrottle)
     intake: Intake = field(default_factory=Intake)
 

@@ -8,6 +8,7 @@ from quart import Blueprint, g, request
 from photochangerd.auth.tokens import InvalidToken
 from photochangerd.http.context import ctx
 from photochangerd.http.errors import ApiError
+from photochangerd.web.sessions import COOKIE, CSRF_HEADER
 from shared.errors import FailureReason
 
 bp = Blueprint("admin", __name__, url_prefix="/api")
@@ -22,12 +23,20 @@ class Unauthorized(ApiError):
         super().__init__(details, headers={"WWW-Authenticate": 'Bearer realm="photochanger"'})
 
 
+class CsrfRefused(ApiError):
+    status = 403
+    reason = FailureReason.INVALID_REQUEST
+
+
 @bp.before_request
 async def require_admin() -> None:
     if request.endpoint in PUBLIC_ENDPOINTS:
         return
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
+    if not header and COOKIE in request.cookies:
+        await _console_session()  # the console's pages calling the API with fetch()
+        return
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized()
     try:
@@ -35,6 +44,19 @@ async def require_admin() -> None:
     except InvalidToken:
         raise Unauthorized("the token is invalid or expired") from None
     g.admin = principal.username
+
+
+async def _console_session() -> None:
+    """A console session cookie instead of a token; a state change also needs its CSRF token."""
+    sessions = ctx().sessions
+    found = await sessions.lookup(request.cookies.get(COOKIE))
+    if found is None:
+        raise Unauthorized("the console session is invalid or expired")
+    if request.method not in ("GET", "HEAD") and not sessions.csrf_ok(
+        found, request.headers.get(CSRF_HEADER)
+    ):
+        raise CsrfRefused("missing or wrong CSRF token")
+    g.admin = found.username
 
 
 def admin_name() -> str:

@@ -10,7 +10,7 @@ from photochangerd.auth.passwords import hash_password, verify_password
 from photochangerd.db import repositories
 from photochangerd.db.engine import DatabaseUnavailable
 from photochangerd.http.admin import Unauthorized, bp
-from photochangerd.http.context import ctx
+from photochangerd.http.context import AppContext, ctx
 from photochangerd.http.errors import RateLimited, ServiceUnavailable
 from shared.api_models import LoginRequest, TokenResponse
 
@@ -20,28 +20,36 @@ _DUMMY_HASH = hash_password("not-a-real-password")
 _KDF = trio.CapacityLimiter(2)
 
 
-@bp.post("/login")
-@validate_request(LoginRequest)
-@validate_response(TokenResponse, 200)
-async def login(data: LoginRequest) -> tuple[TokenResponse, int]:
-    app = ctx()
-    address = request.remote_addr or "unknown"
-    keys = [f"user:{data.username.lower()}", f"addr:{address}"]
+async def authenticate(app: AppContext, username: str, password: str, address: str) -> None:
+    """Check an admin's password, throttled (API and console sign-in alike).
+
+    Raises :class:`RateLimited` (locked), :class:`Unauthorized` (wrong) or
+    :class:`ServiceUnavailable` (database down).
+    """
+    keys = [f"user:{username.lower()}", f"addr:{address}"]
     wait = app.throttle.retry_after(keys)
     if wait is not None:
         raise RateLimited(
             "too many failed logins; try again later", headers={"Retry-After": str(wait)}
         )
     try:
-        stored = await app.db.read(repositories.admin_password_hash, data.username)
+        stored = await app.db.read(repositories.admin_password_hash, username)
     except DatabaseUnavailable:
         raise ServiceUnavailable("database unavailable") from None
     ok = await trio.to_thread.run_sync(
-        verify_password, stored or _DUMMY_HASH, data.password, limiter=_KDF
+        verify_password, stored or _DUMMY_HASH, password, limiter=_KDF
     )
     if not ok or stored is None:
         app.throttle.failed(keys)
         raise Unauthorized("wrong username or password")
     app.throttle.succeeded(keys)
+
+
+@bp.post("/login")
+@validate_request(LoginRequest)
+@validate_response(TokenResponse, 200)
+async def login(data: LoginRequest) -> tuple[TokenResponse, int]:
+    app = ctx()
+    await authenticate(app, data.username, data.password, request.remote_addr or "unknown")
     token = app.tokens.issue(data.username)
     return TokenResponse(access_token=token, expires_in=app.tokens.ttl_seconds), 200
