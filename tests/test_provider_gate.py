@@ -76,23 +76,31 @@ async def test_thirty_booths_on_a_slow_vendor_are_served_at_once_on_defaults(
 async def test_a_job_timing_out_behind_a_capped_provider_says_so(
     nursery: trio.Nursery, tmp_path: Path
 ) -> None:
-    daemon, fake = await _gemini_daemon(nursery, tmp_path, deadline=1.5, provider_concurrency=1)
-    fake.default = outcome("success", delay=3.0)
-    first: list[DslrResponse] = []
-    nursery.start_soon(lambda: _collect(daemon, first))
-    await fake.wait_until(lambda: bool(fake.requests))
-    second = await _shoot(daemon)
-    assert second.status == 504
-    job = await daemon.wait_job_final(second.headers["x-job-id"])
+    """Three booths, a cap of 1, a vendor taking 1.2 s, a 3 s deadline: the first two are
+    served (at ~1.2 s and ~2.4 s), the third waits ~2.4 s for the slot and runs out of time in
+    the vendor's call — its details name the cap, a slow vendor's do not."""
+    daemon, fake = await _gemini_daemon(nursery, tmp_path, deadline=3.0, provider_concurrency=1)
+    fake.default = outcome("success", delay=1.2)
+    responses: list[DslrResponse] = []
+    async with trio.open_nursery() as booths:
+        for _ in range(3):
+            booths.start_soon(_collect, daemon, responses)
+            await trio.sleep(0.05)  # in this order at the gate
+    assert sorted(r.status for r in responses) == [200, 200, 504]
+    [late] = [r for r in responses if r.status == 504]
+    job = await daemon.wait_job_final(late.headers["x-job-id"])
     assert job.failure_reason == "timeout"
     assert job.failure_details is not None
-    assert "for a gemini slot (1 call in flight, provider_concurrency = 1)" in job.failure_details
-    assert job.failure_details.startswith("waited 1.")
-    with trio.fail_after(5):
-        while not first:
-            await trio.sleep(0.05)
-    first_job = await daemon.wait_job_final(first[0].headers["x-job-id"])
-    assert first_job.failure_details == "deadline reached"  # slow vendor, not a capped one
+    assert job.failure_details.startswith("deadline reached after waiting 2."), job.failure_details
+    assert job.failure_details.endswith(
+        "s for a gemini slot (1 call in flight, provider_concurrency = 1)"
+    )
+
+    fake.default = outcome("success", delay=5.0)  # one slow vendor call, no cap in the way
+    slow = await _shoot(daemon)
+    assert slow.status == 504
+    slow_job = await daemon.wait_job_final(slow.headers["x-job-id"])
+    assert slow_job.failure_details == "deadline reached"
 
 
 async def _collect(daemon: RunningDaemon, into: list[DslrResponse]) -> None:
@@ -103,23 +111,31 @@ async def test_gate_records_the_wait_on_a_mock_clock(autojump_clock: object) -> 
     gate = ProviderGate("gemini", 2)
     holding = trio.Event()
 
-    async def hold() -> None:
+    async def hold(seconds: float) -> None:
         async with gate.slot(GateWait()):
             holding.set()
-            await trio.sleep(100)
+            await trio.sleep(seconds)
 
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(hold)
-        nursery.start_soon(hold)
+        nursery.start_soon(hold, 100)
+        nursery.start_soon(hold, 30)
         await holding.wait()
         await trio.sleep(0)
         assert gate.in_flight == 2
-        wait = GateWait()
-        with trio.move_on_after(48):
-            async with gate.slot(wait):
+        waiting = GateWait()
+        with trio.move_on_after(20):
+            async with gate.slot(waiting):
                 pytest.fail("the gate is full")
-        assert wait.describe(trio.current_time()) == (
-            "waited 48.0 s for a gemini slot (2 calls in flight, provider_concurrency = 2)"
+        assert waiting.describe(trio.current_time()) == (
+            "waited 20.0 s for a gemini slot (2 calls in flight, provider_concurrency = 2)"
+        )
+        served = GateWait()
+        with trio.move_on_after(48):
+            async with gate.slot(served):  # the 30 s holder leaves at t=30
+                await trio.sleep(100)
+        assert served.describe(trio.current_time()) == (
+            "deadline reached after waiting 10.0 s for a gemini slot "
+            "(2 calls in flight, provider_concurrency = 2)"
         )
         nursery.cancel_scope.cancel()
     free = GateWait()

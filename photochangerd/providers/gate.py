@@ -19,21 +19,29 @@ import trio
 
 @dataclass(slots=True)
 class GateWait:
-    """Where a job waits for a provider slot (``since`` None: not waiting)."""
+    """How long a job waited for a provider slot (``since`` None: it never had to wait)."""
 
     provider: str = ""
-    since: float | None = None  # Trio clock
+    since: float | None = None  # Trio clock: when it started waiting
+    until: float | None = None  # when it got the slot (None: still waiting)
     in_flight: int = 0
     capacity: int = 0
 
     def describe(self, now: float) -> str | None:
-        """The timeout's details when the job was still waiting for a slot, else None."""
+        """The timeout's details when the job had to wait for a slot, else None.
+
+        A job that waited most of its deadline for a slot and then ran out of time in the
+        vendor's call timed out because of the cap as much as one still waiting.
+        """
         if self.since is None:
             return None
         calls = "call" if self.in_flight == 1 else "calls"
+        why = f"({self.in_flight} {calls} in flight, provider_concurrency = {self.capacity})"
+        if self.until is None:
+            return f"waited {now - self.since:.1f} s for a {self.provider} slot {why}"
         return (
-            f"waited {now - self.since:.1f} s for a {self.provider} slot "
-            f"({self.in_flight} {calls} in flight, provider_concurrency = {self.capacity})"
+            f"deadline reached after waiting {self.until - self.since:.1f} s "
+            f"for a {self.provider} slot {why}"
         )
 
 
@@ -50,18 +58,16 @@ class ProviderGate:
 
     @asynccontextmanager
     async def slot(self, wait: GateWait) -> AsyncIterator[None]:
-        """Hold one of the provider's slots; ``wait`` says so while this job waits for one.
-
-        Cancelled while waiting (the job's deadline), ``wait`` keeps the record for the job's
-        failure details.
-        """
+        """Hold one of the provider's slots; ``wait`` records how long this job waited for it
+        (read for the job's failure details when its deadline passes)."""
         if self._limiter.available_tokens == 0:
             wait.provider = self.provider
             wait.since = trio.current_time()
             wait.in_flight = self.in_flight
             wait.capacity = int(self._limiter.total_tokens)
         await self._limiter.acquire()
-        wait.since = None
+        if wait.since is not None:
+            wait.until = trio.current_time()
         try:
             yield
         finally:
