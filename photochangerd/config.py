@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from photochangerd.http.proxy import parse_networks
 from photochangerd.lan import WILDCARD_HOSTS, lan_address
 
 ENV_PREFIX = "PHOTOCHANGER_"
@@ -52,6 +53,11 @@ class Config:
         None, "Media root (results/, temp/, templates/, spool/). Default: <data_dir>/media."
     )
     bind: tuple[str, ...] = _setting(("127.0.0.1:8080",), "host:port to listen on (a list is ok).")
+    trusted_proxies: tuple[str, ...] = _setting(
+        (),
+        "Reverse proxies (addresses or CIDRs) whose Forwarded / X-Forwarded-For / "
+        "X-Forwarded-Proto headers are believed. Empty: none (the TCP peer is the client).",
+    )
     public_base_url: str = _setting(
         "",
         "How booths, guests and vendors reach us (links, QR codes). Default: http://<first "
@@ -208,6 +214,10 @@ def _validate(config: Config) -> None:
             raise ConfigError(f"{name}: must be positive")
     if not 10 <= config.default_sync_response_seconds <= 60:
         raise ConfigError("default_sync_response_seconds: must be within 10-60")
+    try:
+        parse_networks(config.trusted_proxies)
+    except ValueError as exc:
+        raise ConfigError(f"trusted_proxies: {exc}") from None
     if config.provider_concurrency < 0:
         raise ConfigError("provider_concurrency: 0 (no cap) or a positive number")
     if config.log_format not in ("text", "json"):
@@ -261,9 +271,9 @@ def load_config(
 
 
 def _default_text(value: Any) -> str:
-    if isinstance(value, tuple):
+    if isinstance(value, tuple) and value:
         return ", ".join(value)
-    if value in ("", None):
+    if value in ("", None, ()):
         return "(empty)"
     return str(value)
 

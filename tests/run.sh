@@ -28,10 +28,12 @@ fi
 
 bash tests/support/ensure_postgres.sh
 bash tests/support/ensure_browser.sh
+bash tests/support/ensure_nginx.sh
 if [[ "${CI:-}" == "true" ]]; then
     # In CI a missing PostgreSQL or browser is a failure, not a skip.
     export PHOTOCHANGER_REQUIRE_POSTGRES=1
     export PHOTOCHANGER_REQUIRE_BROWSER=1
+    export PHOTOCHANGER_REQUIRE_NGINX=1
 fi
 
 echo "== ruff"

@@ -24,7 +24,10 @@ def _safe_next(target: str | None) -> str:
 
 
 def _secure_cookie() -> bool:
-    return ctx().config.effective_public_base_url.startswith("https://")
+    """https as the browser used it: the public URL, or a trusted proxy's X-Forwarded-Proto."""
+    return request.scheme == "https" or ctx().config.effective_public_base_url.startswith(
+        "https://"
+    )
 
 
 @bp.get("/login")
