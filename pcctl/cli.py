@@ -138,6 +138,9 @@ def _register() -> None:
         cli.add_command(group)
     for command in (stats.stats, jobs.jobs, jobs.cleanup):
         cli.add_command(command)
+    from pcctl.commands.open import open_ as open_console
+
+    cli.add_command(open_console)
 
 
 _register()

@@ -47,6 +47,8 @@ def type_text(annotation: Any) -> str:
         return " | ".join(_toml_value(a) for a in args)
     if origin in (typing.Union, types.UnionType):
         return " | ".join(type_text(a) for a in args if a is not type(None))
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return "table"
     names = {str: "string", int: "integer", float: "number", bool: "true | false"}
     return names.get(annotation, getattr(annotation, "__name__", str(annotation)))
 
@@ -69,7 +71,11 @@ def _constraints(info: FieldInfo) -> str:
 
 
 def _toml_value(value: Any) -> str:
-    """One TOML scalar, as tomli_w writes it."""
+    """One TOML value, as tomli_w writes it; a table (``qr_stamp``) inline, on one line."""
+    if isinstance(value, BaseModel):
+        value = value.model_dump()
+    if isinstance(value, Mapping):
+        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
     return tomli_w.dumps({"v": value})[4:].rstrip("\n")
 
 
@@ -101,7 +107,11 @@ def schema_comment() -> list[str]:
     for provider, operations in CATALOGUE.items():
         lines.append(f"  {provider.ljust(width)}  {', '.join(operations)}")
     lines += ["", "[settings] — name: type (limits) = default — description", "  every operation:"]
-    lines += [f"    {describe_field(n, f)}" for n, f in CommonSettings.model_fields.items()]
+    for name, info in CommonSettings.model_fields.items():
+        lines.append(f"    {describe_field(name, info)}")
+        if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel):
+            nested = info.annotation.model_fields.items()  # a table's own keys
+            lines += [f"      {describe_field(f'{name}.{n}', f)}" for n, f in nested]
     seen: set[type[CommonSettings]] = set()
     for (provider, operation), model in SETTINGS_MODELS.items():
         own = _own_fields(model)
@@ -162,8 +172,12 @@ def render(slot: SlotDetail) -> str:
     out.append("")
     out.append("[settings]")
     settings = values["settings"]
-    if settings:
-        out.append(tomli_w.dumps(settings).rstrip("\n"))
+    scalars = {k: v for k, v in settings.items() if not isinstance(v, Mapping)}
+    if scalars:
+        out.append(tomli_w.dumps(scalars).rstrip("\n"))
+    for key, value in settings.items():  # tables inline: a [settings.x] header would end [settings]
+        if isinstance(value, Mapping):
+            out.append(f"{key} = {_toml_value(value)}")
     model = SETTINGS_MODELS.get((slot.provider, slot.operation))
     if model is not None:
         for name, info in model.model_fields.items():

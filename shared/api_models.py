@@ -162,12 +162,16 @@ class SettingsUpdate(_Model):
     provider_keys: dict[Literal["gemini", "turbotext", "openai"], str] | None = None
 
 
+_GUEST_URL = "the result's guest page (what its QR codes open): {public_base_url}/r/{job_id}"
+
+
 class TestRunResult(_Out):
     __test__ = False  # not a pytest class
 
     status: Literal["ok"] = "ok"
     job_id: str
     public_result_url: str
+    guest_url: str | None = Field(default=None, description=_GUEST_URL)
     completed_in_seconds: float
 
 
@@ -209,6 +213,7 @@ class JobOut(_Out):
     provider_job_reference: str | None
     result: dict[str, Any] | None
     public_result_url: str | None
+    guest_url: str | None = Field(default=None, description=_GUEST_URL)
     client_metadata: ClientMetadata | None = Field(
         default=None, description="GET /api/jobs/{job_id} only (null in lists)"
     )

@@ -19,6 +19,29 @@ GEMINI_ASPECT_RATIOS = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16",
 OPENAI_MODELS = ("gpt-image-1", "gpt-image-1-mini", "gpt-image-1.5")
 
 Prompt = Annotated[str, Field(min_length=1, max_length=32_000)]
+QrPosition = Literal["bottom-right", "bottom-left", "top-right", "top-left"]
+
+
+class QrStampSettings(BaseModel):
+    """A QR code of the photo's guest page (``{public_base_url}/r/{job_id}``), stamped on the
+    image the booth gets back (and prints).  The stored result stays clean."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = Field(
+        default=False,
+        description="Stamp the guest page's QR code on the photo the booth gets back.",
+    )
+    position: QrPosition = Field(
+        default="bottom-right", description="The corner of the photo the QR code goes in."
+    )
+    size_percent: int = Field(
+        default=14,
+        ge=8,
+        le=30,
+        description="Side of the QR code with its white quiet zone, in percent of the "
+        "photo's shorter edge.",
+    )
 
 
 class CommonSettings(BaseModel):
@@ -32,6 +55,10 @@ class CommonSettings(BaseModel):
         ge=250_000,
         le=50_000_000,
         description="Photos above this are downscaled before they are sent to the provider.",
+    )
+    qr_stamp: QrStampSettings = Field(
+        default=QrStampSettings(),
+        description="A QR code of the guest page on the photo the booth prints.",
     )
 
 

@@ -50,7 +50,10 @@ async def test_dslr_upload_success(daemon: RunningDaemon) -> None:
     assert response.headers["content-length"] == str(len(PHOTO))
     assert response.headers["cache-control"] == "no-store"
     job_id = response.headers["x-job-id"]
-    assert response.headers["link"] == f'</public/results/{job_id}>; rel="alternate"'
+    guest = f"{daemon.config.effective_public_base_url}/r/{job_id}"
+    assert response.headers["link"] == (
+        f'</public/results/{job_id}>; rel="alternate", <{guest}>; rel="alternate"; type="text/html"'
+    )
 
     job = await daemon.job(job_id)
     assert job.is_finalized and job.failure_reason is None and job.response_status == 200

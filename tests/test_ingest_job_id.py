@@ -35,7 +35,11 @@ async def test_answers_with_a_job_carry_its_id(
     job = await daemon.wait_job_final(job_id)
     assert job.slot_id == "slot-003" and job.failure_reason == failure
     if failure is None:
-        assert response.headers["link"] == f'</public/results/{job_id}>; rel="alternate"'
+        guest = f"{daemon.config.effective_public_base_url}/r/{job_id}"
+        assert response.headers["link"] == (
+            f'</public/results/{job_id}>; rel="alternate", '
+            f'<{guest}>; rel="alternate"; type="text/html"'
+        )
     else:
         assert "link" not in response.headers
 

@@ -634,10 +634,12 @@ def test_slot_test_saves_the_result(pcctl: Pcctl, photo: Path, tmp_path: Path) -
         "status",
         "job_id",
         "public_result_url",
+        "guest_url",
         "completed_in_seconds",
         "saved_to",
     }
     assert data["saved_to"] == str(tmp_path / "r2") and (tmp_path / "r2").stat().st_size > 0
+    assert data["guest_url"] == f"{pcctl.daemon.url}/r/{data['job_id']}"
 
     assert pcctl("slot", "test", "slot-099", str(photo)).exit_code == 4
     assert pcctl("slot", "test", "slot-010", str(tmp_path / "missing.jpg")).exit_code == 2

@@ -1,13 +1,16 @@
-"""``pcctl jobs``, ``pcctl job show``, ``pcctl result get``, ``pcctl cleanup``."""
+"""``pcctl jobs``, ``pcctl job show``, ``pcctl result get|qr``, ``pcctl cleanup``."""
 
 from __future__ import annotations
 
+import io
 import re
+import sys
 from typing import Any
 
 import click
 from rich.text import Text
 
+from pcctl.errors import NotFound
 from pcctl.output import Column, Output, human_size, iso, when
 from pcctl.params import IdCommand
 from pcctl.render import job_outcome, outcome_text, seconds
@@ -182,6 +185,32 @@ def get(state: State, job_id: str, save_to: str | None) -> None:
         out.line(path, mime, size)
     else:
         out.success(f"saved {path} ({mime}, {human_size(size)})")
+
+
+@result.command("qr", cls=IdCommand)
+@click.argument("job_id", metavar="ID")
+@output_option
+@pass_state
+def qr(state: State, job_id: str) -> None:
+    """The QR code of a result's guest page, drawn in the terminal (light on dark) for a
+    phone to scan, then its address; with --output json only {"guest_url": …}."""
+    import segno
+
+    out = state.out
+    url = state.client().get_job(job_id).guest_url
+    if url is None:
+        raise NotFound(
+            f"job {job_id} has no result (unfinished, failed or removed)",
+            status=404,
+            reason="result_not_found",
+        )
+    if out.is_json:
+        out.json({"guest_url": url})
+        return
+    drawing = io.StringIO()
+    segno.make(url, error="m", micro=False).terminal(out=drawing, compact=True)
+    sys.stdout.write(drawing.getvalue() + url + "\n")
+    sys.stdout.flush()
 
 
 @click.command("cleanup")

@@ -17,12 +17,14 @@ from photochangerd.http.asgi import ShieldedSend
 from photochangerd.http.booth import BoothRouter
 from photochangerd.http.context import EXTENSION_KEY, AppContext
 from photochangerd.http.errors import ApiError, api_error_response, error_response
+from photochangerd.http.proxy import ProxyHeaders, parse_networks
 from photochangerd.http.validation import (
     ValidationFailed,
     errors_from_pydantic,
     validation_response,
 )
 from photochangerd.web import register_web
+from photochangerd.web.guest import OPENAPI_RESPONSES as GUEST_RESPONSES
 from shared.errors import FailureReason
 
 log = logging.getLogger("photochangerd.http")
@@ -95,7 +97,8 @@ def create_quart_app(context: AppContext | None) -> QuartTrio:
 
 
 def create_asgi_app(context: AppContext) -> ShieldedSend:
-    return ShieldedSend(BoothRouter(create_quart_app(context), context))
+    trusted = parse_networks(context.config.trusted_proxies)
+    return ShieldedSend(ProxyHeaders(BoothRouter(create_quart_app(context), context), trusted))
 
 
 _ERROR_SCHEMA = {
@@ -143,6 +146,7 @@ def openapi_document(app: QuartTrio | None = None) -> dict[str, Any]:
             operation["operationId"] = operation_id
             # Status codes are strings in OpenAPI (quart-schema emits ints).
             responses = {str(code): value for code, value in operation.get("responses", {}).items()}
+            responses.update(GUEST_RESPONSES.get(path, {}))  # HTML pages and images
             operation["responses"] = responses
             if not responses:
                 responses["200"] = {"description": "see the README for the body (images/text)"}

@@ -41,6 +41,8 @@ from photochangerd.http.multipart import FormLimits, read_upload
 from photochangerd.jobs.admission import Overloaded
 from photochangerd.logs import event
 from photochangerd.media.images import ImageInfo, UnsupportedImage, inspect_image
+from photochangerd.media.qr import ANSWER_MARGIN_SECONDS, stamp_settings, stamp_within
+from photochangerd.web.guest import guest_url
 from shared.api_models import SlotUpdate, TestRunResult
 from shared.errors import FailureReason, JobFailure, error_body
 from shared.slots import is_slot_id
@@ -113,11 +115,13 @@ def _error_answer(error: ApiError) -> Answer:
     return json_answer(error.status, api_error_body(error), error.headers)
 
 
-def _success_answer(job_id: str, outcome: Outcome, data: bytes) -> Answer:
+def _success_answer(job_id: str, outcome: Outcome, data: bytes, guest: str) -> Answer:
     assert outcome.result is not None
     headers = {
         "Cache-Control": "no-store",
-        "Link": f'</public/results/{job_id}>; rel="alternate"',  # only where a result exists
+        # Only where a result exists: the file, and the guest page (what the QR codes open).
+        "Link": f'</public/results/{job_id}>; rel="alternate", '
+        f'<{guest}>; rel="alternate"; type="text/html"',
     }
     return Answer(200, data, outcome.result.mime_type, headers)
 
@@ -244,6 +248,7 @@ async def handle_test_run(slot_id: str) -> Response:
     body = TestRunResult(
         job_id=job_id,
         public_result_url=f"{base}/public/results/{job_id}",
+        guest_url=guest_url(base, job_id),
         completed_in_seconds=round(trio.current_time() - started, 3),
     )
     response = jsonify(body.model_dump())
@@ -397,7 +402,14 @@ async def _ingest(
         return _failure_answer(outcome), 0
     assert outcome.result is not None and attempt.job_id is not None
     result = outcome.data if outcome.data is not None else await app.store.read(outcome.result.path)
-    answer = _success_answer(attempt.job_id, outcome, result)
+    guest = guest_url(app.config.effective_public_base_url, attempt.job_id)
+    stamp = stamp_settings(slot.settings) if mode is BOOTH else None
+    if stamp is not None:  # the booth's copy only; the stored result stays clean
+        answer_by = app.clock.to_trio(deadline) - ANSWER_MARGIN_SECONDS
+        result = await stamp_within(
+            app.images, result, outcome.result.mime_type, guest, stamp, answer_by
+        )
+    answer = _success_answer(attempt.job_id, outcome, result, guest)
     # Server-Timing: what the daemon itself spent around the provider (operators, benchmarks).
     total_ms = (trio.current_time() - attempt.arrival) * 1000
     provider_ms = (outcome.provider_seconds or 0.0) * 1000

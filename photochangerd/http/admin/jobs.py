@@ -14,6 +14,7 @@ from photochangerd.http.admin import bp
 from photochangerd.http.admin.slots import _check_slot_id, job_status
 from photochangerd.http.context import AppContext, ctx
 from photochangerd.http.errors import NotFound
+from photochangerd.web.guest import guest_url
 from shared.api_models import ClientMetadata, JobList, JobOut, SlotStatsList, Stats
 from shared.catalogue import JOB_STATUS_FILTERS
 from shared.errors import FailureReason
@@ -65,6 +66,7 @@ def job_out(app: AppContext, job: Job, *, with_metadata: bool = False) -> JobOut
             "available": job.result_file_path is not None,
         },
         public_result_url=f"{base}/public/results/{job.id}" if has_result else None,
+        guest_url=guest_url(base, job.id) if has_result else None,
         client_metadata=(
             ClientMetadata.model_validate(job.client_metadata) if with_metadata else None
         ),

@@ -27,6 +27,12 @@ FILE_FIELD = "file"
 
 async def _read_image(app: AppContext) -> tuple[bytes, ImageInfo]:
     """An uploaded image (multipart part ``file``), validated like an ingest photo."""
+    data, info, _fields = await read_image_upload(app)
+    return data, info
+
+
+async def read_image_upload(app: AppContext) -> tuple[bytes, ImageInfo, dict[str, str]]:
+    """:func:`_read_image`, and the form's text parts (bounded) beside the file."""
     boundary = request.mimetype_params.get("boundary")
     if request.mimetype != "multipart/form-data" or not boundary:
         raise InvalidRequest(f"expected multipart/form-data with a '{FILE_FIELD}' part")
@@ -49,7 +55,7 @@ async def _read_image(app: AppContext) -> tuple[bytes, ImageInfo]:
         info = await app.images.run(inspect_image, data, app.config.max_image_pixels)
     except UnsupportedImage as exc:
         raise UnsupportedMediaType(str(exc)) from None
-    return data, info
+    return data, info, form.fields
 
 
 def _template_out(row: Any, used_by: list[str]) -> TemplateMedia:
@@ -71,6 +77,11 @@ def _template_out(row: Any, used_by: list[str]) -> TemplateMedia:
 async def upload_template() -> tuple[TemplateMedia, int]:
     app = ctx()
     data, info = await _read_image(app)
+    return await store_template(app, data, info), 201
+
+
+async def store_template(app: AppContext, data: bytes, info: ImageInfo) -> TemplateMedia:
+    """Keep a validated template image (the API's upload and the console's slot page)."""
     template_id = new_public_id(12)
     path = app.store.templates / f"{template_id}.{info.extension}"
     await app.store.write_file(path, data)
@@ -87,7 +98,7 @@ async def upload_template() -> tuple[TemplateMedia, int]:
     }
     await app.db.write(repositories.insert_template, values)
     row = await app.db.read(repositories.get_template, template_id)
-    return _template_out(row, []), 201
+    return _template_out(row, [])
 
 
 @bp.get("/template-media")
@@ -125,7 +136,12 @@ async def register_media() -> tuple[TemporaryMedia, int]:
 @bp.post("/media/cache/purge")
 @validate_response(Accepted, 202)
 async def purge_media() -> tuple[Accepted, int]:
+    request_purge(ctx())
+    return Accepted(), 202
+
+
+def request_purge(app: AppContext) -> None:
+    """Start a purge of expired media and results (the API's purge and the console's button)."""
     # Runs in the daemon's nursery (the maintenance task), not in this request.
     with contextlib.suppress(trio.WouldBlock):  # one already queued serves this request too
-        ctx().purge_requests.send_nowait("purge")
-    return Accepted(), 202
+        app.purge_requests.send_nowait("purge")

@@ -73,9 +73,14 @@ async def get_settings() -> tuple[SettingsOut, int]:
 @validate_request(SettingsUpdate)
 @validate_response(SettingsOut, 200)
 async def put_settings(data: SettingsUpdate) -> tuple[SettingsOut, int]:
-    app = ctx()
+    return await apply_settings(ctx(), data, admin_name()), 200
+
+
+async def apply_settings(app: AppContext, data: SettingsUpdate, who: str) -> SettingsOut:
+    """Apply a validated update (``None`` fields stay as they are) and return the new state.
+
+    The one place settings change: ``PUT /api/settings`` and the console's settings page."""
     now = app.clock.now()
-    who = admin_name()
     if data.sync_response_seconds is not None:
         await app.db.write(
             repositories.put_setting, "sync_response_seconds", data.sync_response_seconds, now, who
@@ -108,4 +113,4 @@ async def put_settings(data: SettingsUpdate) -> tuple[SettingsOut, int]:
             configured=bool(key),
             by=who,
         )
-    return await current_settings(app), 200
+    return await current_settings(app)

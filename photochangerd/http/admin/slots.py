@@ -151,12 +151,12 @@ def effective_slot(slot: Slot, update: SlotUpdate, roles: Sequence[str] | None) 
     )
 
 
-@bp.put("/slots/<slot_id>")
-@validate_request(SlotUpdate)
-@validate_response(SlotDetail, 200)
-async def update_slot(slot_id: str, data: SlotUpdate) -> tuple[SlotDetail, int]:
+async def apply_slot_update(
+    app: AppContext, slot_id: str, data: SlotUpdate, expected_version: int | None = None
+) -> None:
+    """Validate ``data`` against the slot as a whole and store it: ``PUT /api/slots/{id}`` and
+    the console's forms alike.  Raises 404, 422 (:class:`ValidationFailed`) or 409."""
     _check_slot_id(slot_id)
-    app = ctx()
     slot = await app.db.read(repositories.get_slot, slot_id)
     if slot is None:
         raise NotFound("no such slot", reason=FailureReason.SLOT_NOT_FOUND)
@@ -169,7 +169,6 @@ async def update_slot(slot_id: str, data: SlotUpdate) -> tuple[SlotDetail, int]:
         current = await app.db.read(repositories.slot_bindings_detail, slot_id)
         roles, bindings = [b.role for b in current], None
     new = effective_slot(slot, data, roles)
-    expected = request.headers.get("If-Match", "").strip('" ')
     values = {
         "display_name": new.display_name,
         "provider": new.provider,
@@ -181,16 +180,21 @@ async def update_slot(slot_id: str, data: SlotUpdate) -> tuple[SlotDetail, int]:
         "updated_by": admin_name(),
     }
     outcome = await app.db.write(
-        repositories.update_slot_checked,
-        slot_id,
-        values,
-        bindings,
-        int(expected) if expected.isdigit() else None,
+        repositories.update_slot_checked, slot_id, values, bindings, expected_version
     )
     if outcome == "missing_template":
         raise ValidationFailed({"template_media": "unknown template id"})
     if outcome == "conflict":
         raise Conflict("the slot changed since you read it (version mismatch)")
+
+
+@bp.put("/slots/<slot_id>")
+@validate_request(SlotUpdate)
+@validate_response(SlotDetail, 200)
+async def update_slot(slot_id: str, data: SlotUpdate) -> tuple[SlotDetail, int]:
+    app = ctx()
+    expected = request.headers.get("If-Match", "").strip('" ')
+    await apply_slot_update(app, slot_id, data, int(expected) if expected.isdigit() else None)
     return await slot_detail(app, slot_id), 200
 
 

@@ -81,6 +81,6 @@ def back(to: str, notice: str = "") -> Response:
 
 
 # Page modules register their routes on ``bp`` when imported.
-from photochangerd.web.console import dashboard, login  # noqa: E402
+from photochangerd.web.console import dashboard, jobs, login, settings, slots, stats  # noqa: E402
 
-__all__ = ["bp", "dashboard", "login", "page", "session"]
+__all__ = ["bp", "dashboard", "jobs", "login", "page", "session", "settings", "slots", "stats"]
