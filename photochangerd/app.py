@@ -12,7 +12,11 @@
              ├─ cleaner                  expired results and orphan files, every 15 min
              ├─ activity log flusher     processing_log rows in batches
              ├─ watchdog pinger          ``WATCHDOG=1`` while the database answers (systemd)
+             ├─ drain reporter           ``STATUS=draining: N jobs in flight`` once stopping
              └─ signal watcher           SIGTERM/SIGINT → graceful shutdown; SIGHUP → reload
+
+What systemd is told and when (``READY=1`` only once the sockets are bound and the database
+answered, ``RELOADING=1`` … ``READY=1`` around SIGHUP, ``STOPPING=1``): photochangerd/systemd.py.
 
 Graceful shutdown is a deadline: stop intake (new ingests get 503), let Hypercorn finish the
 requests in flight (their own deadlines are ≤ 60 s, ``graceful_timeout`` is above that), let the
@@ -43,6 +47,7 @@ from photochangerd.auth.tokens import TokenService
 from photochangerd.bootstrap import bootstrap
 from photochangerd.clock import WallClock
 from photochangerd.config import Config
+from photochangerd.credentials import Credentials, with_credentials
 from photochangerd.data_dir_lock import lock_data_dir
 from photochangerd.db import repositories
 from photochangerd.db.engine import Database, DatabaseUnavailable, open_database
@@ -66,7 +71,7 @@ from photochangerd.metrics import Metrics
 from photochangerd.providers.base import Provider
 from photochangerd.providers.keys import ProviderKeys
 from photochangerd.providers.registry import open_providers
-from photochangerd.systemd import notify, watchdog_interval
+from photochangerd.systemd import Notifier, serving_status, watchdog_interval
 from photochangerd.web.sessions import ConsoleSessions
 
 log = logging.getLogger("photochangerd")
@@ -99,23 +104,48 @@ def _instance_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-async def _watchdog(db: Database, interval: float) -> None:
+async def _watchdog(db: Database, interval: float, notifier: Notifier) -> None:
+    """``WATCHDOG=1`` every ``interval`` (fixed ticks: a slow query does not stretch the gap),
+    each only after ``SELECT 1`` answered within it.  No database, no pings."""
+    reachable = True
+    tick = trio.current_time()
     while True:
         try:
             with trio.fail_after(interval):
                 await db.ping()
-            notify("WATCHDOG=1")
         except (DatabaseUnavailable, trio.TooSlowError):
-            event(log, logging.WARNING, "watchdog.db_unavailable")
-        await trio.sleep(interval)
+            if reachable:
+                event(log, logging.WARNING, "watchdog.db_unavailable")
+                notifier.database(reachable=False)
+            reachable = False
+        else:
+            notifier.watchdog()
+            if not reachable:
+                event(log, logging.INFO, "watchdog.db_available")
+                notifier.database(reachable=True)
+            reachable = True
+        tick = max(tick + interval, trio.current_time())
+        await trio.sleep_until(tick)
 
 
-async def _watch_signals(shutdown: trio.Event, nursery: trio.Nursery, db: Database) -> None:
+async def _report_draining(shutdown: trio.Event, jobs: JobService, notifier: Notifier) -> None:
+    """While draining, ``systemctl status`` shows how many jobs are still in flight."""
+    await shutdown.wait()
+    while True:
+        await trio.sleep(2)
+        notifier.draining(len(jobs.running))
+
+
+async def _watch_signals(
+    shutdown: trio.Event, nursery: trio.Nursery, db: Database, notifier: Notifier
+) -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async for signum in signals:
             if signum == signal.SIGHUP:  # systemctl reload: slots/settings edited by hand
+                notifier.reloading()
                 db.config_changed()
                 event(log, logging.INFO, "config.reloaded")
+                notifier.reloaded()
             elif not shutdown.is_set():
                 event(log, logging.INFO, "shutdown.requested", signal=signal.Signals(signum).name)
                 shutdown.set()
@@ -138,12 +168,16 @@ async def run(
     First the data dir is locked (:class:`~photochangerd.data_dir_lock.DataDirInUse`), then the
     listening sockets are bound (:class:`~photochangerd.http.listen.CannotListen`): a start that
     cannot serve fails before the database is opened, jobs are recovered or the first-start
-    passwords are printed.
+    passwords are printed.  Before both, systemd credentials (``$CREDENTIALS_DIRECTORY``) are
+    read (:class:`~photochangerd.credentials.CredentialError`).
     """
+    environ = os.environ if environ is None else environ
+    config, credentials = with_credentials(config, environ)
     with lock_data_dir(config.data_dir), listening_sockets(config.bind) as sockets:
         await _run_locked(
             config,
             sockets,
+            credentials,
             providers=providers,
             clock=clock,
             environ=environ,
@@ -155,6 +189,7 @@ async def run(
 async def _run_locked(
     config: Config,
     sockets: Sockets,
+    credentials: Credentials,
     *,
     providers: Mapping[str, Provider] | None = None,
     clock: WallClock | None = None,
@@ -185,7 +220,7 @@ async def _run_locked(
             event(log, logging.ERROR, "settings.provider_key_unreadable", provider=provider)
             return None
 
-    keys = ProviderKeys(environ, stored_key)
+    keys = ProviderKeys(environ, stored_key, credentials)
 
     async with (
         trio_asyncio.open_loop(),
@@ -196,7 +231,7 @@ async def _run_locked(
         applied = await migrate(db)
         if applied:
             event(log, logging.INFO, "db.migrated", applied=",".join(applied))
-        await bootstrap(db, config, clock.now(), environ)
+        await bootstrap(db, config, clock.now(), environ, credentials=credentials)
         provider_media = ProviderMedia(db, store, clock, config.effective_public_base_url)
         jobs = JobService(
             db=db,
@@ -237,7 +272,16 @@ async def _run_locked(
             sessions=ConsoleSessions(db, jwt_key, config.admin_token_ttl_minutes * 60, clock),
             intake=Intake(),
         )
-        await _serve(config, sockets, context, purge_receive, handle_signals, task_status)
+        await _serve(
+            config,
+            sockets,
+            context,
+            purge_receive,
+            handle_signals,
+            task_status,
+            Notifier(environ),
+            watchdog_interval(environ),
+        )
 
 
 def _print_lan_hint(urls: list[str], config: Config) -> None:
@@ -266,6 +310,8 @@ async def _serve(
     purge_requests: trio.MemoryReceiveChannel[str],
     handle_signals: bool,
     task_status: trio.TaskStatus[Daemon],
+    notifier: Notifier,
+    watchdog: float | None,
 ) -> None:
     shutdown = trio.Event()
     jobs = context.jobs
@@ -273,21 +319,21 @@ async def _serve(
     async def shutdown_trigger() -> None:
         await shutdown.wait()
         context.intake.open = False
-        notify("STOPPING=1")
+        notifier.stop(len(jobs.running))
         event(log, logging.INFO, "shutdown.draining", in_flight=len(jobs.running))
 
     async with trio.open_nursery() as root:
         if handle_signals:
-            root.start_soon(_watch_signals, shutdown, root, context.db)
+            root.start_soon(_watch_signals, shutdown, root, context.db, notifier)
         root.start_soon(context.activity.run)
         root.start_soon(
             run_sweeper, jobs, config.sweep_interval_seconds, config.sweep_grace_seconds
         )
         root.start_soon(context.cleaner.run, config.cleanup_interval_seconds)
         root.start_soon(_maintenance, context, purge_requests)
-        interval = watchdog_interval()
-        if interval:
-            root.start_soon(_watchdog, context.db, interval)
+        root.start_soon(_report_draining, shutdown, jobs, notifier)
+        if watchdog:
+            root.start_soon(_watchdog, context.db, watchdog, notifier)
         async with trio.open_nursery() as workers:
             for number in range(config.workers):
                 workers.start_soon(run_worker, jobs, number)
@@ -297,7 +343,8 @@ async def _serve(
                     create_asgi_app(context),
                     _hypercorn_config(config),
                 )
-                notify("READY=1")
+                # Sockets bound, database migrated and answering, HTTP accepting: ready.
+                notifier.ready(serving_status(urls, config.workers, context.db.dialect))
                 event(
                     log,
                     logging.INFO,

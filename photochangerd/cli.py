@@ -1,11 +1,12 @@
 """``photochangerd`` command line: ``serve`` (the default), ``migrate``, ``check-config``,
-``set-admin-password``."""
+``set-admin-password``, ``backup``, ``restore``."""
 
 from __future__ import annotations
 
+import os
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import nullcontext
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -16,6 +17,7 @@ import trio_asyncio
 
 from photochangerd import __version__
 from photochangerd.config import SETTINGS, Config, ConfigError, env_name, load_config
+from photochangerd.credentials import Credentials
 from photochangerd.data_dir_lock import DataDirInUse, DataDirUnusable, lock_data_dir
 from photochangerd.logs import configure_logging
 
@@ -105,6 +107,7 @@ def serve(config_path: Path | None) -> None:
     from photochangerd.app import run
 
     config = _load(config_path)
+    from photochangerd.credentials import CredentialError, with_credentials
     from photochangerd.db.engine import DatabaseUnavailable
     from photochangerd.http.listen import CannotListen
 
@@ -114,10 +117,13 @@ def serve(config_path: Path | None) -> None:
         # Trio's nurseries wrap what failed in exception groups: one known cause, one line.
         cause = _single_cause(exc)
         if isinstance(cause, DatabaseUnavailable):
-            where = config.effective_database_url.split("@")[-1]
+            used, _ = with_credentials(config, os.environ)  # maybe a database-url credential
+            where = used.effective_database_url.split("@")[-1]
             raise StartupFailed(f"{cause} ({where})") from None
-        if isinstance(cause, DataDirInUse | DataDirUnusable | CannotListen):
+        if isinstance(cause, DataDirInUse | DataDirUnusable | CannotListen | CredentialError):
             raise StartupFailed(str(cause)) from None
+        if isinstance(cause, ConfigError):  # the secrets key, checked with the credentials
+            raise click.ClickException(str(cause)) from None
         raise
 
 
@@ -142,15 +148,69 @@ def migrate(config_path: Path | None) -> None:
 @main.command("check-config")
 @config_option
 def check_config(config_path: Path | None) -> None:
-    """Print the effective configuration (secrets masked) and exit."""
+    """Validate the TOML file, the environment and systemd credentials; print the effective
+    configuration (secrets masked) and exit (status 1 naming the culprit when one is wrong)."""
+    from photochangerd.credentials import CONFIG_SETTINGS, CredentialError, with_credentials
+
     config = _load(config_path)
+    try:
+        config, credentials = with_credentials(config, os.environ)
+    except (CredentialError, ConfigError) as exc:
+        raise click.ClickException(str(exc)) from None
+    from_credentials = {setting for setting, name in CONFIG_SETTINGS.items() if name in credentials}
     for setting in SETTINGS:
         value = getattr(config, setting.name)
-        if setting.name in ("jwt_secret", "secret_key") and value:
-            value = "***"
-        if setting.name == "database_url" and value and "@" in str(value):
-            value = str(value).split("://")[0] + "://***@" + str(value).split("@", 1)[1]
-        click.echo(f"{setting.name} = {value!r}    # {env_name(setting.name)}")
+        if setting.name in from_credentials:
+            shown = "(from credentials)"
+        else:
+            if setting.name in ("jwt_secret", "secret_key") and value:
+                value = "***"
+            if setting.name == "database_url" and value and "@" in str(value):
+                value = str(value).split("://")[0] + "://***@" + str(value).split("@", 1)[1]
+            shown = repr(value)
+        click.echo(f"{setting.name} = {shown}    # {env_name(setting.name)}")
+    for line in _secret_sources(os.environ, credentials):
+        click.echo(line)
+
+
+def _secret_sources(environ: Mapping[str, str], credentials: Credentials) -> list[str]:
+    """Where the first-start passwords and provider keys come from (never their values)."""
+    from photochangerd.bootstrap import INITIAL_ADMIN_ENV, INITIAL_INGEST_ENV
+    from photochangerd.credentials import (
+        DIRECTORY_ENV,
+        INITIAL_ADMIN_PASSWORD,
+        INITIAL_INGEST_PASSWORD,
+        PROVIDER_KEYS,
+    )
+    from photochangerd.providers.keys import ENV_VARIABLES
+
+    lines = [
+        f"# credentials: {credentials.directory} (${DIRECTORY_ENV})"
+        if credentials.directory is not None
+        else f"# credentials: none (${DIRECTORY_ENV} not set)"
+    ]
+    initial = (
+        (INITIAL_ADMIN_PASSWORD, INITIAL_ADMIN_ENV),
+        (INITIAL_INGEST_PASSWORD, INITIAL_INGEST_ENV),
+    )
+    for name, variable in initial:
+        if name in credentials:
+            source = "(from credentials)"
+        elif environ.get(variable):
+            source = f"(from environment {variable})"
+        else:
+            source = "(generated at first start)"
+        lines.append(f"# {name} = {source}    first start only")
+    for provider, name in PROVIDER_KEYS.items():
+        variable = ENV_VARIABLES[provider]
+        if name in credentials:
+            source = "(from credentials)"
+        elif environ.get(variable, "").strip():
+            source = f"(from environment {variable})"
+        else:
+            source = "(not set)"
+        lines.append(f"# {name} = {source}    a key stored through the admin API wins")
+    return lines
 
 
 @main.command("set-admin-password")
@@ -176,6 +236,69 @@ def set_admin_password(username: str, password_stdin: bool, config_path: Path | 
 
     _with_database(config, store)
     click.echo(f"password of {username} updated")
+
+
+@main.command("backup")
+@click.argument("dest", type=click.Path(path_type=Path))
+@config_option
+def backup_command(dest: Path, config_path: Path | None) -> None:
+    """Back up the database, keys and live media into DEST (a new directory).
+
+    Safe while the daemon serves: SQLite is copied with its online backup API.  On PostgreSQL
+    the media and keys are copied and the pg_dump command for the database is printed.
+    """
+    from photochangerd import backup as backups
+
+    config = _load(config_path)
+    try:
+        report = backups.backup(config, dest)
+    except backups.BackupError as exc:
+        raise StartupFailed(str(exc)) from None
+    database = (
+        f"database snapshot (schema {report.schema_version})"
+        if report.dialect == "sqlite"
+        else "no database (PostgreSQL: pg_dump below)"
+    )
+    click.echo(
+        f"backup written to {dest}: {database}, {report.results} results, "
+        f"{report.thumbnails} thumbnails, {report.templates} templates, {report.keys} keys "
+        f"({report.total_bytes / 1e6:.1f} MB)"
+    )
+    for item in report.skipped:
+        name = item.get("job_id") or item.get("template_id")
+        click.echo(f"skipped {item['kind']} {name}: {item['reason']}")
+    for warning in report.warnings:
+        click.echo(f"photochangerd: warning: {warning}", err=True)
+    click.echo(f"photochangerd: warning: {backups.SECRETS_WARNING}", err=True)
+    if report.pg_dump_command is not None:
+        click.echo("the PostgreSQL database is not in this backup: dump it with pg_dump, e.g.")
+        click.echo(f"  {report.pg_dump_command}")
+
+
+@main.command("restore")
+@click.argument("src", type=click.Path(path_type=Path))
+@click.option("--force", is_flag=True, help="Replace the data dir's database, keys and media.")
+@config_option
+def restore_command(src: Path, force: bool, config_path: Path | None) -> None:
+    """Restore the backup SRC into the configured data dir (fresh, and no daemon on it).
+
+    Every checksum is verified before anything is written.  PostgreSQL: pg_restore the dump
+    first; this then writes the media and keys and points the database at them.
+    """
+    from photochangerd import backup as backups
+
+    config = _load(config_path)
+    try:
+        report = backups.restore(config, src, force=force)
+    except backups.BackupError as exc:
+        raise StartupFailed(str(exc)) from None
+    for warning in report.warnings:
+        click.echo(f"photochangerd: warning: {warning}", err=True)
+    click.echo(
+        f"restored {src} into {config.data_dir}: {report.results} results, "
+        f"{report.thumbnails} thumbnails, {report.templates} templates, {report.keys} keys, "
+        f"{report.paths_rewritten} file paths pointed at {config.media_root}"
+    )
 
 
 @main.command()

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole test suite, from a fresh clone: virtualenv, the project with its test extras,
+# The whole test suite, from a fresh clone: virtualenv, the pinned dependencies (requirements/),
 # PostgreSQL server binaries (for the throwaway test cluster), lint, types, tests.
 # README's test command and .ci/run both call exactly this.  Extra arguments go to pytest.
 set -euo pipefail
@@ -24,14 +24,25 @@ if [[ ! -x .venv/bin/python ]]; then
     fi
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+# The pinned set (requirements/test.txt: the deployment's runtime pins plus the test tools,
+# hash-checked), then the project itself without resolving anything again: what is tested is
+# what is deployed.  pip check fails when pyproject.toml needs something the lock lacks.
+.venv/bin/python -m pip install -q --disable-pip-version-check --require-hashes -r requirements/test.txt
+.venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -e .
+if ! broken=$(.venv/bin/python -m pip check); then
+    echo "$broken" >&2
+    echo "tests/run.sh: requirements/test.txt does not satisfy pyproject.toml: bash requirements/lock.sh" >&2
+    exit 1
+fi
 
 bash tests/support/ensure_postgres.sh
 bash tests/support/ensure_browser.sh
 bash tests/support/ensure_nginx.sh
+bash tests/support/ensure_systemd.sh
 if [[ "${CI:-}" == "true" ]]; then
     # In CI a missing PostgreSQL or browser is a failure, not a skip.
     export PHOTOCHANGER_REQUIRE_POSTGRES=1
+    export PHOTOCHANGER_REQUIRE_SYSTEMD=1
     export PHOTOCHANGER_REQUIRE_BROWSER=1
     export PHOTOCHANGER_REQUIRE_NGINX=1
 fi

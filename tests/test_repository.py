@@ -204,7 +204,7 @@ async def test_settings_upsert_and_seed(db: Database) -> None:
 
 
 async def test_cancelled_query_leaves_the_pool_usable(db: Database) -> None:
-    """pitfalls.md #13: a Trio cancel scope cancels a running query cleanly.
+    """A Trio cancel scope cancels a running query cleanly.
 
     PostgreSQL aborts the query at once.  aiosqlite runs queries in a thread that cannot be
     interrupted, so on SQLite the scope only returns once the statement ends (our statements
@@ -218,7 +218,7 @@ async def test_cancelled_query_leaves_the_pool_usable(db: Database) -> None:
             conn.execute(
                 sa.text(
                     "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c"
-                    " WHERE x < 1000000)"
+                    " WHERE x < 5000000)"  # ~1 s: well past the 0.2 s scope on any machine
                     " SELECT count(*) FROM c"
                 )
             )
@@ -335,3 +335,30 @@ async def test_admin_queries_on_both_dialects(db: Database) -> None:
     await db.write(repositories.bind_templates, "slot-005", [])
     assert await db.write(repositories.delete_template_if_unused, "t1") == []
     assert await db.write(repositories.delete_template_if_unused, "t1") is None
+
+
+async def test_a_failed_migration_leaves_the_old_schema(
+    database_url: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Upgrades are all or nothing on both dialects (SQLite ran DDL in autocommit before)."""
+    import shutil
+
+    from photochangerd.db import migrate as migrate_module
+
+    dialect = "sqlite" if database_url.startswith("sqlite") else "postgresql"
+    sql = tmp_path / "sql"
+    shutil.copytree(migrate_module.sql_dir() / dialect, sql / dialect)
+    broken = sql / dialect / "0099_broken.sql"
+    broken.write_text("CREATE TABLE half_done (x INTEGER);\nCREATE TABLE oops (;\n")
+    monkeypatch.setattr(migrate_module, "sql_dir", lambda: sql)
+    async with trio_asyncio.open_loop(), open_database(database_url) as database:
+        with pytest.raises(Exception):  # the driver's syntax error, whatever its class
+            await migrate(database)
+
+        def tables_now(conn: sa.Connection) -> set[str]:
+            return set(sa.inspect(conn).get_table_names())
+
+        assert "half_done" not in await database.read(tables_now)
+        assert "job" not in await database.read(tables_now)  # 0001 rolled back with it
+        broken.write_text("CREATE TABLE half_done (x INTEGER);\n")
+        assert await migrate(database) == ["0001_initial", "0002_admin_session", "0099_broken"]

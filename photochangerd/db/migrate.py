@@ -48,6 +48,12 @@ def split_statements(script: str) -> list[str]:
 
 
 def _apply(conn: Connection, dialect: str) -> list[str]:
+    if dialect == "sqlite":
+        # Python's sqlite3 opens a transaction only before INSERT/UPDATE/DELETE, so DDL would
+        # run in autocommit: a migration failing half-way left its first tables behind (and
+        # the next start failed on "table already exists").  One explicit transaction instead:
+        # a failed upgrade leaves the old schema, as on PostgreSQL.
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
     if dialect == "postgresql":
         conn.execute(sa.text(f"SELECT pg_advisory_xact_lock({_ADVISORY_LOCK_ID})"))
     conn.execute(

@@ -1,13 +1,17 @@
 """Where provider API keys come from.
 
-Order: keys stored (encrypted) through the admin API win; else the environment
-(``GEMINI_API_KEY``, ``TURBOTEXT_API_KEY``, ``OPENAI_API_KEY``).  A missing key is a clear
-provider error for the job ("gemini API key not configured"), never a crash.
+Order: keys stored (encrypted) through the admin API win; else a systemd credential
+(``gemini-api-key``, ``turbotext-api-key``, ``openai-api-key`` in ``$CREDENTIALS_DIRECTORY``);
+else the environment (``GEMINI_API_KEY``, ``TURBOTEXT_API_KEY``, ``OPENAI_API_KEY``).  A
+missing key is a clear provider error for the job ("gemini API key not configured"), never a
+crash.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
+
+from photochangerd.credentials import Credentials
 
 ENV_VARIABLES = {
     "gemini": "GEMINI_API_KEY",
@@ -19,17 +23,37 @@ StoredKeyLookup = Callable[[str], Awaitable[str | None]]
 
 
 class ProviderKeys:
-    def __init__(self, environ: Mapping[str, str], stored: StoredKeyLookup | None = None) -> None:
+    def __init__(
+        self,
+        environ: Mapping[str, str],
+        stored: StoredKeyLookup | None = None,
+        credentials: Credentials | None = None,
+    ) -> None:
         self._environ = environ
         self._stored = stored
+        self._credentials = credentials or Credentials()
+
+    def _from_service(self, provider: str) -> str | None:
+        """The key the service was started with: its credential, else its environment."""
+        value = self._credentials.provider_key(provider)
+        if value:
+            return value
+        return self._environ.get(ENV_VARIABLES.get(provider, ""), "").strip() or None
 
     def environment_has(self, provider: str) -> bool:
-        return bool(self._environ.get(ENV_VARIABLES.get(provider, ""), "").strip())
+        """A key came with the service's start (credential or environment variable): the API
+        reports both as ``source: "environment"`` — not stored, not editable through it."""
+        return self._from_service(provider) is not None
+
+    def source(self, provider: str) -> str | None:
+        """``"credentials"``, ``"environment"`` or None: where the start-up key comes from."""
+        if self._credentials.provider_key(provider):
+            return "credentials"
+        return "environment" if self._from_service(provider) else None
 
     async def get(self, provider: str) -> str | None:
         if self._stored is not None:
             key = await self._stored(provider)
             if key:
                 return key
-        value = self._environ.get(ENV_VARIABLES.get(provider, ""), "").strip()
-        return value or None
+        return self._from_service(provider)

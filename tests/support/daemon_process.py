@@ -1,7 +1,9 @@
 """``photochangerd`` as a real process: its environment, one-shot commands, a daemon to start.
 
-Every process gets an environment of its own: no ``PHOTOCHANGER_*`` from the caller, its own
-data dir and a free loopback port (never the default 8080).
+Every process gets an environment of its own: no ``PHOTOCHANGER_*`` from the caller, none of
+the variables systemd hands a service (a test run inside a unit or a terminal started by one
+must not look like a daemon under systemd), its own data dir and a free loopback port (never the
+default 8080).
 """
 
 from __future__ import annotations
@@ -20,6 +22,17 @@ from tests.conftest import ADMIN_PASSWORD, INGEST_PASSWORD
 
 REPO = Path(__file__).resolve().parent.parent.parent
 PHOTOCHANGERD = (sys.executable, "-m", "photochangerd")
+SYSTEMD_VARIABLES = frozenset(
+    {
+        "INVOCATION_ID",
+        "JOURNAL_STREAM",
+        "NOTIFY_SOCKET",
+        "WATCHDOG_USEC",
+        "WATCHDOG_PID",
+        "CREDENTIALS_DIRECTORY",
+        "STATE_DIRECTORY",
+    }
+)
 
 
 def free_port() -> int:
@@ -30,7 +43,11 @@ def free_port() -> int:
 
 def photochangerd_env(data_dir: Path, port: int, **settings: str) -> dict[str, str]:
     """A clean environment; ``settings`` are ``PHOTOCHANGER_*`` variables (``WORKERS="4"``)."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("PHOTOCHANGER_")}
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("PHOTOCHANGER_") and key not in SYSTEMD_VARIABLES
+    }
     env.update(
         {
             "PHOTOCHANGER_DATA_DIR": str(data_dir),
