@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from photochangerd.auth.keys import secret_key_problem
+from photochangerd.auth.keys import jwt_secret_problem, secret_key_problem
 from photochangerd.config import Config, ConfigError
 
 # The credentials' file names (not secrets).
@@ -115,12 +115,17 @@ def with_credentials(config: Config, environ: Mapping[str, str]) -> tuple[Config
     """
     credentials = read_credentials(environ)
     config = credentials.apply(config)
-    problem = secret_key_problem(config.secret_key)
-    if problem is not None:
-        if SECRET_KEY in credentials:
+    checks = (
+        ("jwt_secret", JWT_SECRET, jwt_secret_problem(config.jwt_secret)),
+        ("secret_key", SECRET_KEY, secret_key_problem(config.secret_key)),
+    )
+    for setting, credential, problem in checks:
+        if problem is None:
+            continue
+        if credential in credentials:
             assert credentials.directory is not None
             raise CredentialError(
-                f"credential {SECRET_KEY} ({credentials.directory / SECRET_KEY}) {problem}"
+                f"credential {credential} ({credentials.directory / credential}) {problem}"
             )
-        raise ConfigError(f"secret_key: {problem}")
+        raise ConfigError(f"{setting}: {problem}")
     return config, credentials

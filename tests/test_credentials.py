@@ -44,7 +44,7 @@ PHOTO = make_jpeg(640, 480)
 
 
 def _secret() -> str:
-    return "s3cr3t-" + secrets.token_urlsafe(18)
+    return "s3cr3t-" + secrets.token_urlsafe(24)  # >= 32 bytes: usable as any key
 
 
 def _write(directory: Path, **files: str) -> Path:
@@ -68,7 +68,7 @@ def test_credentials_are_read_and_trimmed(tmp_path: Path) -> None:
     directory = _write(
         tmp_path / "creds",
         initial_admin_password=" two words \n",  # a password keeps its spaces, not the newline
-        jwt_secret="jwt-text\n",
+        jwt_secret="jwt-text-of-at-least-32-characters\n",
         secret_key=f"  {key}\n",
         gemini_api_key="AIza-test\r\n",
         unrelated="other services' credentials are none of our business",
@@ -77,14 +77,20 @@ def test_credentials_are_read_and_trimmed(tmp_path: Path) -> None:
     assert found.directory == directory
     assert dict(found.values) == {
         "initial-admin-password": " two words ",
-        "jwt-secret": "jwt-text",
+        "jwt-secret": "jwt-text-of-at-least-32-characters",
         "secret-key": key,
         "gemini-api-key": "AIza-test",
     }
     assert "two words" not in repr(found) and "AIza" not in repr(found)
-    config = load_config(environ={}, overrides={"data_dir": tmp_path, "jwt_secret": "from-file"})
+    config = load_config(
+        environ={}, overrides={"data_dir": tmp_path, "jwt_secret": "from-file-" + "x" * 32}
+    )
     applied, _ = with_credentials(config, {"CREDENTIALS_DIRECTORY": str(directory)})
-    assert (applied.jwt_secret, applied.secret_key, applied.database_url) == ("jwt-text", key, "")
+    assert (applied.jwt_secret, applied.secret_key, applied.database_url) == (
+        "jwt-text-of-at-least-32-characters",
+        key,
+        "",
+    )
 
 
 @pytest.mark.parametrize(
@@ -122,6 +128,18 @@ def test_the_secrets_key_must_be_32_bytes(tmp_path: Path) -> None:
     missing = {"CREDENTIALS_DIRECTORY": str(tmp_path / "nowhere")}
     with pytest.raises(CredentialError, match=r"nowhere .* is missing"):
         read_credentials(missing)
+
+
+def test_the_jwt_key_must_have_32_bytes(tmp_path: Path) -> None:
+    """A short key used to pass check-config and then stop the first start with a traceback,
+    after the first-start passwords were printed (PyJWT refuses it when verifying)."""
+    directory = _write(tmp_path / "creds", jwt_secret="short")
+    config = load_config(environ={}, overrides={"data_dir": tmp_path})
+    with pytest.raises(CredentialError, match=r"^credential jwt-secret \(.*\) must be at least"):
+        with_credentials(config, {"CREDENTIALS_DIRECTORY": str(directory)})
+    short = load_config(environ={}, overrides={"data_dir": tmp_path, "jwt_secret": "abcd"})
+    with pytest.raises(ConfigError, match=r"^jwt_secret: must be at least 32 bytes"):
+        with_credentials(short, {})
 
 
 async def test_provider_keys_stored_then_credentials_then_environment(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ import secrets
 from pathlib import Path
 
 SECRET_KEY_BYTES = 32
+JWT_KEY_MIN_BYTES = 32  # HS256: PyJWT refuses shorter keys when it verifies a token
 
 
 def decode_configured(configured: str) -> bytes:
@@ -22,6 +23,13 @@ def decode_configured(configured: str) -> bytes:
         return base64.b64decode(configured.strip(), validate=True)
     except ValueError:
         return configured.encode()
+
+
+def jwt_secret_problem(configured: str) -> str | None:
+    """Why ``configured`` cannot be the admin-token key (None: it can, or it is not set)."""
+    if configured and len(decode_configured(configured)) < JWT_KEY_MIN_BYTES:
+        return f"must be at least {JWT_KEY_MIN_BYTES} bytes (openssl rand -base64 32)"
+    return None
 
 
 def secret_key_problem(configured: str) -> str | None:
