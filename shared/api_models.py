@@ -1,5 +1,5 @@
-"""Request and response bodies of the admin API (api.md §3): one source for the daemon's
-validation, the generated OpenAPI document and pcctl's parsing."""
+"""Request and response bodies of the admin API (README, "Admin API"): one source for the
+daemon's validation, the generated OpenAPI document and pcctl's parsing."""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Provider / operation catalogue (api.md §5): the names are part of the contract."""
+"""Provider / operation catalogue: the names are part of the contract.
+
+See docs/providers.md, "Catalogue and slot settings".
+"""
 
 from __future__ import annotations
 

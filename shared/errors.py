@@ -14,7 +14,7 @@ from typing import Any
 
 
 class FailureReason(StrEnum):
-    """Stable machine codes of error responses (api.md §4)."""
+    """Stable machine codes of error responses (docs/booth-contract.md, "Failure codes")."""
 
     INVALID_REQUEST = "invalid_request"
     INVALID_PASSWORD = "invalid_password"  # noqa: S105 - a code, not a password

@@ -1,4 +1,5 @@
-"""Typed slot settings per provider/operation (api.md §5), with defaults and validation.
+"""Typed slot settings per provider/operation, with defaults and validation (docs/providers.md,
+"Catalogue and slot settings").
 
 The admin API validates a slot update with :func:`validate_slot` and answers 422 with the
 per-field messages it returns; the providers parse the stored settings with the same models,

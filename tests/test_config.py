@@ -38,7 +38,7 @@ def test_embedded_defaults() -> None:
     assert config.media_root == Path("photochanger-data/media")
     assert config.effective_public_base_url == "http://127.0.0.1:8080"
     assert config.max_upload_mb == 20 and config.max_in_flight == 30
-    assert config.shutdown_grace_seconds > 60  # above the longest deadline (pitfalls.md #6)
+    assert config.shutdown_grace_seconds > 60  # above the longest deadline (docs/stack-traps.md)
 
 
 def test_toml_then_environment_precedence(tmp_path: Path) -> None:
@@ -196,7 +196,8 @@ async def test_initial_passwords_from_environment(tmp_path: Path) -> None:
 
 
 def test_hypercorn_settings_follow_the_config() -> None:
-    """pitfalls.md #6/#7: a restart must not cut in-flight ingests; HTTP/1.1 only over TLS."""
+    """A restart must not cut in-flight ingests; HTTP/1.1 only over TLS (docs/stack-traps.md,
+    "graceful_timeout" and "HTTP/2 and h2c")."""
     from photochangerd.app import _hypercorn_config
 
     config = load_config(environ={}, overrides={"keep_alive_timeout_seconds": 3.0})

@@ -1,4 +1,5 @@
-"""pitfalls.md #1: the server really closes connections (quart-trio on Hypercorn did not).
+"""The server really closes connections (quart-trio on Hypercorn did not): docs/http.md,
+"Connections must close".
 
 Each test opens a raw socket, provokes one of the three measured cases and waits for EOF from
 the server with a bound.  Without :class:`photochangerd.http.asgi.ShieldedSend` each of them

@@ -1,4 +1,5 @@
-"""The fake vendor servers speak the vendors' wire formats (providers.md §6), over real HTTP.
+"""The fake vendor servers speak the vendors' wire formats (docs/providers.md, "The test
+fakes"), over real HTTP.
 
 The drivers' tests trust these fakes, so every scripted outcome, key check and validation
 error is pinned here: status, JSON shape, and what the fake recorded.

@@ -1,5 +1,6 @@
 """The daemon on PostgreSQL: ingest end to end, the cross-instance waiter, DB down → 503 and
-recovery after a PostgreSQL restart (pitfalls.md #14), two daemons sharing one database."""
+recovery after a PostgreSQL restart (docs/stack-traps.md, "Pre-ping after a restart"), two
+daemons sharing one database."""
 
 from __future__ import annotations
 

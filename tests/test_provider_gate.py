@@ -73,6 +73,7 @@ async def test_thirty_booths_on_a_slow_vendor_are_served_at_once_on_defaults(
     assert max(r.elapsed for r in responses) < 2.4
 
 
+@pytest.mark.slow
 async def test_a_job_timing_out_behind_a_capped_provider_says_so(
     nursery: trio.Nursery, tmp_path: Path
 ) -> None:

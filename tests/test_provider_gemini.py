@@ -87,6 +87,7 @@ async def test_thought_parts_are_skipped(nursery: trio.Nursery, tmp_path: Path) 
     assert config["imageConfig"] == {"imageSize": "1K"}
 
 
+@pytest.mark.slow
 async def test_intermittent_no_image_is_retried(nursery: trio.Nursery, tmp_path: Path) -> None:
     daemon, fake = await _setup(nursery, tmp_path)
     fake.script("no_image", "text_only", "success")
@@ -128,6 +129,7 @@ async def test_rate_limit_honours_retry_delay(nursery: trio.Nursery, tmp_path: P
     assert second.received_at - first.received_at >= 0.95
 
 
+@pytest.mark.slow
 async def test_overloaded_until_the_deadline_is_503(nursery: trio.Nursery, tmp_path: Path) -> None:
     daemon, fake = await _setup(nursery, tmp_path, deadline=6)
     fake.default = "unavailable"
@@ -138,6 +140,7 @@ async def test_overloaded_until_the_deadline_is_503(nursery: trio.Nursery, tmp_p
     assert 2 <= len(fake.requests) <= 5
 
 
+@pytest.mark.slow
 async def test_garbage_then_success(nursery: trio.Nursery, tmp_path: Path) -> None:
     daemon, fake = await _setup(nursery, tmp_path)
     fake.script("malformed_json", "bad_gateway_html", "success")

@@ -90,6 +90,7 @@ async def test_errors_that_are_not_retried(
     assert len(fake.requests) == requests
 
 
+@pytest.mark.slow
 async def test_rate_limit_is_retried_after_retry_after(
     nursery: trio.Nursery, tmp_path: Path
 ) -> None:
@@ -101,6 +102,7 @@ async def test_rate_limit_is_retried_after_retry_after(
     assert second.received_at - first.received_at >= 0.95
 
 
+@pytest.mark.slow
 async def test_server_errors_until_deadline_give_503(nursery: trio.Nursery, tmp_path: Path) -> None:
     daemon, fake = await _setup(nursery, tmp_path, deadline=7)
     fake.default = "server_error"

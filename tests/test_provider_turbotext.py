@@ -126,6 +126,7 @@ async def test_template_operations(
         assert create.form["face_restore"] == "True"
 
 
+@pytest.mark.slow
 async def test_result_download_404_once_is_retried(nursery: trio.Nursery, tmp_path: Path) -> None:
     daemon, fake = await _setup(nursery, tmp_path)
     fake.script(outcome("success", download_404_once=True, shape="uploaded_image"))

@@ -1,4 +1,5 @@
-"""Outbound HTTP guards (pitfalls.md #16) and the slot settings schema."""
+"""Outbound HTTP guards (docs/stack-traps.md, "Outbound HTTP: httpx") and the slot settings
+schema."""
 
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
 """Password hashing (argon2id, memory-hard) and the ingest password check.
 
 The ingest password is sent with *every* upload and real booths use weak ones, so a KDF per
-request would be both slow and a DoS lever (pitfalls.md #12).  :class:`IngestPasswordChecker`
-runs the KDF once per distinct candidate and stored hash (concurrent checks of the same
-candidate share that one run), then remembers the outcome as an HMAC
+request would be both slow and a DoS lever (docs/stack-traps.md, "A KDF per upload").
+:class:`IngestPasswordChecker` runs the KDF once per distinct candidate and stored hash
+(concurrent checks of the same candidate share that one run), then remembers the outcome as an HMAC
 of the candidate under a per-process random key: the correct password costs one HMAC and a
 constant-time compare; a repeated wrong one the same; new wrong ones at most one KDF each, with
 at most ``kdf_threads`` running at once.  An address that has sent :data:`FREE_FAILURES` new

@@ -1,8 +1,8 @@
 """Admin access tokens: HS256 JWTs with ``sub``, ``scope``, ``iat``, ``exp``, ``iss``, ``aud``.
 
 PyJWT accepts a token without ``exp`` unless told otherwise and only warns on short keys
-(pitfalls.md #11): decoding pins the algorithm, requires every claim, checks issuer and
-audience, and enforces the minimum key length.
+(docs/stack-traps.md, "PyJWT: exp is not required by default"): decoding pins the algorithm,
+requires every claim, checks issuer and audience, and enforces the minimum key length.
 """
 
 from __future__ import annotations

@@ -7,8 +7,9 @@ Repository operations are plain synchronous functions ``fn(conn, *args)`` over a
   ``trio_asyncio.open_loop()`` runs inside the Trio run (opened once, in
   :func:`photochangerd.app.run`).  The operation runs through ``AsyncConnection.run_sync``; a
   Trio cancel scope cancels the asyncio task and the running query, and the pooled connection
-  stays usable (pitfalls.md #13).  ``pool_pre_ping`` makes the first query after a PostgreSQL
-  restart succeed instead of failing on a dead pooled connection (pitfalls.md #14).
+  stays usable (docs/stack-traps.md, "Cancel scopes and asyncpg").  ``pool_pre_ping`` makes
+  the first query after a PostgreSQL restart succeed instead of failing on a dead pooled
+  connection (docs/stack-traps.md, "Pre-ping after a restart").
 * **SQLite** — the stdlib ``sqlite3`` driver in Trio worker threads.  Measured on this machine
   class (2 vCPU), one single-row transaction costs ≈ 0.5 ms this way against 4–7 ms through
   aiosqlite under trio-asyncio (every statement, cursor and commit is a thread hop plus an

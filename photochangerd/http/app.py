@@ -43,7 +43,8 @@ def create_quart_app(context: AppContext | None) -> QuartTrio:
     app = QuartTrio("photochangerd", static_folder=None)  # no static files: no /static route
     app.extensions[EXTENSION_KEY] = context
     max_upload_bytes = (context.config if context else Config()).max_upload_bytes
-    # Our handlers enforce their own limits and deadlines (pitfalls.md #2, #3); Quart's
+    # Our handlers enforce their own limits and deadlines (docs/stack-traps.md, "Chunked uploads
+    # past the size limit" and "Quart's BODY_TIMEOUT and RESPONSE_TIMEOUT"); Quart's
     # MAX_CONTENT_LENGTH stays as a backstop bounding the unread buffer of any request.
     app.config.update(
         MAX_CONTENT_LENGTH=max_upload_bytes + 1024 * 1024,
@@ -119,7 +120,8 @@ _ERROR_SCHEMA = {
 
 def openapi_document(app: QuartTrio | None = None) -> dict[str, Any]:
     """The OpenAPI document generated from the routes and models (``photochangerd openapi``),
-    with the one error shape every route can answer (api.md) added to each operation."""
+    with the one error shape every route can answer (docs/booth-contract.md, "The error body")
+    added to each operation."""
     app = app or create_quart_app(None)
     document: dict[str, Any] = app.extensions["QUART_SCHEMA"].openapi_provider.schema()
     document.setdefault("components", {}).setdefault("schemas", {})["Error"] = _ERROR_SCHEMA

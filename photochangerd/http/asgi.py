@@ -1,4 +1,4 @@
-"""ASGI wrapper fixing connection closing for quart-trio on Hypercorn (pitfalls.md #1).
+"""ASGI wrapper fixing connection closing for quart-trio on Hypercorn (docs/http.md).
 
 Hypercorn runs its end-of-response / close sequence *inside* the application's final ``send()``.
 That sequence delivers ``http.disconnect`` to quart-trio, whose message task then cancels the

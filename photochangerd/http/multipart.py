@@ -1,10 +1,10 @@
 """Streaming ``multipart/form-data`` reader for uploads, with our own limits.
 
 Quart's form parser only enforces ``MAX_CONTENT_LENGTH`` against ``Content-Length``; a chunked
-upload sails past it (pitfalls.md #2).  Here every byte is counted as it arrives and reading
-stops at the limit.  Parsing is python-multipart's push parser (the one Starlette uses), fed
-chunk by chunk: measured on a 1 MB DSLR upload in 64 KiB chunks it takes 0.37 ms against
-2.1 ms for Werkzeug's sans-IO decoder.
+upload sails past it (docs/stack-traps.md, "Chunked uploads past the size limit").  Here every
+byte is counted as it arrives and reading stops at the limit.  Parsing is python-multipart's
+push parser (the one Starlette uses), fed chunk by chunk: measured on a 1 MB DSLR upload in
+64 KiB chunks it takes 0.37 ms against 2.1 ms for Werkzeug's sans-IO decoder.
 
 Text parts are kept bounded (DSLR Remote Pro sends a handful of short fields; anything beyond
 the bounds is truncated or ignored, never an error).  Client file names and part content types

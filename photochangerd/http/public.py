@@ -64,7 +64,8 @@ async def result(job_id: str) -> Response:
         last_modified=datetime.fromtimestamp(job.finalized_at or 0, UTC),
         cache_timeout=3600,
     )
-    # Quoted, as api.md shows it (the name is ours: a job id and a known extension).
+    # Quoted, as docs/booth-contract.md shows it (the name is ours: a job id and a known
+    # extension).
     response.headers["Content-Disposition"] = f'attachment; filename="{job_id}.{extension}"'
     return response
 

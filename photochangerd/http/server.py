@@ -11,7 +11,8 @@ there (:func:`photochangerd.http.asgi.request_arrival`).
 Everything past the accept — the HTTP/1.1 protocol, keep-alive, graceful shutdown, lifespan —
 is Hypercorn's own ``TCPServer``, ``Lifespan`` and ``WorkerContext``, wired as its
 ``worker_serve`` wires them (Hypercorn 0.18).  Plain TCP only: TLS belongs to the reverse proxy
-in front (README), and HTTP/2 is off anyway (pitfalls.md #7).
+in front (README).  ALPN offers HTTP/1.1 only, which governs TLS; cleartext HTTP/2 is another
+matter (docs/stack-traps.md, "HTTP/2 and h2c").
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Google Gemini image editing: ``POST {base}/v1beta/models/{model}:generateContent``.
 
-Outcomes (providers.md §2) and what we do with them:
+Outcomes (docs/providers.md, "Gemini") and what we do with them:
 
 =====================================================  ==========================================
 image part in the first candidate                      success (skip ``thought`` parts, take the
@@ -24,18 +24,19 @@ from typing import Any
 
 from photochangerd.logs import event
 from photochangerd.providers.base import (
+    ProviderError,
     ProviderRejected,
     ProviderRequest,
     ProviderResult,
     ProviderUnavailable,
 )
 from photochangerd.providers.cloud import CloudProvider
+from photochangerd.providers.retry import Retry, RetryPolicy, with_retries
 from photochangerd.providers.vendor_http import (
     VendorResponse,
     VendorUnreachable,
     parse_duration,
     send,
-    sleep_if_time,
     truncate,
 )
 from shared.slot_settings import GeminiEditSettings
@@ -56,6 +57,10 @@ REFUSAL_REASONS = {
 }
 MAX_ATTEMPTS = 5
 NO_IMAGE_BACKOFF = 1.0  # NO_IMAGE answers come in ~1-2 s; a short pause is enough
+# Waits the answer names are taken as they are (1 s after NO_IMAGE, 2 s after a 5xx, a 429's
+# retryDelay); an unreachable vendor is backed off 1, 2, 4, 8 s.  A retry is only started
+# with at least 1 s left after its wait (a NO_IMAGE answer's ~1-2 s).
+RETRY_POLICY = RetryPolicy(max_attempts=MAX_ATTEMPTS, backoff=1.0, max_backoff=8.0, min_attempt=1.0)
 INLINE_LIMIT = 20 * 1024 * 1024  # total request size the inline API accepts
 
 
@@ -103,57 +108,51 @@ class GeminiProvider(CloudProvider):
     async def _call_with_retries(
         self, job_id: str, url: str, key: str, body: dict[str, Any]
     ) -> ProviderResult:
-        backoff = 1.0
-        last_error: Exception = ProviderUnavailable("gemini did not answer")
-        for attempt in range(1, MAX_ATTEMPTS + 1):
+        async def attempt(number: int) -> ProviderResult | Retry:
             request = self._client.build_request(
                 "POST", url, json=body, headers={"x-goog-api-key": key}
             )
             try:
                 response = await send(self._client, request, self._max_response_bytes)
             except VendorUnreachable as exc:
-                last_error = ProviderUnavailable(f"gemini unreachable ({exc})")
-                wait = backoff
-            else:
-                outcome = self._classify(response)
-                if isinstance(outcome, ProviderResult):
-                    event(
-                        log,
-                        logging.INFO,
-                        "gemini.success",
-                        job_id=job_id,
-                        attempt=attempt,
-                        response_id=_response_id(response),
-                    )
-                    return outcome
-                retry_after, last_error = outcome
+                return Retry(ProviderUnavailable(f"gemini unreachable ({exc})"))
+            outcome = self._classify(response)
+            if isinstance(outcome, ProviderResult):
                 event(
                     log,
-                    logging.WARNING,
-                    "gemini.attempt_failed",
+                    logging.INFO,
+                    "gemini.success",
                     job_id=job_id,
-                    attempt=attempt,
-                    status=response.status,
-                    error=str(last_error),
-                    retry=retry_after is not None,
+                    attempt=number,
+                    response_id=_response_id(response),
                 )
-                if retry_after is None:
-                    raise last_error
-                wait = retry_after
-            if attempt == MAX_ATTEMPTS or not await sleep_if_time(wait):
-                break
-            backoff = min(backoff * 2, 8.0)
-        raise last_error
+                return outcome
+            retry_after, error = outcome
+            event(
+                log,
+                logging.WARNING,
+                "gemini.attempt_failed",
+                job_id=job_id,
+                attempt=number,
+                status=response.status,
+                error=str(error),
+                retry=retry_after is not None,
+            )
+            if retry_after is None:
+                raise error
+            return Retry(error, retry_after)
+
+        return await with_retries(RETRY_POLICY, attempt)
 
     def _classify(
         self, response: VendorResponse
-    ) -> ProviderResult | tuple[float | None, Exception]:
+    ) -> ProviderResult | tuple[float | None, ProviderError]:
         """A result, or (retry after seconds | None for "do not retry", the error)."""
         status = response.status
         try:
             document = response.json()
         except ValueError:
-            error: Exception = (
+            error: ProviderError = (
                 ProviderUnavailable if status in (429, 503) or status >= 500 else ProviderRejected
             )(f"gemini answered {status} with a non-JSON body: {response.snippet()}")
             return (2.0 if status >= 500 or status == 200 else None), error
@@ -170,7 +169,7 @@ def _response_id(response: VendorResponse) -> str | None:
     return str(value) if value else None
 
 
-def _classify_error(status: int, document: Any) -> tuple[float | None, Exception]:
+def _classify_error(status: int, document: Any) -> tuple[float | None, ProviderError]:
     error = document.get("error", {}) if isinstance(document, dict) else {}
     message = truncate(str(error.get("message", "")))
     vendor_status = str(error.get("status", ""))
@@ -195,7 +194,7 @@ def _classify_error(status: int, document: Any) -> tuple[float | None, Exception
     return None, ProviderRejected(f"gemini {status} {vendor_status}: {message}")
 
 
-def _classify_success(document: Any) -> ProviderResult | tuple[float | None, Exception]:
+def _classify_success(document: Any) -> ProviderResult | tuple[float | None, ProviderError]:
     if not isinstance(document, dict):
         return 2.0, ProviderRejected("gemini answered an unexpected document")
     block = (document.get("promptFeedback") or {}).get("blockReason")

@@ -1,6 +1,7 @@
 """OpenAI image edits: ``POST {base}/images/edits`` (multipart), ``b64_json`` result.
 
-The photo goes first, then the slot's templates (``image[]``).  Errors (providers.md §4):
+The photo goes first, then the slot's templates (``image[]``).  Errors (docs/providers.md,
+"OpenAI"):
 400 ``moderation_blocked`` and other 4xx → provider_error (502), never retried; 429
 ``rate_limit_exceeded`` → retried after ``Retry-After`` if it fits the deadline; 429
 ``insufficient_quota`` → 503 at once; 5xx → retried with back-off while time allows, then 503.
@@ -15,18 +16,19 @@ from typing import Any
 from photochangerd.logs import event
 from photochangerd.media.images import EXT_BY_MIME
 from photochangerd.providers.base import (
+    ProviderError,
     ProviderRejected,
     ProviderRequest,
     ProviderResult,
     ProviderUnavailable,
 )
 from photochangerd.providers.cloud import CloudProvider
+from photochangerd.providers.retry import Retry, RetryPolicy, with_retries
 from photochangerd.providers.vendor_http import (
     VendorResponse,
     VendorUnreachable,
     parse_duration,
     send,
-    sleep_if_time,
     truncate,
 )
 from shared.slot_settings import OpenAIEditSettings
@@ -34,6 +36,15 @@ from shared.slot_settings import OpenAIEditSettings
 log = logging.getLogger("photochangerd.providers.openai")
 
 MAX_ATTEMPTS = 4
+# Back-off 2, 4, 8, 16 s; a Retry-After shorter than the back-off is stretched to it, one that
+# does not fit before the deadline (with 1 s left for the attempt) gives up at once.
+RETRY_POLICY = RetryPolicy(
+    max_attempts=MAX_ATTEMPTS,
+    backoff=2.0,
+    max_backoff=16.0,
+    min_attempt=1.0,
+    wait_at_least_backoff=True,
+)
 OUTPUT_MIME = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 
 
@@ -72,9 +83,7 @@ class OpenAIImagesProvider(CloudProvider):
         fields: dict[str, Any],
         files: list[tuple[str, tuple[str, bytes, str]]],
     ) -> ProviderResult:
-        backoff = 2.0
-        last_error: Exception = ProviderUnavailable("openai did not answer")
-        for attempt in range(1, MAX_ATTEMPTS + 1):
+        async def attempt(number: int) -> ProviderResult | Retry:
             request = self._client.build_request(
                 "POST",
                 f"{self._base_url}/images/edits",
@@ -85,27 +94,24 @@ class OpenAIImagesProvider(CloudProvider):
             try:
                 response = await send(self._client, request, self._max_response_bytes)
             except VendorUnreachable as exc:
-                last_error, wait = ProviderUnavailable(f"openai unreachable ({exc})"), backoff
-            else:
-                if response.status == 200:
-                    return _result(response, fields["output_format"])
-                wait_or_none, last_error = _classify_error(response)
-                event(
-                    log,
-                    logging.WARNING,
-                    "openai.attempt_failed",
-                    job_id=job_id,
-                    attempt=attempt,
-                    status=response.status,
-                    error=str(last_error),
-                )
-                if wait_or_none is None:
-                    raise last_error
-                wait = max(wait_or_none, backoff)
-            if attempt == MAX_ATTEMPTS or not await sleep_if_time(wait):
-                break
-            backoff = min(backoff * 2, 16.0)
-        raise last_error
+                return Retry(ProviderUnavailable(f"openai unreachable ({exc})"))
+            if response.status == 200:
+                return _result(response, fields["output_format"])
+            wait, error = _classify_error(response)
+            event(
+                log,
+                logging.WARNING,
+                "openai.attempt_failed",
+                job_id=job_id,
+                attempt=number,
+                status=response.status,
+                error=str(error),
+            )
+            if wait is None:
+                raise error
+            return Retry(error, wait)
+
+        return await with_retries(RETRY_POLICY, attempt)
 
 
 def _result(response: VendorResponse, requested: str) -> ProviderResult:
@@ -121,7 +127,7 @@ def _result(response: VendorResponse, requested: str) -> ProviderResult:
     return ProviderResult(data, OUTPUT_MIME.get(output, "image/png"))
 
 
-def _classify_error(response: VendorResponse) -> tuple[float | None, Exception]:
+def _classify_error(response: VendorResponse) -> tuple[float | None, ProviderError]:
     try:
         error = response.json().get("error") or {}
     except (ValueError, AttributeError):

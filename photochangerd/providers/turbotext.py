@@ -7,9 +7,10 @@ job, never retried blindly.  ``do=get_result`` is polled every ``poll_interval``
 ``{"action": "reconnect"}`` means "not yet".  The poll loop lives inside the job's cancel
 scope: at the deadline it simply stops (no poll is sent after it).
 
-The vendor's own examples disagree on where the result is (providers.md §3): top-level
-``uploaded_image``, else ``data.uploaded_image``, else ``data.image[0]`` — possibly a relative
-path, resolved against the base URL.  A result download that 404s is retried while time allows.
+The vendor's own examples disagree on where the result is (docs/providers.md, "Turbotext"):
+top-level ``uploaded_image``, else ``data.uploaded_image``, else ``data.image[0]`` — possibly a
+relative path, resolved against the base URL.  A result download that 404s is retried while time
+allows.
 """
 
 from __future__ import annotations
@@ -32,11 +33,11 @@ from photochangerd.providers.base import (
 )
 from photochangerd.providers.cloud import CloudProvider
 from photochangerd.providers.keys import ProviderKeys
+from photochangerd.providers.retry import Retry, RetryPolicy, with_retries
 from photochangerd.providers.vendor_http import (
     VendorResponse,
     VendorUnreachable,
     send,
-    sleep_if_time,
     truncate,
 )
 from shared.slot_settings import (
@@ -55,6 +56,11 @@ METHODS = {
 }
 MAX_POLL_ERRORS = 5
 MAX_DOWNLOAD_ATTEMPTS = 5
+# The result download (a 404 while the vendor's storage catches up): 1 s apart, while 0.5 s
+# are left for another try.
+DOWNLOAD_RETRY = RetryPolicy(
+    max_attempts=MAX_DOWNLOAD_ATTEMPTS, backoff=1.0, max_backoff=1.0, min_attempt=0.5
+)
 
 
 class TurbotextProvider(CloudProvider):
@@ -203,8 +209,7 @@ class TurbotextProvider(CloudProvider):
             return urljoin(self._base_url + "/", found)
 
     async def _download(self, url: str, headers: dict[str, str]) -> ProviderResult:
-        last = "no attempt"
-        for _attempt in range(MAX_DOWNLOAD_ATTEMPTS):
+        async def attempt(number: int) -> ProviderResult | Retry:
             request = self._client.build_request("GET", url, headers=headers)
             try:
                 response = await send(self._client, request, self._max_response_bytes)
@@ -215,9 +220,9 @@ class TurbotextProvider(CloudProvider):
                     mime = response.headers.get("content-type", "image/png").split(";")[0]
                     return ProviderResult(response.body, mime)
                 last = f"HTTP {response.status}"
-            if not await sleep_if_time(1.0, reserve=0.5):
-                break
-        raise ProviderRejected(f"turbotext result download failed: {last}")
+            return Retry(ProviderRejected(f"turbotext result download failed: {last}"))
+
+        return await with_retries(DOWNLOAD_RETRY, attempt)
 
 
 def _json_or_none(response: VendorResponse) -> dict[str, Any] | None:

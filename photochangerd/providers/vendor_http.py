@@ -1,9 +1,10 @@
 """Outbound HTTP to AI vendors: one shared ``httpx.AsyncClient`` per provider, bounded reads.
 
 httpx's timeouts are per phase and per chunk (a vendor dripping one byte a second never times
-out) and it has no response-size cap (pitfalls.md #16).  So: every call runs inside the job's
-cancel scope (the only bound on a whole call), responses are streamed and abandoned past
-``max_bytes``, and the connect/read timeouts stay as inner network guards only.
+out) and it has no response-size cap (docs/stack-traps.md, "Outbound HTTP: httpx").  So:
+every call runs inside the job's cancel scope (the only bound on a whole call), responses are
+streamed and abandoned past ``max_bytes``, and the connect/read timeouts stay as inner network
+guards only.
 
 Network failures become :class:`VendorUnreachable`; what a vendor said is a
 :class:`VendorResponse` for the driver to classify.  Error texts are truncated before they reach

@@ -3,7 +3,7 @@
 ``PYTHONPATH=. .venv/bin/python -m tests.bench.bench_ingest [--quick] [--skip-big]``
 
 Starts its own daemon (``tests.support.run_daemon``: the real daemon plus the scripted test
-provider) in a temporary data directory, runs the phases of spec/quality.md "Benchmarks" against
+provider) in a temporary data directory, runs the phases behind README.md "Performance" against
 it with a DSLR-Remote-Pro-exact client, and prints one figure per line (``name: value unit``),
 then one ``machine:`` line.  Slots used:
 

@@ -2,7 +2,7 @@
 
 Each fake is a bare ASGI callable with a few lines of routing, served by Hypercorn on
 127.0.0.1, port 0.  No web framework: quart-trio has connection-closing quirks under Hypercorn
-(pitfalls.md #1) and a fake must not have surprises of its own.
+(docs/http.md) and a fake must not have surprises of its own.
 
     async with trio.open_nursery() as nursery:
         url = await nursery.start(fake.serve)      # "http://127.0.0.1:PORT"
@@ -66,7 +66,7 @@ class Outcome:
     ``delay`` seconds pass before the answer (cut short if the client disconnects);
     ``params`` tune the outcome (e.g. ``retry_delay`` for Gemini's ``rate_limited``).  Every
     outcome also takes ``drip=<seconds>``: the body is then sent in 10 chunks spread over that
-    time (httpx timeouts are per chunk, pitfalls.md #16).
+    time (httpx timeouts are per chunk: docs/stack-traps.md).
     """
 
     name: str

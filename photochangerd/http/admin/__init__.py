@@ -1,5 +1,6 @@
-"""The admin REST API (api.md §3): one blueprint under ``/api``, every route behind a JWT
-except ``POST /api/login``.  Route groups live in their own modules and register on ``bp``."""
+"""The admin REST API (README, "Admin API"): one blueprint under ``/api``, every route behind a
+JWT except ``POST /api/login``.  Route groups live in their own modules and register on
+``bp``."""
 
 from __future__ import annotations
 

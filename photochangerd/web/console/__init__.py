@@ -1,4 +1,4 @@
-"""The admin console under ``/admin/`` (docs/web.md §2).
+"""The admin console under ``/admin/`` (docs/web.md).
 
 Every page but the sign-in page needs a console session (:mod:`photochangerd.web.sessions`):
 without one a page request is redirected to ``/admin/login?next=…`` and a ``fetch`` request
