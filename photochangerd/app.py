@@ -90,9 +90,10 @@ def _hypercorn_config(config: Config) -> HypercornConfig:
     hc = HypercornConfig()
     hc.bind = list(config.bind)
     hc.keep_alive_timeout = config.keep_alive_timeout_seconds
-    # Above the longest deadline: a restart must not cut in-flight ingests (pitfalls.md #6).
+    # Above the longest deadline: a restart must not cut in-flight ingests (docs/stack-traps.md,
+    # "graceful_timeout").
     hc.graceful_timeout = config.shutdown_grace_seconds
-    hc.alpn_protocols = ["http/1.1"]  # HTTP/1.1 only (pitfalls.md #7)
+    hc.alpn_protocols = ["http/1.1"]  # over TLS (docs/stack-traps.md, "HTTP/2 and h2c")
     hc.include_server_header = False
     hc.accesslog = None
     hc.errorlog = logging.getLogger("hypercorn.error")
@@ -133,7 +134,7 @@ async def _report_draining(shutdown: trio.Event, jobs: JobService, notifier: Not
     await shutdown.wait()
     while True:
         await trio.sleep(2)
-        notifier.draining(len(jobs.running))
+        notifier.draining(jobs.in_progress)
 
 
 async def _watch_signals(
@@ -319,13 +320,14 @@ async def _serve(
     async def shutdown_trigger() -> None:
         await shutdown.wait()
         context.intake.open = False
-        notifier.stop(len(jobs.running))
-        event(log, logging.INFO, "shutdown.draining", in_flight=len(jobs.running))
+        notifier.stop(jobs.in_progress)
+        event(log, logging.INFO, "shutdown.draining", in_flight=jobs.in_progress)
 
     async with trio.open_nursery() as root:
         if handle_signals:
             root.start_soon(_watch_signals, shutdown, root, context.db, notifier)
         root.start_soon(context.activity.run)
+        root.start_soon(jobs.recorder.run)  # writes runs settled while no worker held them
         root.start_soon(
             run_sweeper, jobs, config.sweep_interval_seconds, config.sweep_grace_seconds
         )

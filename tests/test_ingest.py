@@ -1,4 +1,5 @@
-"""End-to-end ingest over a real socket with DSLR-Remote-Pro-shaped requests (api.md §1)."""
+"""End-to-end ingest over a real socket with DSLR-Remote-Pro-shaped requests
+(docs/booth-contract.md)."""
 
 from __future__ import annotations
 
@@ -378,8 +379,8 @@ async def test_client_gone_job_still_finishes_into_the_gallery(daemon: RunningDa
 
 async def test_new_wrong_passwords_are_paced_per_address(daemon: RunningDaemon) -> None:
     """Each new wrong password costs an argon2 run: after 20 from one address they are paced to
-    one per second (pitfalls.md #12) — slowed, not locked out, so the booth's correct password
-    (even a just-rotated one that needs a KDF run) still gets through."""
+    one per second (docs/stack-traps.md, "A KDF per upload") — slowed, not locked out, so the
+    booth's correct password (even a just-rotated one that needs a KDF run) still gets through."""
     small = make_jpeg(200, 150)
     for attempt in range(20):
         response = await dslr_upload(
@@ -436,8 +437,9 @@ async def test_burst_of_504s_does_not_wait_for_the_timeout_writes(
 
 
 async def test_upload_slower_than_the_deadline_is_408(daemon: RunningDaemon) -> None:
-    """pitfalls.md #3: the body is read inside the request's own deadline, not Quart's
-    BODY_TIMEOUT; a trickling upload is cut at the deadline and answered at once."""
+    """The body is read inside the request's own deadline, not Quart's BODY_TIMEOUT; a trickling
+    upload is cut at the deadline and answered at once (docs/stack-traps.md, "Quart's
+    BODY_TIMEOUT and RESPONSE_TIMEOUT")."""
     await daemon.set_setting("sync_response_seconds", 1.0)
     response = await dslr_upload(
         "127.0.0.1",

@@ -1,9 +1,10 @@
 """``POST /ingest/{slot_id}`` (alias ``/api/ingest/{slot_id}``): DSLR Remote Pro uploads.
 
-The checks run in the order of api.md §1, each answering at once without reading more of the
-body than needed: unknown/disabled slot → ``Content-Length`` over the limit (before any body
-byte is read) → not multipart → wrong password (checked as soon as its part has arrived, before
-the photo) → photo over the limit (counted while streaming) → not a valid image → queue full.
+The checks run in the order of docs/booth-contract.md ("Order of checks"), each answering at
+once without reading more of the body than needed: unknown/disabled slot → ``Content-Length``
+over the limit (before any body byte is read) → not multipart → wrong password (checked as soon
+as its part has arrived, before the photo) → photo over the limit (counted while streaming) →
+not a valid image → queue full.
 Then the job is submitted and the request waits for its outcome until the deadline, which is
 measured from the request's arrival.
 """
@@ -39,6 +40,7 @@ from photochangerd.http.errors import (
 )
 from photochangerd.http.multipart import FormLimits, read_upload
 from photochangerd.jobs.admission import Overloaded
+from photochangerd.jobs.run import Deadline, JobSettings
 from photochangerd.logs import event
 from photochangerd.media.images import ImageInfo, UnsupportedImage, inspect_image
 from photochangerd.media.qr import ANSWER_MARGIN_SECONDS, stamp_settings, stamp_within
@@ -200,7 +202,7 @@ async def handle_ingest(
         answer = _with_job_id(_error_answer(error), attempt.job_id)
         if not attempt.body_read:
             # Answered before the body was read to its end: the connection cannot be reused,
-            # and a client still sending must not keep it open (pitfalls.md #1c).
+            # and a client still sending must not keep it open (docs/http.md, "Early answers").
             answer.headers["Connection"] = "close"
         attempt.record(error.status, error.reason.value)
         return answer
@@ -291,10 +293,11 @@ async def _ingest(
     if not slot.is_active and mode.password_required:  # admins may test a disabled slot
         raise NotFound("slot is disabled", reason=FailureReason.SLOT_DISABLED)
 
-    runtime = app.jobs.runtime
-    runtime.sync_response_seconds = float(settings.get("sync_response_seconds", 48))
-    runtime.result_ttl_seconds = float(settings.get("result_ttl_hours", 72)) * 3600
-    deadline = attempt.created_at + runtime.sync_response_seconds
+    # The job's own settings and its one deadline, from the request's arrival (docs/jobs.md).
+    job_settings = JobSettings.snapshot(settings, slot)
+    deadline = Deadline.after_arrival(
+        attempt.arrival, attempt.created_at, job_settings.sync_response_seconds
+    )
     file_limit = min(app.config.max_upload_bytes, slot.size_limit_mb * MIB)
     limits = FormLimits(
         file_bytes=file_limit,
@@ -320,7 +323,7 @@ async def _ingest(
 
     spool = app.store.open_spool()
     try:
-        with trio.move_on_at(attempt.arrival + runtime.sync_response_seconds) as body_scope:
+        with trio.move_on_at(deadline.trio) as body_scope:
             form = await read_upload(
                 req.body,
                 boundary,
@@ -372,7 +375,7 @@ async def _ingest(
             with app.admission.admit(slot_id):
                 attempt.job_id = new_job_id()
                 try:
-                    submission = await app.jobs.submit(
+                    run = await app.jobs.submit(
                         job_id=attempt.job_id,
                         slot=slot,
                         source=attempt.source,
@@ -382,13 +385,14 @@ async def _ingest(
                         metadata=metadata,
                         created_at=attempt.created_at,
                         deadline=deadline,
+                        settings=job_settings,
                     )
                 except DatabaseUnavailable:
                     attempt.job_id = None
                     raise ServiceUnavailable(
                         "database unavailable", headers={"Retry-After": "5"}
                     ) from None
-                outcome = await app.jobs.wait(submission)
+                outcome = await app.jobs.wait(run)
         except Overloaded as exc:
             raise RateLimited(
                 f"too many photos in progress ({exc.scope})",
@@ -405,7 +409,7 @@ async def _ingest(
     guest = guest_url(app.config.effective_public_base_url, attempt.job_id)
     stamp = stamp_settings(slot.settings) if mode is BOOTH else None
     if stamp is not None:  # the booth's copy only; the stored result stays clean
-        answer_by = app.clock.to_trio(deadline) - ANSWER_MARGIN_SECONDS
+        answer_by = deadline.trio - ANSWER_MARGIN_SECONDS
         result = await stamp_within(
             app.images, result, outcome.result.mime_type, guest, stamp, answer_by
         )

@@ -1,28 +1,25 @@
-"""The job service: the narrow handle request handlers get (submit, wait) plus the worker's
-processing step and the one finalize path everybody goes through.
+"""The job service: the narrow handle request handlers get (submit, wait), the worker's step
+(process), and the sweeping, recovery and shutdown paths.  docs/jobs.md tells the whole story.
 
 Lifecycle of a job::
 
     submit ──▶ pending ──claim──▶ processing ──▶ finalized (success | timeout | provider_error
                                                             | cancelled | internal_error)
 
-*Exactly once*: every path that ends a job (worker success or failure, the waiting request at
-its deadline, the sweeper, start-up recovery, shutdown) calls :meth:`JobService.finalize`, a
-conditional update that only one caller can win.  The winner wakes the in-process waiter and
-removes the input copy; a loser removes the result file it may have written.
+Each job of this process is one :class:`~photochangerd.jobs.run.JobRun`, created at arrival and
+kept in :attr:`JobService.runs` (by job id) until its outcome is durable.  The requester, the
+worker and the sweeper talk only through it:
 
-*Deadlines*: the waiting request waits inside ``trio.move_on_at(deadline)``; the worker runs the
-provider and the result store inside ``trio.move_on_at(deadline)`` too, so provider work for a job
-is cancelled structurally at the same instant its requester is answered 504.  The final write is
-shielded and bounded (``finalize``): it must happen even though its scope was just cancelled.
+* the first of worker, waiting requester (at the deadline), sweeper or shutdown to call
+  :meth:`JobRun.settle` decides the outcome; the requester is woken at that instant;
+* the durable write follows (:mod:`photochangerd.jobs.record`) in the worker's task, or in the
+  recorder's task for a job no worker holds — never in the requester's path;
+* the conditional ``finalize_job`` update stays the arbiter between instances.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import math
-from dataclasses import dataclass, field
 from typing import Any
 
 import trio
@@ -30,88 +27,39 @@ import trio
 from photochangerd.clock import WallClock
 from photochangerd.db import repositories
 from photochangerd.db.engine import Database, DatabaseUnavailable
-from photochangerd.domain.models import Job, Outcome, Slot, StoredResult, timeout_outcome
-from photochangerd.jobs.waiters import Waiter, WaiterRegistry
-from photochangerd.logs import event
-from photochangerd.media.encode import convert, target_format
-from photochangerd.media.images import (
-    DECODE_ERRORS,
-    EXT_BY_MIME,
-    MIME_BY_FORMAT,
-    ImageInfo,
-    UnsupportedImage,
-    inspect_image,
+from photochangerd.domain.models import Job, Outcome, Slot, timeout_outcome
+from photochangerd.jobs.produce import OUTPUT_MAX_PIXELS, Producer, _final_image
+from photochangerd.jobs.queue import WorkQueue
+from photochangerd.jobs.record import FINALIZE_BUDGET, Recorder, outcome_of
+from photochangerd.jobs.run import (
+    Deadline,
+    JobRun,
+    JobSettings,
+    Party,
+    RuntimeSettings,
+    cancelled_outcome,
 )
+from photochangerd.logs import event
+from photochangerd.media.images import ImageInfo
 from photochangerd.media.imaging import ImageWorkers
 from photochangerd.media.provider_media import ProviderMedia
 from photochangerd.media.store import MediaStore, Spool
 from photochangerd.metrics import Metrics
-from photochangerd.providers.base import (
-    ImageInput,
-    ProviderError,
-    ProviderRejected,
-    ProviderRequest,
-    TemplateInput,
-)
-from photochangerd.providers.gate import GateWait
+from photochangerd.providers.base import ProviderError
 from photochangerd.providers.registry import ProviderRegistry
 from shared.errors import JobFailure
 
+__all__ = [
+    "CROSS_INSTANCE_POLL",
+    "OUTPUT_MAX_PIXELS",
+    "JobService",
+    "RuntimeSettings",
+    "_final_image",
+]
+
 log = logging.getLogger("photochangerd.jobs")
 
-OUTPUT_MAX_PIXELS = 200_000_000  # a provider's output: generous, but not a decompression bomb
-DELEGATED_WRITE_DELAY = 0.02  # s; see process()
-FINALIZE_BUDGET = 10.0  # seconds a shielded final write may take before we give up on it
 CROSS_INSTANCE_POLL = 1.0  # PostgreSQL: how often a waiter checks for a job finished elsewhere
-
-
-@dataclass(slots=True)
-class RuntimeSettings:
-    """The runtime-editable settings this instance last read from the database."""
-
-    sync_response_seconds: float = 48.0
-    result_ttl_seconds: float = 72 * 3600.0
-
-
-@dataclass(slots=True)
-class _Decision:
-    """A job's outcome as settled in this process, and whether it is in the database yet."""
-
-    outcome: Outcome
-    decided_at: float  # wall clock
-    persisted: trio.Event = field(default_factory=trio.Event)
-    delegated: bool = False  # answered already; its worker writes it (a little later)
-
-
-@dataclass(frozen=True, slots=True)
-class Submission:
-    job_id: str
-    waiter: Waiter
-    deadline: float  # wall clock
-    input_path: str | None
-
-
-def _final_image(data: bytes, output_format: str, passthrough: bool) -> tuple[bytes, str]:
-    """Check a provider's output and convert it to the slot's output format (sync, thread).
-
-    A conversion decodes every pixel, which is the check (a 1 MP PNG is not decoded twice:
-    −24 ms per Gemini/Turbotext result); output kept as it is is inspected like an upload.
-    """
-    info = inspect_image(data, OUTPUT_MAX_PIXELS, decode_pixels=False)
-    target = MIME_BY_FORMAT[target_format(output_format, info.mime_type)]
-    if passthrough or target == info.mime_type:
-        inspect_image(data, OUTPUT_MAX_PIXELS)
-        return data, info.mime_type
-    try:
-        return convert(data, info.mime_type, output_format)
-    except DECODE_ERRORS as exc:
-        raise UnsupportedImage(f"image does not decode ({type(exc).__name__})") from None
-
-
-def _job_from_values(values: dict[str, Any]) -> Job:
-    """The row just inserted, as a :class:`Job` (no read-back needed)."""
-    fields: dict[str, Any] = {name: values.get(name) for name in Job.__dataclass_fields__}
-    return Job(**fields)
 
 
 class JobService:
@@ -127,23 +75,21 @@ class JobService:
         provider_media: ProviderMedia | None = None,
     ) -> None:
         self.db = db
-        self.provider_media = provider_media
-        self.metrics: Metrics | None = None
         self.store = store
-        self.providers = providers
-        self.images = images
         self.clock = clock
         self.instance_id = instance_id
+        self.metrics: Metrics | None = None
         self.runtime = RuntimeSettings()
-        self.waiters = WaiterRegistry()
-        # Wake-ups for workers: a job id to claim, or a job already claimed for them.
-        self._wake_send, self.wake_receive = trio.open_memory_channel[str | Job](math.inf)
-        self.idle_workers = 0
-        self._handovers = 0
-        self._inputs: dict[str, bytes] = {}
-        self._decisions: dict[str, _Decision] = {}  # input photos of this process's unfinished jobs
-        self.running: dict[str, trio.CancelScope] = {}
+        self.runs: dict[str, JobRun] = {}  # this process's live jobs, until recorded
+        self.queue = WorkQueue()
+        self.recorder = Recorder(db, store, clock, self.runs)
+        self.producer = Producer(db, store, providers, images, provider_media)
         self._idle = trio.Event()
+
+    @property
+    def in_progress(self) -> int:
+        """Jobs a worker of this process is running (or still writing down)."""
+        return sum(1 for run in self.runs.values() if run.busy)
 
     # -- request side ------------------------------------------------------------------------
 
@@ -158,16 +104,19 @@ class JobService:
         image: ImageInfo,
         metadata: dict[str, Any],
         created_at: float,
-        deadline: float,
-    ) -> Submission:
-        """Insert the job and hand it to a worker.
+        deadline: Deadline,
+        settings: JobSettings,
+    ) -> JobRun:
+        """Insert the job, register its run and hand it to a worker.
 
         Fast path (measured: it saves a transaction and two file operations per ingest): the
-        input stays in memory for this process's worker, and when a worker is idle the job is
-        inserted already claimed (``processing``) and handed over directly.  The input is also
-        written to the media directory when other instances may have to run the job (shared
-        PostgreSQL); with SQLite the daemon is alone and a restart ends every open job anyway.
+        input stays in memory in the run, and when a worker is idle the job is inserted already
+        claimed (``processing``) and handed over directly.  The input is also written to the
+        media directory when other instances may have to run the job (shared PostgreSQL); with
+        SQLite the daemon is alone and a restart ends every open job anyway.
         """
+        self.runtime.sync_response_seconds = settings.sync_response_seconds
+        self.runtime.result_ttl_seconds = settings.result_ttl_seconds
         input_path: str | None = None
         if self.db.dialect != "sqlite":
             target = self.store.input_path(job_id, image.extension)
@@ -183,323 +132,171 @@ class JobService:
             "operation": slot.operation,
             "settings": slot.settings,
             "created_at": created_at,
-            "deadline": deadline,
+            "deadline": deadline.wall,
             "attempts": 0,
             "client_metadata": metadata,
             "input_path": input_path,
             "input_mime_type": image.mime_type,
         }
-        hand_over = self.idle_workers > self._handovers
+        settings = settings.with_slot(slot)  # the slot as submitted (a test run's overrides)
+        run = JobRun(job_id, deadline, settings, data=data, input_path=input_path, now=created_at)
+        self.runs[job_id] = run
+        await self._insert(run, values)
+        return run
+
+    async def _insert(self, run: JobRun, values: dict[str, Any]) -> None:
+        hand_over = self.queue.reserve()
         if hand_over:
-            self._handovers += 1
             values.update(
-                status="processing", started_at=created_at, claimed_by=self.instance_id, attempts=1
+                status="processing",
+                started_at=values["created_at"],
+                claimed_by=self.instance_id,
+                attempts=1,
             )
-        waiter = self.waiters.register(job_id)
-        self._inputs[job_id] = data
         try:
             await self.db.write(repositories.insert_job, values)
         except BaseException:
-            self.waiters.discard(job_id)
-            self._inputs.pop(job_id, None)
+            self.runs.pop(run.job_id, None)
             with trio.CancelScope(shield=True):
-                await self.store.remove(input_path)
+                await self.store.remove(run.input_path)
             raise
         finally:
             if hand_over:
-                self._handovers -= 1
+                self.queue.release()
         if hand_over:
-            self._wake_send.send_nowait(_job_from_values(values))
+            fields: dict[str, Any] = {name: values.get(name) for name in Job.__dataclass_fields__}
+            self.queue.hand_over(Job(**fields))  # the row just inserted: no read-back
         else:
-            self._wake_send.send_nowait(job_id)
-        return Submission(job_id, waiter, deadline, input_path)
+            self.queue.wake(run.job_id)
 
-    async def wait(self, submission: Submission) -> Outcome:
-        """Wait for the job's outcome, at most until its deadline (then finalize ``timeout``).
+    async def wait(self, run: JobRun) -> Outcome:
+        """The job's outcome: woken as soon as it is settled, or settling ``timeout`` at the
+        deadline.
 
+        A timeout is answered the instant it is settled: when 30 booths time out together,
+        their 504s go out before the bookkeeping.  Any other outcome was settled by the worker
+        before the deadline and is answered once durable (bounded): a success links to its
+        row and file, and a booth or operator may look any job up by its ``X-Job-Id`` at once.
         Cancellation (the client went away): the job keeps running in its worker until it
-        finishes or reaches its deadline, and its result still lands in the gallery.
+        ends, and its result still lands in the gallery.
         """
-        job_id = submission.job_id
-        waiter = submission.waiter
-        try:
-            with trio.move_on_at(self.clock.to_trio(submission.deadline)):
-                while not waiter.event.is_set():
-                    if self.db.dialect == "sqlite":
-                        await waiter.event.wait()
-                        break
-                    with trio.move_on_after(CROSS_INSTANCE_POLL):
-                        await waiter.event.wait()
-                    if not waiter.event.is_set():
-                        job = await self.db.read(repositories.get_job, job_id)
-                        if job is not None and job.is_finalized:
-                            return await self._outcome_of(job)
-                assert waiter.outcome is not None
-                return waiter.outcome
-            return await self._answer_deadline(job_id, waiter, submission.input_path)
-        finally:
-            self.waiters.discard(job_id)
-
-    async def _outcome_of(self, job: Job) -> Outcome:
-        """Rebuild an outcome from a finalized row (job finished by another instance)."""
-        failure = JobFailure(job.failure_reason) if job.failure_reason else None
-        if failure is None and job.result_file_path:
-            result = StoredResult(
-                job.result_file_path,
-                job.result_mime_type or "application/octet-stream",
-                job.result_size_bytes or 0,
-                job.result_checksum or "",
-            )
-            return Outcome(None, 200, result=result)
-        return Outcome(failure, job.response_status or 500, job.failure_details)
-
-    # -- finalization ------------------------------------------------------------------------
-
-    def _decide(self, job_id: str, outcome: Outcome) -> tuple[_Decision, bool]:
-        """Settle a job's outcome in this process: (the decision, whether it is ``outcome``).
-
-        The first caller decides; later callers (the other party at the same instant) get
-        that decision.  This keeps one database write per job end instead of two racing ones,
-        and lets the booth get its 504 at the deadline while the worker — whose cancel scope is
-        unwinding at that same instant — writes it down.  The conditional update in
-        :meth:`_persist` stays the arbiter across instances.
-        """
-        existing = self._decisions.get(job_id)
-        if existing is not None:
-            return existing, False
-        decision = _Decision(outcome, self.clock.now())
-        self._decisions[job_id] = decision
-        return decision, True
-
-    async def _answer_deadline(
-        self, job_id: str, waiter: Waiter, input_path: str | None
-    ) -> Outcome:
-        """The waiting request reached the deadline: decide ``timeout`` unless already decided."""
-        decision, first = self._decide(job_id, timeout_outcome())
-        if first:
-            if job_id in self.running:
-                # Its worker's scope ends right now; it records this decision (and discards
-                # any result).  The booth need not wait for that write.
-                decision.delegated = True
-                return decision.outcome
-            await self._persist(job_id, decision, input_path)
-            self._decisions.pop(job_id, None)
-            return waiter.outcome or decision.outcome
-        if not decision.outcome.ok:
-            # The worker settled a failure (its own scope ended at this same instant): answer
-            # it now; the worker writes it.  Only a success is waited for (its file and row).
-            return decision.outcome
-        # The worker decided first with a success finishing at the deadline.
+        with trio.move_on_at(run.deadline.trio):
+            await self._until_settled(run)
+        won = run.settle(timeout_outcome(run.timeout_details()), Party.WAITER, self.clock.now())
+        if won and not run.worker_attached:
+            # No worker holds it: written in the background.  (A worker's scope ends at this
+            # same instant, and the worker writes the outcome down on its way out.)
+            self.recorder.later(run)
+        outcome = run.outcome
+        assert outcome is not None
+        if outcome.failure is JobFailure.TIMEOUT:
+            return outcome
         with trio.CancelScope(shield=True), trio.move_on_after(FINALIZE_BUDGET):
-            await decision.persisted.wait()
-        if waiter.outcome is not None:
-            return waiter.outcome
-        with trio.CancelScope(shield=True), trio.move_on_after(FINALIZE_BUDGET):
-            job = await self.db.read(repositories.get_job, job_id)
-            if job is not None and job.is_finalized:
-                return await self._outcome_of(job)
-        return decision.outcome
+            await run.recorded.wait()
+        return run.answer or outcome
 
-    async def finalize(self, job_id: str, outcome: Outcome, input_path: str | None = None) -> bool:
-        """Record ``outcome`` unless the job is already decided or final; True when it won.
+    async def _until_settled(self, run: JobRun) -> None:
+        if self.db.dialect == "sqlite":
+            await run.settled.wait()
+            return
+        while not run.settled.is_set():
+            with trio.move_on_after(CROSS_INSTANCE_POLL):
+                await run.settled.wait()
+            if run.settled.is_set():
+                return
+            job = await self.db.read(repositories.get_job, run.job_id)
+            if job is not None and job.is_finalized:  # finished by another instance
+                self._settled_durably(run, outcome_of(job), Party.ELSEWHERE)
 
-        Runs shielded (it is the last write of a job whose scope may just have been cancelled)
-        and bounded by :data:`FINALIZE_BUDGET`.
-        """
-        decision, first = self._decide(job_id, outcome)
-        try:
-            if not first:
-                with trio.CancelScope(shield=True), trio.move_on_after(FINALIZE_BUDGET):
-                    await decision.persisted.wait()
-                if outcome.result is not None and outcome is not decision.outcome:
-                    with trio.CancelScope(shield=True):
-                        await self.store.remove(outcome.result.path)
-                return False
-            return await self._persist(job_id, decision, input_path)
-        finally:
-            if first:
-                self._decisions.pop(job_id, None)
-
-    async def _persist(self, job_id: str, decision: _Decision, input_path: str | None) -> bool:
-        """Write a decision with the conditional update; wake the waiter if it won."""
-        outcome = decision.outcome
-        won = False
-        with trio.CancelScope(shield=True), trio.move_on_after(FINALIZE_BUDGET):
-            try:
-                won = await self.db.write(
-                    repositories.finalize_job,
-                    job_id,
-                    # A delegated write comes deliberately late: record when the job ended.
-                    now=decision.decided_at if decision.delegated else self.clock.now(),
-                    failure_reason=outcome.failure.value if outcome.failure else None,
-                    response_status=outcome.response_status,
-                    details=outcome.details,
-                    result=outcome.result,
-                    result_ttl_seconds=self.runtime.result_ttl_seconds,
-                )
-            except DatabaseUnavailable:
-                event(
-                    log,
-                    logging.ERROR,
-                    "job.finalize_failed",
-                    job_id=job_id,
-                    reason="database_unavailable",
-                )
-                # The sweeper finalizes the row once the DB is back; answer the request now.
-                self.waiters.resolve(
-                    job_id, Outcome(JobFailure.INTERNAL_ERROR, 500, "database unavailable")
-                )
-            finally:
-                decision.persisted.set()
-            self._inputs.pop(job_id, None)
-            if won:
-                self.waiters.resolve(job_id, outcome)
-                await self.store.remove(input_path)
-                event(
-                    log,
-                    logging.INFO,
-                    "job.finalized",
-                    job_id=job_id,
-                    outcome=outcome.failure.value if outcome.failure else "success",
-                    status=outcome.response_status,
-                    details=outcome.details,
-                )
-            elif outcome.result is not None:
-                await self.store.remove(outcome.result.path)
-        return won
+    def _settled_durably(self, run: JobRun, outcome: Outcome, by: Party) -> None:
+        """``outcome`` is already in the database (written by ``by``): settle and release."""
+        if run.settle(outcome, by, self.clock.now()):
+            run.mark_recorded(None, outcome)
+            self.runs.pop(run.job_id, None)
 
     # -- worker side -------------------------------------------------------------------------
 
     async def process(self, job: Job) -> None:
-        """Run a claimed job to its end: provider → store → finalize, all before its deadline.
+        """Run a claimed job to its end: provider → store → settle → durable write.
 
-        Cancelled from outside (shutdown past its grace period), the job is finalized
-        ``cancelled`` on the way out; it is never left unfinalized.
+        The provider runs in the run's cancel scope: it stops at the deadline, or when another
+        party settles first.  Cancelled from outside (shutdown past its grace period), the job
+        is settled ``cancelled`` on the way out; it is never left unfinalized.
         """
-        outcome: Outcome | None = None
+        run = self._attach(job)
         started = trio.current_time()
-        gate_wait = GateWait()
+        outcome: Outcome | None = None
         try:
-            with trio.move_on_at(self.clock.to_trio(job.deadline)) as scope:
-                self.running[job.id] = scope
-                try:
-                    outcome = await self._produce(job, gate_wait)
-                except ProviderError as exc:
-                    outcome = Outcome(JobFailure.PROVIDER_ERROR, exc.http_status, str(exc))
-                except DatabaseUnavailable:
-                    outcome = Outcome(JobFailure.INTERNAL_ERROR, 500, "database unavailable")
-                except Exception as exc:
-                    log.exception("job.internal_error", extra={"fields": {"job_id": job.id}})
-                    outcome = Outcome(JobFailure.INTERNAL_ERROR, 500, type(exc).__name__)
-            if outcome is None:
-                # Still waiting for a capped provider's slot at the deadline: say so.
-                outcome = timeout_outcome(gate_wait.describe(trio.current_time()))
+            if run.outcome is None:
+                with run.scope:
+                    outcome = await self._attempt(job, run)
+                if outcome is None:  # the deadline (or another party) ended it
+                    outcome = timeout_outcome(run.timeout_details())
         finally:
-            self.running.pop(job.id, None)
-            self._inputs.pop(job.id, None)
-            if not self.running:
-                self._idle.set()
-            if outcome is None:
-                outcome = Outcome(JobFailure.CANCELLED, 503, "daemon shut down")
-            if self.metrics is not None:
-                label = outcome.failure.value if outcome.failure else "success"
-                self.metrics.job_duration.labels(provider=job.provider, outcome=label).observe(
-                    max(0.0, self.clock.now() - job.created_at)
-                )
-                if outcome.failure is JobFailure.PROVIDER_ERROR:
-                    self.metrics.provider_errors.labels(
-                        provider=job.provider, status=str(outcome.response_status)
-                    ).inc()
-            event(
-                log,
-                logging.DEBUG,
-                "job.processed",
-                job_id=job.id,
-                slot_id=job.slot_id,
-                seconds=round(trio.current_time() - started, 4),
-            )
-            decision = self._decisions.get(job.id)
-            if (
-                decision is not None
-                and decision.delegated
-                and decision.outcome.failure is JobFailure.TIMEOUT
-                and outcome.failure is JobFailure.TIMEOUT
-            ):
-                # Both ended at the deadline; the worker knows better why (a provider slot).
-                decision.outcome = outcome
-            if decision is None and outcome.failure is JobFailure.TIMEOUT:
-                # The requester's deadline fires at this instant too: settle it now, so its 504
-                # need not wait for the write (_answer_deadline), and write it like a delegated one.
-                decision, _ = self._decide(job.id, outcome)
-                decision.delegated = True
-            if decision is not None and decision.delegated:
-                # The waiting request already answered with this decision; record it here —
-                # after the answers due at this same instant have gone out (a provider outage
-                # times every booth out at once: their 504s first, the bookkeeping after).
+            party = Party.WORKER if outcome is not None else Party.SHUTDOWN
+            late = not run.settle(outcome or cancelled_outcome(), party, self.clock.now())
+            if late and outcome is not None and outcome.result is not None:  # discard it
                 with trio.CancelScope(shield=True):
-                    await trio.sleep(DELEGATED_WRITE_DELAY)
-                    if outcome.result is not None and outcome is not decision.outcome:
-                        await self.store.remove(outcome.result.path)
-                try:
-                    await self._persist(job.id, decision, job.input_path)
-                finally:
-                    self._decisions.pop(job.id, None)
-            else:
-                await self.finalize(job.id, outcome, job.input_path)
+                    await self.store.remove(outcome.result.path)
+            self._observe(job, run, started)
+            await self.recorder.record(run)
+            if not self.in_progress:
+                self._idle.set()
 
-    async def _produce(self, job: Job, gate_wait: GateWait) -> Outcome:
-        photo_bytes = self._inputs.get(job.id)
-        if photo_bytes is None and job.input_path:
-            photo_bytes = await self.store.read(job.input_path)
-        if photo_bytes is None or job.input_mime_type is None:
-            raise RuntimeError("job has no input")
-        photo = ImageInput(photo_bytes, job.input_mime_type)
-        bindings = []
-        if job.provider != "local" or job.operation == "frame":  # the others use no templates
-            bindings = await self.db.read(repositories.slot_templates, job.slot_id)
-        templates = [
-            TemplateInput(b.role, ImageInput(await self.store.read(b.path), b.mime_type))
-            for b in bindings
-        ]
-        provider = self.providers.get(job.provider)
-
-        async def report_reference(reference: str) -> None:
-            await self.db.write(repositories.set_provider_reference, job.id, reference)
-
-        request = ProviderRequest(
-            job.id,
-            job.slot_id,
-            job.operation,
-            job.settings,
-            photo,
-            templates,
-            report_reference=report_reference,
-            wait=gate_wait,
-        )
-        if self.provider_media is not None:
-            request = dataclasses.replace(
-                request, publish=self.provider_media.publisher(job.id, job.deadline)
+    def _attach(self, job: Job) -> JobRun:
+        """The job's run (created here for a job submitted by another instance)."""
+        run = self.runs.get(job.id)
+        if run is None:
+            run = JobRun(
+                job.id,
+                Deadline.from_wall(self.clock, job.deadline),
+                JobSettings.for_claimed(job, self.runtime.result_ttl_seconds),
+                input_path=job.input_path,
+                now=self.clock.now(),
             )
-        provider_started = trio.current_time()
-        result = await provider.process(request)
-        provider_seconds = trio.current_time() - provider_started
-        output_format = str(job.settings.get("output_format", "jpeg"))
-        if result.data is photo.data:  # handed back untouched: the input was checked at ingest
-            data, mime = photo.data, photo.mime_type
-        else:
-            try:
-                data, mime = await self.images.run(
-                    _final_image, result.data, output_format, job.operation == "passthrough"
-                )
-            except UnsupportedImage as exc:
-                raise ProviderRejected(
-                    f"the provider's output is not a usable image: {exc}"
-                ) from None
-        extension = EXT_BY_MIME[mime]
-        stored = await self.store.write_result(job.id, data, extension, mime)
-        return Outcome(None, 200, result=stored, data=data, provider_seconds=provider_seconds)
+            self.runs[job.id] = run
+        run.worker_attached = True
+        return run
 
-    # -- recovery and sweeping ---------------------------------------------------------------
+    async def _attempt(self, job: Job, run: JobRun) -> Outcome:
+        try:
+            return await self.producer.produce(job, run)
+        except ProviderError as exc:
+            return Outcome(JobFailure.PROVIDER_ERROR, exc.http_status, str(exc))
+        except DatabaseUnavailable:
+            return Outcome(JobFailure.INTERNAL_ERROR, 500, "database unavailable")
+        except Exception as exc:
+            log.exception("job.internal_error", extra={"fields": {"job_id": job.id}})
+            return Outcome(JobFailure.INTERNAL_ERROR, 500, type(exc).__name__)
+
+    def _observe(self, job: Job, run: JobRun, started: float) -> None:
+        outcome = run.outcome
+        assert outcome is not None
+        if self.metrics is not None:
+            label = outcome.failure.value if outcome.failure else "success"
+            self.metrics.job_duration.labels(provider=job.provider, outcome=label).observe(
+                max(0.0, self.clock.now() - job.created_at)
+            )
+            if outcome.failure is JobFailure.PROVIDER_ERROR:
+                self.metrics.provider_errors.labels(
+                    provider=job.provider, status=str(outcome.response_status)
+                ).inc()
+        event(
+            log,
+            logging.DEBUG,
+            "job.processed",
+            job_id=job.id,
+            slot_id=job.slot_id,
+            seconds=round(trio.current_time() - started, 4),
+        )
+
+    async def wait_until_idle(self) -> None:
+        """Return once no job is being processed in this instance."""
+        while self.in_progress:
+            self._idle = trio.Event()
+            await self._idle.wait()
+
+    # -- recovery, sweeping and shutdown -----------------------------------------------------
 
     async def recover_on_start(self) -> int:
         """Finalize jobs a previous process left behind.
@@ -540,18 +337,27 @@ class JobService:
         return len(ended)
 
     async def sweep(self, grace: float) -> int:
-        """Finalize jobs past their deadline (+grace) as ``timeout``; returns how many."""
+        """Finalize jobs past their deadline (+grace) as ``timeout``; returns how many.
+
+        A live run among them is settled (its requester answered, its worker stopped) with
+        the outcome the sweeper just wrote.
+        """
         now = self.clock.now()
+        details = "deadline passed (swept)"
         ended = await self.db.write(
             repositories.finalize_overdue,
             now=now,
             before=now - grace,
             failure_reason=JobFailure.TIMEOUT.value,
-            details="deadline passed (swept)",
+            details=details,
         )
         for job_id, _ in ended:
-            self._inputs.pop(job_id, None)
-            self.waiters.resolve(job_id, timeout_outcome())
+            run = self.runs.get(job_id)
+            if run is not None:
+                self._settled_durably(run, timeout_outcome(details), Party.SWEEPER)
+        for run in list(self.runs.values()):  # requester gone, finished by another instance
+            if not run.busy and run.settled_by is None and run.deadline.wall < now - grace:
+                self.runs.pop(run.job_id, None)
         await self._remove_inputs(ended)
         if ended:
             event(log, logging.WARNING, "jobs.swept", count=len(ended))
@@ -562,18 +368,14 @@ class JobService:
         await self.store.remove(*paths)
         await self.db.write(repositories.clear_input_paths, [job_id for job_id, _ in ended])
 
-    async def wait_until_idle(self) -> None:
-        """Return once no job is being processed in this instance."""
-        while self.running:
-            self._idle = trio.Event()
-            await self._idle.wait()
-
     async def finalize_leftovers_on_shutdown(self) -> int:
-        """Shutdown: end jobs nobody will process any more (SQLite: we are the only daemon).
+        """Shutdown: write the runs still queued for the recorder, then end the jobs nobody
+        will process any more (SQLite: we are the only daemon) as ``cancelled``.
 
         On PostgreSQL a pending job can still be claimed by another instance, so it is left to
         them (or to the sweeper at its deadline).
         """
+        await self.recorder.flush()
         if self.db.dialect != "sqlite":
             return 0
         ended = await self.db.write(
@@ -582,5 +384,9 @@ class JobService:
             failure_reason=JobFailure.CANCELLED.value,
             details="daemon shut down",
         )
+        for job_id, _ in ended:
+            run = self.runs.get(job_id)
+            if run is not None:
+                self._settled_durably(run, cancelled_outcome(), Party.SHUTDOWN)
         await self._remove_inputs(ended)
         return len(ended)

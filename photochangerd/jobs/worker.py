@@ -1,8 +1,10 @@
-"""Worker tasks: take jobs from the queue and run them.
+"""Worker tasks: take jobs from the :class:`~photochangerd.jobs.queue.WorkQueue` and run them.
 
 A wake-up names the job just enqueued in this process (claimed by id: one cheap conditional
-update).  On PostgreSQL, idle workers also poll ``claim_next_job`` (``FOR UPDATE SKIP LOCKED``)
-so jobs enqueued by another instance whose workers are busy still get served.
+update), or carries a job inserted already claimed for an idle worker.  On PostgreSQL, idle
+workers also poll ``claim_next_job`` (``FOR UPDATE SKIP LOCKED``) so jobs enqueued by another
+instance whose workers are busy still get served.  Each job then runs through
+:meth:`JobService.process` (docs/jobs.md).
 """
 
 from __future__ import annotations
@@ -25,19 +27,9 @@ DB_RETRY_SECONDS = 1.0
 
 async def run_worker(service: JobService, number: int) -> None:
     """Process jobs forever.  Cancellation stops the worker; a job in progress is finalized."""
-    receive = service.wake_receive
-    shared_db = service.db.dialect == "postgresql"
+    poll = IDLE_POLL_SECONDS if service.db.dialect == "postgresql" else None
     while True:
-        message: str | Job | None = None
-        service.idle_workers += 1
-        try:
-            if shared_db:
-                with trio.move_on_after(IDLE_POLL_SECONDS):
-                    message = await receive.receive()
-            else:
-                message = await receive.receive()
-        finally:
-            service.idle_workers -= 1
+        message = await service.queue.next(poll)
         if isinstance(message, Job):  # inserted already claimed for us
             job: Job | None = message
         else:

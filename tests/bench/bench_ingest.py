@@ -292,7 +292,7 @@ async def phase_deadline(bench: Bench) -> None:
         bench.report.latency(f"{name}_504_lateness", late, points=(0, 50, 100))
         report_outcomes(bench.report, name, run, expected=504)
     # Where the burst's lateness goes: the daemon starts each deadline at the request's arrival
-    # (job.created_at), decides the timeout at finalized_at (taken just before that commit).
+    # (job.created_at), settles the timeout at finalized_at (the settle, not the later commit).
     rows = bench.daemon.query(
         "SELECT created_at, finalized_at - deadline FROM job WHERE slot_id=? AND created_at>=?",
         HANG_SLOT,

@@ -1,0 +1,245 @@
+"""A job's run settles exactly once, wakes its requester at that instant, and writes later.
+
+Everything here runs on Trio's ``MockClock`` (``autojump_clock``): a 48 s deadline passes
+without any real time passing.  The job service is given an in-memory database and media store
+that record what they were asked to do, and a producer that stands in for the provider step.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
+
+import trio
+
+from photochangerd.clock import WallClock
+from photochangerd.db import repositories
+from photochangerd.domain.models import Job, Outcome, StoredResult, timeout_outcome
+from photochangerd.jobs.run import Deadline, JobRun, JobSettings, Party
+from photochangerd.jobs.service import JobService
+from shared.errors import JobFailure
+
+DEADLINE = 48.0
+WRITE_SECONDS = 5.0  # how long the (fake) database takes for the final write
+RESULT = StoredResult("/results/job-1.jpg", "image/jpeg", 3, "c0ffee")
+
+
+class FakeDatabase:
+    """Records every finalize; each write takes :data:`WRITE_SECONDS` of (mock) time."""
+
+    dialect = "sqlite"
+
+    def __init__(self) -> None:
+        self.finalized: list[tuple[str, dict[str, Any], float]] = []
+        self.overdue: list[tuple[str, str | None]] = []  # what finalize_overdue ends
+
+    async def write(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if fn is repositories.finalize_job:
+            await trio.sleep(WRITE_SECONDS)
+            self.finalized.append((args[0], kwargs, trio.current_time()))
+            return len(self.finalized) == 1  # the conditional update: the first write wins
+        if fn is repositories.finalize_overdue:
+            return self.overdue
+        return None
+
+    async def read(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return None
+
+
+class FakeStore:
+    def __init__(self) -> None:
+        self.removed: list[str] = []
+
+    async def remove(self, *paths: str | None) -> None:
+        self.removed.extend(p for p in paths if p)
+
+
+class FakeProducer:
+    def __init__(self, step: Callable[[], Awaitable[Outcome]]) -> None:
+        self.step = step
+
+    async def produce(self, job: Job, run: JobRun) -> Outcome:
+        return await self.step()
+
+
+def _service(step: Callable[[], Awaitable[Outcome]]) -> tuple[JobService, FakeDatabase, FakeStore]:
+    db, store = FakeDatabase(), FakeStore()
+    service = JobService(
+        db=cast(Any, db),
+        store=cast(Any, store),
+        providers=cast(Any, None),
+        images=cast(Any, None),
+        clock=WallClock(),
+        instance_id="test",
+    )
+    service.producer = cast(Any, FakeProducer(step))
+    return service, db, store
+
+
+def _job(service: JobService, settings: JobSettings | None = None) -> tuple[Job, JobRun]:
+    now = service.clock.now()
+    deadline = Deadline.after_arrival(trio.current_time(), now, DEADLINE)
+    run = JobRun(
+        "job-1", deadline, settings or JobSettings(), data=b"photo", input_path="/in/job-1"
+    )
+    service.runs[run.job_id] = run
+    values: dict[str, Any] = {name: None for name in Job.__dataclass_fields__}
+    values.update(
+        id="job-1",
+        slot_id="slot-001",
+        source="ingest",
+        status="processing",
+        is_finalized=False,
+        provider="gemini",
+        operation="edit",
+        settings={},
+        created_at=now,
+        deadline=deadline.wall,
+        attempts=1,
+        client_metadata={},
+        input_path="/in/job-1",
+        input_mime_type="image/jpeg",
+    )
+    return Job(**values), run
+
+
+async def _forever() -> Outcome:
+    await trio.sleep_forever()
+    raise AssertionError("unreachable")
+
+
+async def test_settle_exactly_once_among_concurrent_parties(autojump_clock: object) -> None:
+    run = JobRun("job-1", Deadline(0.0, trio.current_time() + DEADLINE), JobSettings())
+    wins: list[Party] = []
+
+    async def party(by: Party, outcome: Outcome) -> None:
+        await trio.sleep_until(run.deadline.trio)  # all of them at the very same instant
+        if run.settle(outcome, by):
+            wins.append(by)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(party, Party.WORKER, Outcome(None, 200, result=RESULT))
+        nursery.start_soon(party, Party.WAITER, timeout_outcome())
+        nursery.start_soon(party, Party.SWEEPER, timeout_outcome("deadline passed (swept)"))
+        nursery.start_soon(party, Party.SHUTDOWN, Outcome(JobFailure.CANCELLED, 503))
+    assert len(wins) == 1 and run.settled_by is wins[0]
+    assert run.settled.is_set() and run.scope.cancel_called
+    assert not run.settle(timeout_outcome(), Party.WAITER)  # and never again
+
+
+async def test_requester_answered_at_the_deadline_before_the_write(autojump_clock: object) -> None:
+    service, db, _ = _service(_forever)
+    job, run = _job(service)
+    started_real = time.monotonic()
+    answered: list[tuple[Outcome, float]] = []
+
+    async def requester() -> None:
+        answered.append((await service.wait(run), trio.current_time()))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(service.process, job)
+        nursery.start_soon(requester)
+    [(outcome, at)] = answered
+    assert outcome.failure is JobFailure.TIMEOUT and outcome.response_status == 504
+    assert at == run.deadline.trio  # at the deadline, to the tick
+    # The durable write came later, in the worker's task, and recorded the job's end.
+    [(job_id, written, written_at)] = db.finalized
+    assert job_id == "job-1" and written["failure_reason"] == "timeout"
+    assert written_at == run.deadline.trio + WRITE_SECONDS
+    assert written["now"] == run.settled_at
+    assert run.recorded.is_set() and run.won is True and service.runs == {}
+    assert time.monotonic() - started_real < 5  # no real time passed for the 48 s deadline
+
+
+async def test_a_queued_job_times_out_and_is_written_in_the_background(
+    autojump_clock: object,
+) -> None:
+    service, db, _ = _service(_forever)
+    _, run = _job(service)  # no worker ever picks it up
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(service.recorder.run)
+        outcome = await service.wait(run)
+        assert trio.current_time() == run.deadline.trio and not db.finalized
+        assert outcome.failure is JobFailure.TIMEOUT and run.settled_by is Party.WAITER
+        await run.recorded.wait()
+        nursery.cancel_scope.cancel()
+    assert [f[1]["failure_reason"] for f in db.finalized] == ["timeout"]
+
+
+async def test_late_success_after_the_timeout_is_discarded(autojump_clock: object) -> None:
+    async def slow_success() -> Outcome:
+        with trio.CancelScope(shield=True):  # deaf to its scope: finishes 1 s too late
+            await trio.sleep(DEADLINE + 1)
+        return Outcome(None, 200, result=RESULT)
+
+    service, db, store = _service(slow_success)
+    job, run = _job(service)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(service.process, job)
+        outcome = await service.wait(run)
+    assert outcome.failure is JobFailure.TIMEOUT and run.settled_by is Party.WAITER
+    assert RESULT.path in store.removed  # the late result file is gone
+    [(_, written, _)] = db.finalized
+    assert written["failure_reason"] == "timeout" and written["result"] is None
+
+
+async def test_success_uses_the_jobs_own_result_ttl(autojump_clock: object) -> None:
+    async def success() -> Outcome:
+        await trio.sleep(3)
+        return Outcome(None, 200, result=RESULT)
+
+    service, db, store = _service(success)
+    service.runtime.result_ttl_seconds = 1.0  # what another request stored last: not this job's
+    job, run = _job(service, JobSettings(result_ttl_seconds=7200.0))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(service.process, job)
+        outcome = await service.wait(run)
+        assert run.recorded.is_set()  # a success is answered once durable
+    assert outcome.ok and outcome.result == RESULT and run.settled_by is Party.WORKER
+    [(_, written, _)] = db.finalized
+    assert written["result_ttl_seconds"] == 7200.0 and written["result"] == RESULT
+    assert store.removed == ["/in/job-1"]  # the winner drops the input copy
+
+
+async def test_shutdown_settles_cancelled(autojump_clock: object) -> None:
+    service, db, _ = _service(_forever)
+    job, run = _job(service)
+    answered: list[Outcome] = []
+
+    async def requester() -> None:
+        answered.append(await service.wait(run))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(requester)
+        async with trio.open_nursery() as workers:
+            workers.start_soon(service.process, job)
+            await trio.sleep(10)
+            workers.cancel_scope.cancel()  # shutdown past its grace period
+    [outcome] = answered
+    assert outcome.failure is JobFailure.CANCELLED and outcome.response_status == 503
+    assert run.settled_by is Party.SHUTDOWN
+    [(_, written, _)] = db.finalized
+    assert written["failure_reason"] == "cancelled"
+    assert service.in_progress == 0
+
+
+async def test_the_sweeper_settles_a_live_run_it_finalized(autojump_clock: object) -> None:
+    service, db, _ = _service(_forever)
+    job, run = _job(service)
+    answered: list[Outcome] = []
+
+    async def requester() -> None:
+        answered.append(await service.wait(run))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(requester)
+        nursery.start_soon(service.process, job)
+        await trio.sleep(10)
+        db.overdue = [("job-1", None)]  # say the row was past its lease: the sweeper ends it
+        assert await service.sweep(grace=0) == 1
+    assert trio.current_time() < run.deadline.trio  # answered and stopped at once
+    assert [o.failure for o in answered] == [JobFailure.TIMEOUT]
+    assert run.settled_by is Party.SWEEPER and run.recorded.is_set()
+    assert db.finalized == []  # already in the database: nobody writes it again
+    assert service.runs == {} and service.in_progress == 0
