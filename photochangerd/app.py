@@ -3,7 +3,7 @@
 ::
 
     run(config)                          data dir locked, sockets bound: before anything else
-    └─ trio_asyncio.open_loop()          asyncpg / aiosqlite live on this asyncio loop
+    └─ trio_asyncio.open_loop()          asyncpg lives on this asyncio loop (SQLite: threads)
        └─ open_database()                engine + pool, disposed on exit
           └─ root nursery
              ├─ http.server.serve(app)   Hypercorn protocol, own accept loop; booth fast path

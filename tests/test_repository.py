@@ -206,7 +206,7 @@ async def test_settings_upsert_and_seed(db: Database) -> None:
 async def test_cancelled_query_leaves_the_pool_usable(db: Database) -> None:
     """A Trio cancel scope cancels a running query cleanly.
 
-    PostgreSQL aborts the query at once.  aiosqlite runs queries in a thread that cannot be
+    PostgreSQL aborts the query at once.  SQLite runs queries in a thread that cannot be
     interrupted, so on SQLite the scope only returns once the statement ends (our statements
     are single-row, indexed and take well under a millisecond); the engine stays usable.
     """
