@@ -53,6 +53,7 @@ from photochangerd.db import repositories
 from photochangerd.db.engine import Database, DatabaseUnavailable, open_database
 from photochangerd.db.ingest_context import IngestContext
 from photochangerd.db.migrate import migrate
+from photochangerd.db.policy import storage_policy
 from photochangerd.http.app import create_asgi_app
 from photochangerd.http.context import AppContext, Intake
 from photochangerd.http.listen import lan_hint, listening_sockets, wildcard_hint
@@ -234,6 +235,7 @@ async def _run_locked(
             event(log, logging.INFO, "db.migrated", applied=",".join(applied))
         await bootstrap(db, config, clock.now(), environ, credentials=credentials)
         provider_media = ProviderMedia(db, store, clock, config.effective_public_base_url)
+        policy = storage_policy(db.dialect)  # SQLite: this daemon alone; PostgreSQL: shared
         jobs = JobService(
             db=db,
             store=store,
@@ -242,9 +244,10 @@ async def _run_locked(
             clock=clock,
             instance_id=_instance_id(),
             provider_media=provider_media,
+            policy=policy,
         )
         await jobs.recover_on_start()
-        if db.dialect == "sqlite":  # one daemon: nobody else can be writing these
+        if policy.remove_startup_leftovers:  # one daemon: nobody else can be writing these
             leftovers = await trio.to_thread.run_sync(startup_leftovers, store)
             await store.remove(*leftovers)
         metrics = Metrics()
@@ -269,7 +272,7 @@ async def _run_locked(
             provider_media=provider_media,
             metrics=metrics,
             purge_requests=purge_send,
-            ingest_context=IngestContext(db),
+            ingest_context=IngestContext(db, cached=policy.cache_ingest_context),
             sessions=ConsoleSessions(db, jwt_key, config.admin_token_ttl_minutes * 60, clock),
             intake=Intake(),
         )

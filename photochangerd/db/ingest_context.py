@@ -25,9 +25,9 @@ MAX_ENTRIES = 64  # slot ids are validated before; this only bounds a surprise
 
 
 class IngestContext:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, cached: bool) -> None:
         self._db = db
-        self._cached = db.dialect == "sqlite"
+        self._cached = cached
         self._entries: dict[str, tuple[int, Slot | None, dict[str, Any]]] = {}
 
     async def load(self, slot_id: str) -> tuple[Slot | None, dict[str, Any]]:

@@ -27,6 +27,7 @@ import trio
 from photochangerd.clock import WallClock
 from photochangerd.db import repositories
 from photochangerd.db.engine import Database, DatabaseUnavailable
+from photochangerd.db.policy import StoragePolicy, storage_policy
 from photochangerd.domain.models import Job, Outcome, Slot, timeout_outcome
 from photochangerd.jobs.produce import OUTPUT_MAX_PIXELS, Producer, _final_image
 from photochangerd.jobs.queue import WorkQueue
@@ -50,7 +51,6 @@ from photochangerd.providers.registry import ProviderRegistry
 from shared.errors import JobFailure
 
 __all__ = [
-    "CROSS_INSTANCE_POLL",
     "OUTPUT_MAX_PIXELS",
     "JobService",
     "RuntimeSettings",
@@ -58,8 +58,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("photochangerd.jobs")
-
-CROSS_INSTANCE_POLL = 1.0  # PostgreSQL: how often a waiter checks for a job finished elsewhere
 
 
 class JobService:
@@ -73,8 +71,10 @@ class JobService:
         clock: WallClock,
         instance_id: str,
         provider_media: ProviderMedia | None = None,
+        policy: StoragePolicy | None = None,
     ) -> None:
         self.db = db
+        self.policy = policy or storage_policy(db.dialect)
         self.store = store
         self.clock = clock
         self.instance_id = instance_id
@@ -118,7 +118,7 @@ class JobService:
         self.runtime.sync_response_seconds = settings.sync_response_seconds
         self.runtime.result_ttl_seconds = settings.result_ttl_seconds
         input_path: str | None = None
-        if self.db.dialect != "sqlite":
+        if self.policy.inputs_on_disk:
             target = self.store.input_path(job_id, image.extension)
             await spool.commit(target, data)
             input_path = str(target)
@@ -196,11 +196,12 @@ class JobService:
         return run.answer or outcome
 
     async def _until_settled(self, run: JobRun) -> None:
-        if self.db.dialect == "sqlite":
+        poll = self.policy.cross_instance_poll_seconds
+        if poll is None:
             await run.settled.wait()
             return
         while not run.settled.is_set():
-            with trio.move_on_after(CROSS_INSTANCE_POLL):
+            with trio.move_on_after(poll):
                 await run.settled.wait()
             if run.settled.is_set():
                 return
@@ -308,7 +309,7 @@ class JobService:
         (the deadline is the lease); the sweeper catches the rest when they expire.
         """
         now = self.clock.now()
-        if self.db.dialect == "sqlite":
+        if self.policy.recover_every_unfinished_job:
             interrupted = "interrupted: the daemon stopped before the job finished"
             ended = await self.db.write(
                 repositories.finalize_overdue,
@@ -376,7 +377,7 @@ class JobService:
         them (or to the sweeper at its deadline).
         """
         await self.recorder.flush()
-        if self.db.dialect != "sqlite":
+        if not self.policy.finalize_leftovers_on_shutdown:
             return 0
         ended = await self.db.write(
             repositories.finalize_all_unfinalized,

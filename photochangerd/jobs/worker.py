@@ -21,13 +21,12 @@ from photochangerd.logs import event
 
 log = logging.getLogger("photochangerd.worker")
 
-IDLE_POLL_SECONDS = 1.0
 DB_RETRY_SECONDS = 1.0
 
 
 async def run_worker(service: JobService, number: int) -> None:
     """Process jobs forever.  Cancellation stops the worker; a job in progress is finalized."""
-    poll = IDLE_POLL_SECONDS if service.db.dialect == "postgresql" else None
+    poll = service.policy.idle_poll_seconds
     while True:
         message = await service.queue.next(poll)
         if isinstance(message, Job):  # inserted already claimed for us
