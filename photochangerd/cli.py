@@ -19,6 +19,7 @@ from photochangerd import __version__
 from photochangerd.config import SETTINGS, Config, ConfigError, env_name, load_config
 from photochangerd.credentials import Credentials
 from photochangerd.data_dir_lock import DataDirInUse, DataDirUnusable, lock_data_dir
+from photochangerd.errors import StartupError
 from photochangerd.logs import configure_logging
 
 T = TypeVar("T")
@@ -107,9 +108,8 @@ def serve(config_path: Path | None) -> None:
     from photochangerd.app import run
 
     config = _load(config_path)
-    from photochangerd.credentials import CredentialError, with_credentials
+    from photochangerd.credentials import with_credentials
     from photochangerd.db.engine import DatabaseUnavailable
-    from photochangerd.http.listen import CannotListen
 
     try:
         trio.run(run, config)
@@ -120,10 +120,10 @@ def serve(config_path: Path | None) -> None:
             used, _ = with_credentials(config, os.environ)  # maybe a database-url credential
             where = used.effective_database_url.split("@")[-1]
             raise StartupFailed(f"{cause} ({where})") from None
-        if isinstance(cause, DataDirInUse | DataDirUnusable | CannotListen | CredentialError):
-            raise StartupFailed(str(cause)) from None
         if isinstance(cause, ConfigError):  # the secrets key, checked with the credentials
             raise click.ClickException(str(cause)) from None
+        if isinstance(cause, StartupError):  # credentials, data dir lock, listening sockets
+            raise StartupFailed(str(cause)) from None
         raise
 
 

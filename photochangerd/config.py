@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from photochangerd.errors import StartupError
 from photochangerd.http.proxy import parse_networks
 from photochangerd.lan import WILDCARD_HOSTS, lan_address
 
@@ -27,7 +28,7 @@ ENV_PREFIX = "PHOTOCHANGER_"
 DEFAULT_CONFIG_FILE = Path("/etc/photochanger/photochangerd.toml")
 
 
-class ConfigError(ValueError):
+class ConfigError(StartupError, ValueError):
     """A setting has a bad value or the file cannot be read; the message names the setting."""
 
 

@@ -27,6 +27,7 @@ from typing import Any
 
 from photochangerd.auth.keys import jwt_secret_problem, secret_key_problem
 from photochangerd.config import Config, ConfigError
+from photochangerd.errors import StartupError
 
 # The credentials' file names (not secrets).
 DIRECTORY_ENV = "CREDENTIALS_DIRECTORY"
@@ -46,7 +47,7 @@ PASSWORDS = (INITIAL_ADMIN_PASSWORD, INITIAL_INGEST_PASSWORD)
 NAMES = (*PASSWORDS, JWT_SECRET, SECRET_KEY, DATABASE_URL, *PROVIDER_KEYS.values())
 
 
-class CredentialError(ValueError):
+class CredentialError(StartupError, ValueError):
     """A credential file is unusable; the message names it."""
 
 

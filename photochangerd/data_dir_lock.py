@@ -18,10 +18,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from photochangerd.errors import StartupError
+
 LOCK_FILE = "photochangerd.lock"
 
 
-class DataDirInUse(Exception):
+class DataDirInUse(StartupError):
     """Another process holds the data dir's lock; the message names the dir and its pid."""
 
     def __init__(self, data_dir: Path, pid: int | None) -> None:
@@ -31,7 +33,7 @@ class DataDirInUse(Exception):
         self.pid = pid
 
 
-class DataDirUnusable(Exception):
+class DataDirUnusable(StartupError):
     """The data dir cannot be created or written (permissions, read-only file system...)."""
 
     def __init__(self, data_dir: Path, error: OSError) -> None:

@@ -16,6 +16,7 @@ import trio
 from photochangerd.clock import WallClock
 from photochangerd.db import repositories
 from photochangerd.domain.models import Job, Outcome, StoredResult, timeout_outcome
+from photochangerd.jobs.record import ANSWERS_FIRST_PASSES, _after_the_answers, finalize_jobs
 from photochangerd.jobs.run import Deadline, JobRun, JobSettings, Party
 from photochangerd.jobs.service import JobService
 from shared.errors import JobFailure
@@ -32,13 +33,23 @@ class FakeDatabase:
 
     def __init__(self) -> None:
         self.finalized: list[tuple[str, dict[str, Any], float]] = []
+        self.transactions = 0  # finalizing transactions (a batch of timeouts is one)
         self.overdue: list[tuple[str, str | None]] = []  # what finalize_overdue ends
+
+    def _finalize(self, job_id: str, fields: dict[str, Any]) -> bool:
+        won = job_id not in {f[0] for f in self.finalized}  # the conditional update
+        self.finalized.append((job_id, fields, trio.current_time()))
+        return won
 
     async def write(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         if fn is repositories.finalize_job:
             await trio.sleep(WRITE_SECONDS)
-            self.finalized.append((args[0], kwargs, trio.current_time()))
-            return len(self.finalized) == 1  # the conditional update: the first write wins
+            self.transactions += 1
+            return self._finalize(args[0], kwargs)
+        if fn is finalize_jobs:
+            await trio.sleep(WRITE_SECONDS)
+            self.transactions += 1
+            return [self._finalize(job_id, fields) for job_id, fields in args[0]]
         if fn is repositories.finalize_overdue:
             return self.overdue
         return None
@@ -77,16 +88,18 @@ def _service(step: Callable[[], Awaitable[Outcome]]) -> tuple[JobService, FakeDa
     return service, db, store
 
 
-def _job(service: JobService, settings: JobSettings | None = None) -> tuple[Job, JobRun]:
+def _job(
+    service: JobService, settings: JobSettings | None = None, job_id: str = "job-1"
+) -> tuple[Job, JobRun]:
     now = service.clock.now()
     deadline = Deadline.after_arrival(trio.current_time(), now, DEADLINE)
     run = JobRun(
-        "job-1", deadline, settings or JobSettings(), data=b"photo", input_path="/in/job-1"
+        job_id, deadline, settings or JobSettings(), data=b"photo", input_path=f"/in/{job_id}"
     )
     service.runs[run.job_id] = run
     values: dict[str, Any] = {name: None for name in Job.__dataclass_fields__}
     values.update(
-        id="job-1",
+        id=job_id,
         slot_id="slot-001",
         source="ingest",
         status="processing",
@@ -98,7 +111,7 @@ def _job(service: JobService, settings: JobSettings | None = None) -> tuple[Job,
         deadline=deadline.wall,
         attempts=1,
         client_metadata={},
-        input_path="/in/job-1",
+        input_path=f"/in/{job_id}",
         input_mime_type="image/jpeg",
     )
     return Job(**values), run
@@ -243,3 +256,74 @@ async def test_the_sweeper_settles_a_live_run_it_finalized(autojump_clock: objec
     assert run.settled_by is Party.SWEEPER and run.recorded.is_set()
     assert db.finalized == []  # already in the database: nobody writes it again
     assert service.runs == {} and service.in_progress == 0
+
+
+async def test_a_deadline_burst_answers_everybody_first_then_writes_once(
+    autojump_clock: object,
+) -> None:
+    service, db, store = _service(_forever)
+    answered: dict[str, tuple[Outcome, float, int]] = {}
+    jobs = [_job(service, job_id=f"job-{n}") for n in range(30)]
+
+    async def requester(run: JobRun) -> None:
+        outcome = await service.wait(run)
+        await trio.sleep(0)  # the answer takes a few more passes of the loop to go out
+        await trio.sleep(0)
+        answered[run.job_id] = (outcome, trio.current_time(), db.transactions)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(service.recorder.run)
+        for n, (job, run) in enumerate(jobs):
+            nursery.start_soon(requester, run)
+            if n % 2:  # half held by a worker, half still queued (written in the background)
+                nursery.start_soon(service.process, job)
+        with trio.fail_after(DEADLINE + 2 * WRITE_SECONDS):
+            for _, run in jobs:
+                await run.recorded.wait()
+        nursery.cancel_scope.cancel()
+    deadline = jobs[0][1].deadline.trio
+    assert len(answered) == 30
+    for outcome, at, writes_before in answered.values():
+        assert outcome.response_status == 504 and at == deadline and writes_before == 0
+    # ONE transaction for the 30 timeouts, each job written exactly once, after the answers.
+    assert db.transactions == 1
+    assert sorted(f[0] for f in db.finalized) == sorted(run.job_id for _, run in jobs)
+    assert {f[2] for f in db.finalized} == {deadline + WRITE_SECONDS}
+    assert all(run.won is True for _, run in jobs) and service.runs == {}
+    assert sorted(store.removed) == sorted(f"/in/{run.job_id}" for _, run in jobs)
+
+
+async def test_waiting_for_the_answers_is_bounded_on_a_busy_loop(autojump_clock: object) -> None:
+    passes = 0
+
+    async def spinner() -> None:  # never blocks: the loop is never quiet
+        nonlocal passes
+        while True:
+            passes += 1
+            await trio.sleep(0)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(spinner)
+        await trio.sleep(0)
+        before = passes
+        await _after_the_answers()
+        spent = passes - before
+        nursery.cancel_scope.cancel()
+    assert ANSWERS_FIRST_PASSES - 2 <= spent <= ANSWERS_FIRST_PASSES + 2
+
+
+async def test_waiting_for_the_answers_ends_once_the_loop_is_quiet(autojump_clock: object) -> None:
+    passes = 0
+
+    async def answer() -> None:  # a few passes of work, then blocked
+        nonlocal passes
+        for _ in range(5):
+            passes += 1
+            await trio.sleep(0)
+        await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(answer)
+        await _after_the_answers()
+        assert passes == 5  # the answer ran to its end before the write may start
+        nursery.cancel_scope.cancel()

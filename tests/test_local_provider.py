@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from photochangerd.domain.images import ImageInput
 from photochangerd.jobs.service import _final_image
 from photochangerd.media.images import UnsupportedImage
 from photochangerd.media.imaging import ImageWorkers
 from photochangerd.providers.base import (
-    ImageInput,
     ProviderRejected,
     ProviderRequest,
     TemplateInput,

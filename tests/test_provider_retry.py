@@ -18,10 +18,10 @@ import httpx
 import pytest
 import trio
 
+from photochangerd.domain.images import ImageInput
 from photochangerd.media.imaging import ImageWorkers
 from photochangerd.providers import gemini, openai_images
 from photochangerd.providers.base import (
-    ImageInput,
     ProviderError,
     ProviderRejected,
     ProviderRequest,

@@ -36,6 +36,8 @@ import trio_asyncio
 from sqlalchemy import Connection, Engine, event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from photochangerd.errors import PhotoChangerError
+
 T = TypeVar("T")
 Dialect = Literal["sqlite", "postgresql"]
 Operation = Callable[..., T]
@@ -60,7 +62,7 @@ def config_write(fn: Callable[..., T]) -> Callable[..., T]:
 _UNAVAILABLE_STATES = ("08", "57P01", "57P02", "57P03")
 
 
-class DatabaseUnavailable(Exception):
+class DatabaseUnavailable(PhotoChangerError):
     """The database cannot be reached right now (answered with 503, retried by periodic tasks)."""
 
 

@@ -3,16 +3,24 @@
 ::
 
     ApiError(status, reason)          → {"status": "error", "failure_reason": reason, ...}
+    │                                 500 internal_error unless the subclass or the call says
     ├── 400 InvalidRequest            invalid_request
     ├── 401 InvalidPassword           invalid_password
+    ├── 401 Unauthorized              unauthorized (+ WWW-Authenticate)       http/admin
+    ├── 403 CsrfRefused               invalid_request                         http/admin
     ├── 404 NotFound(reason)          slot_not_found / slot_disabled / result_not_found / not_found
     ├── 408 RequestTooSlow            invalid_request (the body did not arrive before the deadline)
+    ├── 409 Conflict                  conflict                                http/admin/slots.py
     ├── 410 ResultExpired             result_expired
     ├── 413 PayloadTooLarge           payload_too_large
     ├── 415 UnsupportedMediaType      unsupported_media_type
+    ├── 416 RangeNotSatisfiable       invalid_request                         http/files.py
+    ├── 422 ValidationFailed(errors)  validation_error (+ per-field "errors")  http/validation.py
     ├── 429 RateLimited               rate_limited (+ Retry-After)
-    ├── 503 ServiceUnavailable        service_unavailable (database down, shutting down)
-    └── 500 InternalError             internal_error
+    └── 503 ServiceUnavailable        service_unavailable (database down, shutting down)
+
+Classes without a module named are defined here.  :class:`ApiError` is the answering branch of
+the daemon's one exception tree (:mod:`photochangerd.errors`).
 """
 
 from __future__ import annotations
@@ -22,10 +30,11 @@ from typing import Any
 
 from quart import Response, jsonify
 
+from photochangerd.errors import PhotoChangerError
 from shared.errors import FailureReason, error_body
 
 
-class ApiError(Exception):
+class ApiError(PhotoChangerError):
     status = 500
     reason = FailureReason.INTERNAL_ERROR
 

@@ -25,6 +25,7 @@ from werkzeug.http import parse_options_header
 from photochangerd.db import repositories
 from photochangerd.db.engine import DatabaseUnavailable
 from photochangerd.domain.models import Outcome, Slot, new_job_id
+from photochangerd.domain.slots import effective_slot
 from photochangerd.http.context import AppContext, ctx
 from photochangerd.http.errors import (
     ApiError,
@@ -47,6 +48,7 @@ from photochangerd.media.qr import ANSWER_MARGIN_SECONDS, stamp_settings, stamp_
 from photochangerd.web.guest import guest_url
 from shared.api_models import SlotUpdate, TestRunResult
 from shared.errors import FailureReason, JobFailure, error_body
+from shared.slot_settings import SlotSettingsError
 from shared.slots import is_slot_id
 
 log = logging.getLogger("photochangerd.ingest")
@@ -263,7 +265,6 @@ def _slot_with_overrides(slot: Slot, raw: str | None, roles: list[str]) -> Slot:
         return slot
     from pydantic import ValidationError
 
-    from photochangerd.http.admin.slots import effective_slot
     from photochangerd.http.validation import ValidationFailed, errors_from_pydantic
 
     try:
@@ -274,7 +275,10 @@ def _slot_with_overrides(slot: Slot, raw: str | None, roles: list[str]) -> Slot:
         ) from None
     if update.template_media is not None:
         raise ValidationFailed({"slot_payload.template_media": "save template bindings first"})
-    return effective_slot(slot, update, roles)
+    try:
+        return effective_slot(slot, update, roles)
+    except SlotSettingsError as exc:
+        raise ValidationFailed(exc.errors) from None
 
 
 async def _ingest(

@@ -16,10 +16,11 @@ from contextlib import ExitStack, contextmanager
 
 from hypercorn.config import Sockets
 
+from photochangerd.errors import StartupError
 from photochangerd.lan import WILDCARD_HOSTS
 
 
-class CannotListen(Exception):
+class CannotListen(StartupError):
     """A bind address cannot be bound: ``cannot listen on 127.0.0.1:8080: address in use``."""
 
     def __init__(self, address: str, error: OSError) -> None:

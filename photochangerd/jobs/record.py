@@ -4,8 +4,12 @@ A run is settled in memory first (the requester is answered at that instant); it
 then written with the conditional ``finalize_job`` update, which only one writer can win across
 every instance sharing the database.  The write runs shielded and bounded by
 :data:`FINALIZE_BUDGET`, in the worker's task when a worker runs the job, else in the
-recorder's background task (:meth:`Recorder.run`) — never in the requester's path, so when
-30 booths time out together their 504s go out before the bookkeeping.
+recorder's background task (:meth:`Recorder.run`) — never in the requester's path.
+
+Timeouts settled at one deadline are written together: the first of them leads a batch, lets
+the event loop run until it is quiet (the 504s of every booth timed out at that instant go out
+first, see :func:`_after_the_answers`), then writes every timeout that joined meanwhile in ONE
+transaction (:func:`finalize_jobs`).
 
 The winner removes the job's input copy; a loser removes the result file it wrote and learns
 the row's outcome (what a requester still waiting for a success answers instead).
@@ -15,9 +19,11 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
+from typing import Any
 
 import trio
-import trio.testing
+from sqlalchemy import Connection
 
 from photochangerd.clock import WallClock
 from photochangerd.db import repositories
@@ -32,6 +38,8 @@ log = logging.getLogger("photochangerd.jobs")
 
 FINALIZE_BUDGET = 10.0  # seconds a shielded final write may take before we give up on it
 ANSWERS_FIRST_BUDGET = 0.5  # seconds a write at a deadline waits at most for the answers
+ANSWERS_FIRST_PASSES = 200  # scheduler passes it waits at most (the mock clock never moves)
+QUIET_PASSES = 2  # consecutive passes running no other task: the answers are out
 
 
 def outcome_of(job: Job) -> Outcome:
@@ -48,17 +56,47 @@ def outcome_of(job: Job) -> Outcome:
     return Outcome(failure, job.response_status or 500, job.failure_details)
 
 
-async def _after_the_answers() -> None:
-    """Let every task runnable now run until it blocks, before a write at a deadline.
+def finalize_jobs(conn: Connection, writes: Sequence[tuple[str, dict[str, Any]]]) -> list[bool]:
+    """Several conditional ``finalize_job`` updates in ONE transaction; each one's verdict."""
+    return [repositories.finalize_job(conn, job_id, **fields) for job_id, fields in writes]
 
-    Its requester, and those of every other job with the same deadline (a provider outage
-    times 30 booths out at once), were woken at settle time: their 504s go out first.  A write
-    starts a database thread whose Python work holds the GIL; each socket write of the event
-    loop would then wait for it (measured: +300 ms on the 30th 504, phase 5 of
-    tests/bench/bench_ingest.py).  No timer: the write waits for the answers, bounded.
+
+class _OthersStepping(trio.abc.Instrument):
+    """Counts the steps of every task but one (the one waiting for the loop to be quiet)."""
+
+    def __init__(self, me: trio.lowlevel.Task) -> None:
+        self.me = me
+        self.steps = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task is not self.me:
+            self.steps += 1
+
+
+async def _after_the_answers() -> None:
+    """Yield the event loop until every other task has run until it blocks (bounded).
+
+    The requesters of every job with this deadline (a provider outage times 30 booths out at
+    once) were woken at settle time: their 504s go out before the write.  A write starts a
+    database thread whose Python work holds the GIL; each socket write of the event loop would
+    then wait for it (measured: +300 ms on the 30th 504, phase 5 of
+    tests/bench/bench_ingest.py).  No timer: the loop is quiet once :data:`QUIET_PASSES`
+    scheduler passes in a row ran no other task (a Trio instrument counts their steps, only
+    while we wait); bounded by :data:`ANSWERS_FIRST_BUDGET` and :data:`ANSWERS_FIRST_PASSES`.
     """
-    with trio.move_on_after(ANSWERS_FIRST_BUDGET):
-        await trio.testing.wait_all_tasks_blocked()
+    others = _OthersStepping(trio.lowlevel.current_task())
+    give_up = trio.current_time() + ANSWERS_FIRST_BUDGET
+    quiet = 0
+    trio.lowlevel.add_instrument(others)
+    try:
+        for _ in range(ANSWERS_FIRST_PASSES):
+            seen = others.steps
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            quiet = quiet + 1 if others.steps == seen else 0
+            if quiet >= QUIET_PASSES or trio.current_time() >= give_up:
+                return
+    finally:
+        trio.lowlevel.remove_instrument(others)
 
 
 class Recorder:
@@ -70,15 +108,17 @@ class Recorder:
         self.clock = clock
         self.runs = runs  # the service's live runs: a recorded run leaves them
         self._send, self._receive = trio.open_memory_channel[JobRun](math.inf)
+        self._deadline_batch: list[JobRun] = []  # timeouts waiting for their batch's write
 
     def later(self, run: JobRun) -> None:
         """Write ``run`` from the background task (settled while no worker runs it)."""
         self._send.send_nowait(run)
 
     async def run(self) -> None:
-        """Write the runs handed to :meth:`later`, forever."""
-        async for run in self._receive:
-            await self.record(run)
+        """Write the runs handed to :meth:`later`, forever (concurrently: timeouts batch)."""
+        async with trio.open_nursery() as nursery:
+            async for run in self._receive:
+                nursery.start_soon(self.record, run)
 
     async def flush(self) -> None:
         """Write whatever is still queued (shutdown)."""
@@ -91,60 +131,94 @@ class Recorder:
 
     async def record(self, run: JobRun) -> None:
         """Write the run's settled outcome, or wait (bounded) for whoever is writing it."""
-        if not run.claim_write():
-            with trio.CancelScope(shield=True), trio.move_on_after(FINALIZE_BUDGET):
-                await run.recorded.wait()
-            return
-        won: bool | None = None
-        answer: Outcome | None = None
         with trio.CancelScope(shield=True), trio.move_on_after(FINALIZE_BUDGET):
-            if run.outcome is not None and run.outcome.failure is JobFailure.TIMEOUT:
-                await _after_the_answers()
-            try:
-                won = await self._write(run)
-                if not won:
-                    answer = await self._lost(run)
-            except DatabaseUnavailable:
-                event(
-                    log,
-                    logging.ERROR,
-                    "job.finalize_failed",
-                    job_id=run.job_id,
-                    reason="database_unavailable",
-                )
-                # The sweeper finalizes the row once the DB is back; answer the request now.
-                answer = Outcome(JobFailure.INTERNAL_ERROR, 500, "database unavailable")
-                await self._discard_result(run)
-            finally:
-                self.runs.pop(run.job_id, None)
-                run.mark_recorded(won, answer)
+            if not run.claim_write():
+                await run.recorded.wait()
+            elif run.outcome is not None and run.outcome.failure is JobFailure.TIMEOUT:
+                await self._record_at_deadline(run)
+            else:
+                await self._write([run])
 
-    async def _write(self, run: JobRun) -> bool:
+    async def _record_at_deadline(self, run: JobRun) -> None:
+        """Join the batch of timeouts being collected, or lead a new one."""
+        self._deadline_batch.append(run)
+        if len(self._deadline_batch) > 1:  # a leader collects it and writes it
+            await run.recorded.wait()
+            return
+        try:
+            await _after_the_answers()
+        finally:
+            batch, self._deadline_batch = self._deadline_batch, []
+        await self._write(batch)
+
+    async def _write(self, runs: list[JobRun]) -> None:
+        """Write the settled outcomes of ``runs`` in one transaction; release their waiters."""
+        won: dict[str, bool | None] = {run.job_id: None for run in runs}
+        answers: dict[str, Outcome] = {}
+        try:
+            writes = [(run.job_id, self._fields(run)) for run in runs]
+            if len(writes) == 1:
+                [(job_id, fields)] = writes
+                verdicts = [await self.db.write(repositories.finalize_job, job_id, **fields)]
+            else:
+                verdicts = await self.db.write(finalize_jobs, writes)
+            for run, verdict in zip(runs, verdicts, strict=True):
+                won[run.job_id] = verdict
+            for run in runs:
+                try:
+                    if won[run.job_id]:
+                        await self._won(run)
+                    else:
+                        answers[run.job_id] = await self._lost(run)
+                except DatabaseUnavailable:
+                    answers[run.job_id] = await self._unavailable(run)
+        except DatabaseUnavailable:
+            for run in runs:
+                answers[run.job_id] = await self._unavailable(run)
+        finally:
+            for run in runs:
+                self.runs.pop(run.job_id, None)
+                run.mark_recorded(won[run.job_id], answers.get(run.job_id))
+
+    @staticmethod
+    def _fields(run: JobRun) -> dict[str, Any]:
         outcome = run.outcome
         assert outcome is not None, "only a settled run is recorded"
-        won: bool = await self.db.write(
-            repositories.finalize_job,
-            run.job_id,
-            now=run.settled_at,  # when the job ended, not when the write got its turn
-            failure_reason=outcome.failure.value if outcome.failure else None,
-            response_status=outcome.response_status,
+        return {
+            "now": run.settled_at,  # when the job ended, not when the write got its turn
+            "failure_reason": outcome.failure.value if outcome.failure else None,
+            "response_status": outcome.response_status,
+            "details": outcome.details,
+            "result": outcome.result,
+            "result_ttl_seconds": run.settings.result_ttl_seconds,
+        }
+
+    async def _won(self, run: JobRun) -> None:
+        outcome = run.outcome
+        assert outcome is not None
+        await self.store.remove(run.input_path)
+        event(
+            log,
+            logging.INFO,
+            "job.finalized",
+            job_id=run.job_id,
+            outcome=outcome.failure.value if outcome.failure else "success",
+            status=outcome.response_status,
             details=outcome.details,
-            result=outcome.result,
-            result_ttl_seconds=run.settings.result_ttl_seconds,
+            by=run.settled_by.value if run.settled_by else None,
         )
-        if won:
-            await self.store.remove(run.input_path)
-            event(
-                log,
-                logging.INFO,
-                "job.finalized",
-                job_id=run.job_id,
-                outcome=outcome.failure.value if outcome.failure else "success",
-                status=outcome.response_status,
-                details=outcome.details,
-                by=run.settled_by.value if run.settled_by else None,
-            )
-        return won
+
+    async def _unavailable(self, run: JobRun) -> Outcome:
+        event(
+            log,
+            logging.ERROR,
+            "job.finalize_failed",
+            job_id=run.job_id,
+            reason="database_unavailable",
+        )
+        # The sweeper finalizes the row once the DB is back; answer the request now.
+        await self._discard_result(run)
+        return Outcome(JobFailure.INTERNAL_ERROR, 500, "database unavailable")
 
     async def _lost(self, run: JobRun) -> Outcome:
         """Another party finalized the row first: drop our result, learn the row's outcome."""

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 from PIL import Image
 
+from photochangerd.errors import PhotoChangerError
+
 FORMATS = ("JPEG", "PNG", "WEBP")
 MIME_BY_FORMAT = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
 EXT_BY_FORMAT = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
@@ -31,7 +33,7 @@ FORMAT_BY_MIME = {mime: fmt for fmt, mime in MIME_BY_FORMAT.items()}
 EXT_BY_MIME = {MIME_BY_FORMAT[fmt]: ext for fmt, ext in EXT_BY_FORMAT.items()}
 
 
-class UnsupportedImage(ValueError):
+class UnsupportedImage(PhotoChangerError, ValueError):
     """Not a JPEG/PNG/WebP we accept; the message is safe to show to the client."""
 
 

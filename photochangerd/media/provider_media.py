@@ -10,10 +10,11 @@ from __future__ import annotations
 from photochangerd.clock import WallClock
 from photochangerd.db import repositories
 from photochangerd.db.engine import Database
+from photochangerd.domain.images import ImageInput
 from photochangerd.domain.models import new_public_id
+from photochangerd.errors import ProviderRejected
 from photochangerd.media.images import EXT_BY_MIME
 from photochangerd.media.store import MediaStore
-from photochangerd.providers.base import ImageInput, ProviderRejected
 
 
 class ProviderMedia:

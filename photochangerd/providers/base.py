@@ -1,10 +1,13 @@
-"""The provider interface and its error tree.
+"""The provider interface, and its error tree (defined in :mod:`photochangerd.errors`).
 
 ::
 
     ProviderError                 the provider could not produce an image for this job
     ├── ProviderRejected          said no / broke / returned no image   → job provider_error, 502
     └── ProviderUnavailable       temporarily unavailable (quota, 503)  → job provider_error, 503
+
+The errors are part of the interface the drivers import from here; so is the input record
+:class:`~photochangerd.domain.images.ImageInput` for the job pipeline (``jobs/produce.py``).
 
 Deadlines are not a provider's business: the worker calls :meth:`Provider.process` inside
 ``trio.move_on_at(job.deadline)``; a provider that needs the remaining time (to size a retry
@@ -18,29 +21,11 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from photochangerd.domain.images import ImageInput as ImageInput
+from photochangerd.errors import ProviderError as ProviderError
+from photochangerd.errors import ProviderRejected as ProviderRejected
+from photochangerd.errors import ProviderUnavailable as ProviderUnavailable
 from photochangerd.providers.gate import GateWait
-
-
-class ProviderError(Exception):
-    """Base of provider failures; ``str()`` is a short, secret-free description."""
-
-    http_status = 502
-
-
-class ProviderRejected(ProviderError):
-    """The provider refused or failed the request (retrying will not help)."""
-
-
-class ProviderUnavailable(ProviderError):
-    """The provider is temporarily unavailable (retries within the deadline did not help)."""
-
-    http_status = 503
-
-
-@dataclass(frozen=True, slots=True)
-class ImageInput:
-    data: bytes = field(repr=False)
-    mime_type: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import httpx
 
+from photochangerd.domain.images import ImageInput
 from photochangerd.media.encode import prepare_for_provider
 from photochangerd.media.imaging import ImageWorkers
-from photochangerd.providers.base import ImageInput, ProviderRejected, ProviderRequest
+from photochangerd.providers.base import ProviderRejected, ProviderRequest
 from photochangerd.providers.gate import ProviderGate
 from photochangerd.providers.keys import ProviderKeys
 from shared.slot_settings import CommonSettings, SlotSettingsError, parse_settings

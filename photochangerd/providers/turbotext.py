@@ -22,10 +22,10 @@ from urllib.parse import urljoin
 import httpx
 import trio
 
+from photochangerd.domain.images import ImageInput
 from photochangerd.logs import event
 from photochangerd.media.imaging import ImageWorkers
 from photochangerd.providers.base import (
-    ImageInput,
     ProviderRejected,
     ProviderRequest,
     ProviderResult,

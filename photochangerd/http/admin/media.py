@@ -11,6 +11,7 @@ from quart import request
 from quart_schema import validate_response
 
 from photochangerd.db import repositories
+from photochangerd.domain.images import ImageInput
 from photochangerd.domain.models import new_public_id
 from photochangerd.http.admin import admin_name, bp
 from photochangerd.http.admin.slots import Conflict
@@ -18,7 +19,6 @@ from photochangerd.http.context import AppContext, ctx
 from photochangerd.http.errors import InvalidRequest, NotFound, UnsupportedMediaType
 from photochangerd.http.multipart import FormLimits, read_upload
 from photochangerd.media.images import ImageInfo, UnsupportedImage, inspect_image
-from photochangerd.providers.base import ImageInput
 from shared.api_models import Accepted, TemplateMedia, TemplateMediaList, TemporaryMedia
 
 MIB = 1024 * 1024

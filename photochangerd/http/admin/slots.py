@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Sequence
 from typing import Any
 
 from quart import Response, request
@@ -11,9 +9,11 @@ from quart_schema import validate_request, validate_response
 
 from photochangerd.db import repositories
 from photochangerd.domain.models import Job, Slot
+from photochangerd.domain.slots import effective_slot
 from photochangerd.http.admin import admin_name, bp
 from photochangerd.http.context import AppContext, ctx
 from photochangerd.http.errors import ApiError, NotFound
+from photochangerd.http.ingest import handle_test_run
 from photochangerd.http.validation import ValidationFailed
 from shared.api_models import (
     CleanupResult,
@@ -26,7 +26,7 @@ from shared.api_models import (
     TemplateBindingOut,
 )
 from shared.errors import FailureReason
-from shared.slot_settings import SlotSettingsError, validate_slot
+from shared.slot_settings import SlotSettingsError
 from shared.slots import is_slot_id
 
 RECENT_RESULTS = 10
@@ -129,28 +129,6 @@ async def get_slot(slot_id: str) -> tuple[SlotDetail, int]:
     return await slot_detail(ctx(), slot_id), 200
 
 
-def effective_slot(slot: Slot, update: SlotUpdate, roles: Sequence[str] | None) -> Slot:
-    """``slot`` with ``update`` applied, validated as a whole (422 on problems)."""
-    provider = update.provider or slot.provider
-    operation = update.operation or slot.operation
-    if update.provider and update.provider != slot.provider and not update.operation:
-        operation = ""  # a new provider needs its operation named
-    settings = update.settings if update.settings is not None else slot.settings
-    try:
-        validate_slot(provider, operation, settings, roles)
-    except SlotSettingsError as exc:
-        raise ValidationFailed(exc.errors) from None
-    return dataclasses.replace(
-        slot,
-        provider=provider,
-        operation=operation,
-        settings=dict(settings),  # stored as written; providers fill in the defaults
-        display_name=update.display_name or slot.display_name,
-        is_active=slot.is_active if update.is_active is None else update.is_active,
-        size_limit_mb=update.size_limit_mb or slot.size_limit_mb,
-    )
-
-
 async def apply_slot_update(
     app: AppContext, slot_id: str, data: SlotUpdate, expected_version: int | None = None
 ) -> None:
@@ -168,7 +146,10 @@ async def apply_slot_update(
     else:
         current = await app.db.read(repositories.slot_bindings_detail, slot_id)
         roles, bindings = [b.role for b in current], None
-    new = effective_slot(slot, data, roles)
+    try:
+        new = effective_slot(slot, data, roles)
+    except SlotSettingsError as exc:
+        raise ValidationFailed(exc.errors) from None
     values = {
         "display_name": new.display_name,
         "provider": new.provider,
@@ -208,6 +189,4 @@ async def cleanup_slot(slot_id: str) -> tuple[CleanupResult, int]:
 
 @bp.post("/slots/<slot_id>/test-run")
 async def test_run(slot_id: str) -> Response:
-    from photochangerd.http.ingest import handle_test_run
-
     return await handle_test_run(slot_id)
