@@ -231,15 +231,7 @@ def daemon(tmp_path: Path) -> Iterator[DaemonProcess]:
 def _spawn(daemon: DaemonProcess, notify: NotifySocket, *, scripted: bool = False) -> None:
     """Start the daemon without waiting for it: the test watches its messages instead."""
     daemon.env["NOTIFY_SOCKET"] = str(notify.path)
-    module = "tests.support.run_daemon" if scripted else "photochangerd"
-    with open(daemon.log, "ab") as log:
-        daemon.proc = subprocess.Popen(
-            [sys.executable, "-m", module],
-            env=daemon.env,
-            stdout=log,
-            stderr=log,
-            cwd=daemon.data_dir.parent,
-        )
+    daemon.spawn(scripted=scripted)
 
 
 def _ready(message: Message) -> bool:

@@ -101,7 +101,8 @@ class DaemonProcess:
             conn.commit()
             return rows
 
-    def start(self, *, scripted: bool = True) -> None:
+    def spawn(self, *, scripted: bool = True) -> None:
+        """Start the process without waiting for it (output appended to ``self.log``)."""
         module = "tests.support.run_daemon" if scripted else "photochangerd"
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
@@ -111,6 +112,11 @@ class DaemonProcess:
                 stderr=log,
                 cwd=self.data_dir.parent,
             )
+
+    def start(self, *, scripted: bool = True) -> None:
+        """Start the process and wait until ``/readyz`` answers 200."""
+        self.spawn(scripted=scripted)
+        assert self.proc is not None
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, self.log.read_text()
