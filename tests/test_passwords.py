@@ -1,0 +1,35 @@
+"""The argon2id hashes: the sign-in's dummy hash costs what a real one costs."""
+
+from __future__ import annotations
+
+from argon2 import extract_parameters
+
+from photochangerd.auth.passwords import hash_password, verify_password
+from photochangerd.http.admin.auth import DUMMY_HASH
+
+
+def test_dummy_hash_has_the_hasher_parameters() -> None:
+    # An unknown username is verified against DUMMY_HASH; if its cost differed from a real
+    # hash's, the sign-in's timing would tell which accounts exist.
+    assert extract_parameters(DUMMY_HASH) == extract_parameters(hash_password("x"))
+
+
+def test_dummy_hash_matches_no_ordinary_password() -> None:
+    for guess in ("", "admin", "password", "not-a-real-password "):
+        assert not verify_password(DUMMY_HASH, guess)
+
+
+def test_importing_the_daemon_computes_no_hash() -> None:
+    import subprocess
+    import sys
+
+    # A hash at import time costs 64 MiB of peak memory and ~0.1 s at every start.
+    code = (
+        "import argon2.low_level as low\n"
+        "def refuse(*a, **k): raise SystemExit('argon2 hash computed at import')\n"
+        "low.hash_secret = refuse\n"
+        "low.hash_secret_raw = refuse\n"
+        "import photochangerd.app\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
