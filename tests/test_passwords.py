@@ -25,10 +25,12 @@ def test_importing_the_daemon_computes_no_hash() -> None:
 
     # A hash at import time costs 64 MiB of peak memory and ~0.1 s at every start.
     code = (
-        "import argon2.low_level as low\n"
+        "import argon2, argon2.low_level, argon2._password_hasher\n"
         "def refuse(*a, **k): raise SystemExit('argon2 hash computed at import')\n"
-        "low.hash_secret = refuse\n"
-        "low.hash_secret_raw = refuse\n"
+        "for module in (argon2, argon2.low_level, argon2._password_hasher):\n"
+        "    for name in ('hash_secret', 'hash_secret_raw'):\n"
+        "        if hasattr(module, name): setattr(module, name, refuse)\n"
+        "argon2.PasswordHasher.hash = refuse\n"
         "import photochangerd.app\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
