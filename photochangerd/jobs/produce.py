@@ -22,10 +22,12 @@ from photochangerd.media.images import (
     MIME_BY_FORMAT,
     UnsupportedImage,
     inspect_image,
+    sniff,
 )
 from photochangerd.media.imaging import ImageWorkers
 from photochangerd.media.provider_media import ProviderMedia
 from photochangerd.media.store import MediaStore
+from photochangerd.media.structure import check_structure
 from photochangerd.providers.base import (
     ImageInput,
     ProviderRejected,
@@ -40,14 +42,18 @@ OUTPUT_MAX_PIXELS = 200_000_000  # a provider's output: generous, but not a deco
 def _final_image(data: bytes, output_format: str, passthrough: bool) -> tuple[bytes, str]:
     """Check a provider's output and convert it to the slot's output format (sync, thread).
 
-    A conversion decodes every pixel, which is the check (a 1 MP PNG is not decoded twice:
-    −24 ms per Gemini/Turbotext result); output kept as it is is inspected like an upload.
+    Output kept as it is gets a structural check (PNG: every chunk's CRC, IHDR, IEND; WebP:
+    the RIFF chunks; JPEG: header and EOI; see :mod:`photochangerd.media.structure`) instead
+    of a full decode: ≈ 0.5 ms instead of ≈ 10–25 ms for a 1.5 MB PNG.  A conversion decodes
+    every pixel, which is the check (after the header and pixel cap, before any allocation).
     """
+    fmt = sniff(data[:16])
+    if fmt is None:
+        raise UnsupportedImage("not a JPEG, PNG or WebP image")
+    mime = MIME_BY_FORMAT[fmt]
+    if passthrough or MIME_BY_FORMAT[target_format(output_format, mime)] == mime:
+        return data, check_structure(data, OUTPUT_MAX_PIXELS).mime_type
     info = inspect_image(data, OUTPUT_MAX_PIXELS, decode_pixels=False)
-    target = MIME_BY_FORMAT[target_format(output_format, info.mime_type)]
-    if passthrough or target == info.mime_type:
-        inspect_image(data, OUTPUT_MAX_PIXELS)
-        return data, info.mime_type
     try:
         return convert(data, info.mime_type, output_format)
     except DECODE_ERRORS as exc:

@@ -35,6 +35,7 @@ from photochangerd.providers.retry import Retry, RetryPolicy, with_retries
 from photochangerd.providers.vendor_http import (
     VendorResponse,
     VendorUnreachable,
+    decode_base64,
     parse_duration,
     send,
     truncate,
@@ -215,7 +216,7 @@ def _classify_success(document: Any) -> ProviderResult | tuple[float | None, Pro
     if images:
         final = images[-1]
         try:
-            data = base64.b64decode(final["data"], validate=True)
+            data = decode_base64(final["data"])
         except ValueError:
             return 2.0, ProviderRejected("gemini returned an image that is not valid base64")
         mime = str(final.get("mimeType") or final.get("mime_type") or "image/png")

@@ -9,7 +9,6 @@ The photo goes first, then the slot's templates (``image[]``).  Errors (docs/pro
 
 from __future__ import annotations
 
-import base64
 import logging
 from typing import Any
 
@@ -27,6 +26,7 @@ from photochangerd.providers.retry import Retry, RetryPolicy, with_retries
 from photochangerd.providers.vendor_http import (
     VendorResponse,
     VendorUnreachable,
+    decode_base64,
     parse_duration,
     send,
     truncate,
@@ -118,7 +118,7 @@ def _result(response: VendorResponse, requested: str) -> ProviderResult:
     try:
         document = response.json()
         item = document["data"][0]
-        data = base64.b64decode(item["b64_json"], validate=True)
+        data = decode_base64(item["b64_json"])
     except (ValueError, KeyError, IndexError, TypeError):
         raise ProviderRejected(
             f"openai answered 200 without a usable image: {response.snippet()}"

@@ -13,6 +13,7 @@ logs or job records, and never include request headers (where the keys are).
 
 from __future__ import annotations
 
+import binascii
 import json
 import math
 from collections.abc import AsyncGenerator, Mapping
@@ -36,20 +37,50 @@ class ResponseTooLarge(ProviderRejected):
     """The vendor's response exceeded our cap."""
 
 
+_UNPARSED: Any = object()
+
+
 @dataclass(frozen=True, slots=True)
 class VendorResponse:
     status: int
     headers: Mapping[str, str]
     body: bytes = field(repr=False)
+    # The parsed body, filled by the first successful json() call.
+    _document: Any = field(default=_UNPARSED, init=False, repr=False, compare=False)
 
     def json(self) -> Any:
-        """Parsed JSON body; ``ValueError`` when it is not JSON."""
-        return json.loads(self.body)
+        """Parsed JSON body; ``ValueError`` when it is not JSON.
+
+        Parsed once and cached: a driver classifying the answer and logging its id reads the
+        same document (a Gemini answer is ~2 MB of JSON, ≈ 1.6 ms a parse).  The document is
+        shared: do not modify it.  A body that is not JSON is not cached (the rare error path
+        parses again rather than keeping an exception, and its traceback, on the response).
+        """
+        document = self._document
+        if document is _UNPARSED:
+            document = json.loads(self.body)
+            object.__setattr__(self, "_document", document)
+        return document
 
     def snippet(self) -> str:
         """A short, printable excerpt of the body for logs and job records."""
         text = self.body[:ERROR_TEXT_LIMIT].decode("utf-8", errors="replace")
         return " ".join(text.split())
+
+
+def decode_base64(text: Any) -> bytes:
+    """Strict base64 → bytes; ``ValueError`` when ``text`` is not a valid base64 string.
+
+    ``binascii.a2b_base64`` reads an ASCII ``str`` in place, where ``base64.b64decode`` first
+    copies it to ``bytes``; the strict check itself costs nothing measurable.  Measured on a
+    2 MB string (1.5 MB image), Python 3.11: ``b64decode(validate=True)`` 3.99 ms,
+    ``a2b_base64(strict_mode=True)`` 3.93 ms, lenient ``a2b_base64`` 3.93 ms, the str → bytes
+    copy 0.04 ms.  The decode loop itself is the cost (a SIMD decoder such as ``pybase64``
+    takes ≈ 0.08 ms; not a dependency).
+    """
+    if not isinstance(text, str | bytes):
+        raise ValueError(f"base64 data is a {type(text).__name__}, not a string")
+    return binascii.a2b_base64(text, strict_mode=True)
 
 
 def truncate(text: str, limit: int = ERROR_TEXT_LIMIT) -> str:

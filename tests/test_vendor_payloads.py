@@ -1,0 +1,84 @@
+"""Vendor answers: JSON parsed once per response, strict base64 (pure, no HTTP)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import pytest
+
+from photochangerd.providers import gemini, openai_images
+from photochangerd.providers.base import ProviderRejected, ProviderResult
+from photochangerd.providers.vendor_http import VendorResponse, decode_base64
+
+IMAGE = bytes(range(256)) * 40
+ENCODED = base64.b64encode(IMAGE).decode("ascii")
+# Not base64: bad padding, a character outside the alphabet, a newline, data after the
+# padding, non-ASCII, not a string at all.
+INVALID: list[Any] = ["abc", "ab!d", ENCODED[:8] + "\n" + ENCODED[8:], "YQ==YQ==", "ééééé", 5, []]
+
+
+def response(document: Any, status: int = 200) -> VendorResponse:
+    return VendorResponse(status, {}, json.dumps(document).encode())
+
+
+def test_json_is_parsed_once_and_shared(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    real_loads = json.loads
+
+    def counting_loads(text: Any) -> Any:
+        calls.append(1)
+        return real_loads(text)
+
+    monkeypatch.setattr("photochangerd.providers.vendor_http.json.loads", counting_loads)
+    answer = response({"responseId": "r-1", "candidates": []})
+    assert answer.json() is answer.json()
+    assert gemini._response_id(answer) == "r-1"
+    assert len(calls) == 1
+    assert answer == VendorResponse(200, {}, answer.body)  # the cache is not part of equality
+
+
+def test_a_body_that_is_not_json_raises_every_time() -> None:
+    answer = VendorResponse(502, {}, b"<html>bad gateway")
+    for _ in range(2):
+        with pytest.raises(ValueError):
+            answer.json()
+
+
+def test_decode_base64_round_trips_and_rejects() -> None:
+    assert decode_base64(ENCODED) == IMAGE
+    assert decode_base64(ENCODED.encode()) == IMAGE
+    for bad in INVALID:
+        with pytest.raises(ValueError):
+            decode_base64(bad)
+
+
+def _gemini_answer(data: Any) -> VendorResponse:
+    part = {"inlineData": {"mimeType": "image/png", "data": data}}
+    return response({"candidates": [{"content": {"parts": [part]}}]})
+
+
+def test_gemini_decodes_the_image_and_rejects_invalid_base64() -> None:
+    provider = object.__new__(gemini.GeminiProvider)  # _classify uses no instance state
+    result = provider._classify(_gemini_answer(ENCODED))
+    assert result == ProviderResult(IMAGE, "image/png")
+    for bad in filter(None, INVALID):  # an empty value is no image part at all
+        outcome = provider._classify(_gemini_answer(bad))
+        assert isinstance(outcome, tuple), bad
+        retry, error = outcome
+        assert retry == 2.0
+        assert isinstance(error, ProviderRejected)
+        assert str(error) == "gemini returned an image that is not valid base64"
+
+
+def test_openai_decodes_the_image_and_rejects_invalid_base64() -> None:
+    ok = response({"data": [{"b64_json": ENCODED}], "output_format": "webp"})
+    assert openai_images._result(ok, "png") == ProviderResult(IMAGE, "image/webp")
+    for bad in INVALID:
+        answer = response({"data": [{"b64_json": bad}]})
+        with pytest.raises(ProviderRejected) as caught:
+            openai_images._result(answer, "png")
+        assert str(caught.value) == (
+            f"openai answered 200 without a usable image: {answer.snippet()}"
+        )
