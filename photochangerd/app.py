@@ -12,6 +12,7 @@
              ├─ cleaner                  expired results and orphan files, every 15 min
              ├─ activity log flusher     processing_log rows in batches
              ├─ watchdog pinger          ``WATCHDOG=1`` while the database answers (systemd)
+             ├─ job event listener       PostgreSQL: LISTEN for other instances' jobs (+ slow poll)
              ├─ drain reporter           ``STATUS=draining: N jobs in flight`` once stopping
              └─ signal watcher           SIGTERM/SIGINT → graceful shutdown; SIGHUP → reload
 
@@ -53,6 +54,7 @@ from photochangerd.db import repositories
 from photochangerd.db.engine import Database, DatabaseUnavailable, open_database
 from photochangerd.db.ingest_context import IngestContext
 from photochangerd.db.migrate import migrate
+from photochangerd.db.notify import JobEventListener
 from photochangerd.db.policy import storage_policy
 from photochangerd.http.app import create_asgi_app
 from photochangerd.http.context import AppContext, Intake
@@ -339,6 +341,13 @@ async def _serve(
         root.start_soon(_report_draining, shutdown, jobs, notifier)
         if watchdog:
             root.start_soon(_watchdog, context.db, watchdog, notifier)
+        if jobs.policy.listens:  # other instances' job events (PostgreSQL)
+            listener = JobEventListener(
+                config.effective_database_url, config.db_connect_timeout_seconds, jobs.elsewhere
+            )
+            jobs.elsewhere.listener = listener
+            await root.start(listener.run)
+            root.start_soon(jobs.elsewhere.poll_slowly)
         async with trio.open_nursery() as workers:
             for number in range(config.workers):
                 workers.start_soon(run_worker, jobs, number)

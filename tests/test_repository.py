@@ -21,7 +21,10 @@ from shared.slots import SLOT_IDS
 @pytest.fixture
 async def db(database_url: str) -> AsyncIterator[Database]:
     async with trio_asyncio.open_loop(), open_database(database_url) as database:
-        assert await migrate(database) == ["0001_initial", "0002_admin_session"]
+        expected = ["0001_initial", "0002_admin_session"]
+        if database.dialect == "postgresql":
+            expected.append("0003_job_events")  # the notification trigger
+        assert await migrate(database) == expected
         assert await migrate(database) == []  # idempotent
         yield database
 
@@ -361,4 +364,22 @@ async def test_a_failed_migration_leaves_the_old_schema(
         assert "half_done" not in await database.read(tables_now)
         assert "job" not in await database.read(tables_now)  # 0001 rolled back with it
         broken.write_text("CREATE TABLE half_done (x INTEGER);\n")
-        assert await migrate(database) == ["0001_initial", "0002_admin_session", "0099_broken"]
+        applied = await migrate(database)
+        assert applied[:2] == ["0001_initial", "0002_admin_session"]
+        assert applied[-1] == "0099_broken" and "half_done" in await database.read(tables_now)
+
+
+def test_migrations_split_on_semicolons_outside_dollar_quotes() -> None:
+    from photochangerd.db.migrate import split_statements
+
+    script = (
+        "-- a comment; with a semicolon\n"
+        "CREATE TABLE a (x INTEGER);\n"
+        "CREATE FUNCTION f() RETURNS trigger AS $$\nBEGIN\n  PERFORM 1;\n  RETURN NULL;\nEND\n"
+        "$$ LANGUAGE plpgsql;\n"
+        "CREATE TRIGGER t AFTER INSERT ON a FOR EACH ROW EXECUTE FUNCTION f();"
+    )
+    statements = split_statements(script)
+    assert len(statements) == 3
+    assert statements[1].startswith("CREATE FUNCTION") and "RETURN NULL;" in statements[1]
+    assert statements[1].endswith("$$ LANGUAGE plpgsql")

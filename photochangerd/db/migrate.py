@@ -41,10 +41,23 @@ def migration_files(dialect: str) -> list[tuple[int, str, Path]]:
 def split_statements(script: str) -> list[str]:
     """Split a migration into statements (drivers' prepared statements take one at a time).
 
-    Our migrations keep to a simple rule that makes this safe: ``;`` only ends statements.
+    ``;`` ends a statement except inside a dollar-quoted body (``$$ … $$``: PL/pgSQL
+    functions); ``--`` comment lines are dropped.
     """
     lines = [line for line in script.splitlines() if not line.lstrip().startswith("--")]
-    return [part.strip() for part in "\n".join(lines).split(";") if part.strip()]
+    statements: list[str] = []
+    current: list[str] = []
+    for index, part in enumerate("\n".join(lines).split("$$")):
+        if index % 2:  # inside $$ … $$
+            current.append(f"$${part}$$")
+            continue
+        pieces = part.split(";")
+        current.append(pieces[0])
+        for piece in pieces[1:]:
+            statements.append("".join(current))
+            current = [piece]
+    statements.append("".join(current))
+    return [statement.strip() for statement in statements if statement.strip()]
 
 
 def _apply(conn: Connection, dialect: str) -> list[str]:

@@ -20,10 +20,13 @@ class StoragePolicy:
     inputs_on_disk: bool
     # Slots and settings are kept in memory between config writes (nobody else writes them).
     cache_ingest_context: bool
-    # Idle workers look for jobs enqueued by other instances this often (None: never).
+    # Other instances' jobs are announced by notifications (db/notify.py); as the guarantee
+    # behind them, an idle worker looks for a job queued elsewhere this often (None: never) …
     idle_poll_seconds: float | None
-    # A waiting request checks whether another instance finished its job this often.
+    # … and a request waiting for a job no worker here holds checks its row this often.
     cross_instance_poll_seconds: float | None
+    # LISTEN for other instances' job events.
+    listens: bool
     # At start every unfinished job belonged to a dead process (else only overdue ones).
     recover_every_unfinished_job: bool
     # At shutdown the jobs nobody will run any more are ended here (else left to the others).
@@ -39,6 +42,7 @@ SINGLE_INSTANCE = StoragePolicy(
     cache_ingest_context=True,
     idle_poll_seconds=None,
     cross_instance_poll_seconds=None,
+    listens=False,
     recover_every_unfinished_job=True,
     finalize_leftovers_on_shutdown=True,
     remove_startup_leftovers=True,
@@ -49,8 +53,9 @@ SHARED = StoragePolicy(
     single_instance=False,
     inputs_on_disk=True,
     cache_ingest_context=False,
-    idle_poll_seconds=1.0,
-    cross_instance_poll_seconds=1.0,
+    idle_poll_seconds=5.0,
+    cross_instance_poll_seconds=5.0,
+    listens=True,
     recover_every_unfinished_job=False,
     finalize_leftovers_on_shutdown=False,
     remove_startup_leftovers=False,

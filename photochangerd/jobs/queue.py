@@ -1,9 +1,11 @@
 """Wake-ups for this process's workers, and the fast hand-over to an idle one (docs/jobs.md).
 
-A wake-up names a job id to claim, or carries a job inserted already claimed (``processing``)
-for an idle worker: when a worker is idle at submission, the job is handed over directly —
-that saves a transaction and two file operations per ingest.  :meth:`WorkQueue.reserve`
-counts the idle workers already promised a job, so two ingests never count on the same one.
+A wake-up names a job id to claim, carries a job inserted already claimed (``processing``)
+for an idle worker — when a worker is idle at submission, the job is handed over directly;
+that saves a transaction and two file operations per ingest — or is :data:`LOOK`: claim the
+oldest pending job of any instance (PostgreSQL: another instance queued one, or the slow poll
+says to check).  :meth:`WorkQueue.reserve` counts the idle workers already promised a job, so
+two ingests never count on the same one.
 """
 
 from __future__ import annotations
@@ -14,12 +16,17 @@ import trio
 
 from photochangerd.domain.models import Job
 
+LOOK = None  # the wake-up that says "claim the oldest pending job, whoever queued it"
+WakeUp = str | Job | None
+
 
 class WorkQueue:
     def __init__(self) -> None:
-        self._send, self._receive = trio.open_memory_channel[str | Job](math.inf)
+        self._send, self._receive = trio.open_memory_channel[WakeUp](math.inf)
         self._idle = 0  # workers waiting in next()
         self._reserved = 0  # of those, promised to a submission being inserted
+        self._looking = False  # a LOOK is queued and not yet taken
+        self._wanted = False  # a LOOK was asked for while no worker was idle
 
     def reserve(self) -> bool:
         """Promise an idle worker to one submission; pair with :meth:`release`."""
@@ -39,21 +46,35 @@ class WorkQueue:
         """Ask a worker to claim ``job_id`` (pending in the database)."""
         self._send.send_nowait(job_id)
 
-    async def next(self, poll: float | None) -> str | Job | None:
-        """The next wake-up; None after ``poll`` seconds without one (PostgreSQL polling)."""
+    def look(self) -> None:
+        """Ask one idle worker to claim the oldest pending job (none idle: the next worker to
+        become idle does).  At most one LOOK is queued at a time; a worker whose LOOK found a
+        job asks again, so a backlog is drained one by one."""
+        if self._looking:
+            return
+        if self._idle > self._reserved:
+            self._looking = True
+            self._send.send_nowait(LOOK)
+        else:
+            self._wanted = True
+
+    async def next(self) -> WakeUp:
+        """The next wake-up: a job id, a claimed job, or :data:`LOOK`."""
+        if self._wanted and not self._looking:
+            self._wanted = False
+            return LOOK
         self._idle += 1
         try:
-            if poll is None:
-                return await self._receive.receive()
-            with trio.move_on_after(poll):
-                return await self._receive.receive()
-            return None
+            message = await self._receive.receive()
         finally:
             self._idle -= 1
+        if message is LOOK:
+            self._looking = False
+        return message
 
-    def drain(self) -> list[str | Job]:
+    def drain(self) -> list[WakeUp]:
         """Take every queued wake-up (shutdown)."""
-        taken: list[str | Job] = []
+        taken: list[WakeUp] = []
         while True:
             try:
                 taken.append(self._receive.receive_nowait())

@@ -19,6 +19,7 @@ worker and the sweeper talk only through it:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
@@ -29,9 +30,10 @@ from photochangerd.db import repositories
 from photochangerd.db.engine import Database, DatabaseUnavailable
 from photochangerd.db.policy import StoragePolicy, storage_policy
 from photochangerd.domain.models import Job, Outcome, Slot, timeout_outcome
+from photochangerd.jobs.elsewhere import OtherInstances
 from photochangerd.jobs.produce import OUTPUT_MAX_PIXELS, Producer, _final_image
 from photochangerd.jobs.queue import WorkQueue
-from photochangerd.jobs.record import FINALIZE_BUDGET, Recorder, outcome_of
+from photochangerd.jobs.record import FINALIZE_BUDGET, Recorder
 from photochangerd.jobs.run import (
     Deadline,
     JobRun,
@@ -84,6 +86,7 @@ class JobService:
         self.queue = WorkQueue()
         self.recorder = Recorder(db, store, clock, self.runs)
         self.producer = Producer(db, store, providers, images, provider_media)
+        self.elsewhere = OtherInstances(self)
         self._idle = trio.Event()
 
     @property
@@ -200,16 +203,16 @@ class JobService:
         if poll is None:
             await run.settled.wait()
             return
+        # Shared database: another instance may run the job.  Its end is announced (a
+        # notification: jobs/elsewhere.py); this slow poll is the guarantee.
         while not run.settled.is_set():
             with trio.move_on_after(poll):
                 await run.settled.wait()
-            if run.settled.is_set():
-                return
-            job = await self.db.read(repositories.get_job, run.job_id)
-            if job is not None and job.is_finalized:  # finished by another instance
-                self._settled_durably(run, outcome_of(job), Party.ELSEWHERE)
+            if not run.settled.is_set() and not run.worker_attached:
+                with contextlib.suppress(DatabaseUnavailable):  # asked again next round
+                    await self.elsewhere.check(run)
 
-    def _settled_durably(self, run: JobRun, outcome: Outcome, by: Party) -> None:
+    def settled_durably(self, run: JobRun, outcome: Outcome, by: Party) -> None:
         """``outcome`` is already in the database (written by ``by``): settle and release."""
         if run.settle(outcome, by, self.clock.now()):
             run.mark_recorded(None, outcome)
@@ -355,7 +358,7 @@ class JobService:
         for job_id, _ in ended:
             run = self.runs.get(job_id)
             if run is not None:
-                self._settled_durably(run, timeout_outcome(details), Party.SWEEPER)
+                self.settled_durably(run, timeout_outcome(details), Party.SWEEPER)
         for run in list(self.runs.values()):  # requester gone, finished by another instance
             if not run.busy and run.settled_by is None and run.deadline.wall < now - grace:
                 self.runs.pop(run.job_id, None)
@@ -365,6 +368,8 @@ class JobService:
         return len(ended)
 
     async def _remove_inputs(self, ended: list[tuple[str, str | None]]) -> None:
+        if not ended:  # the usual sweep: no transaction for nothing
+            return
         paths = [path for _, path in ended if path]
         await self.store.remove(*paths)
         await self.db.write(repositories.clear_input_paths, [job_id for job_id, _ in ended])
@@ -388,6 +393,6 @@ class JobService:
         for job_id, _ in ended:
             run = self.runs.get(job_id)
             if run is not None:
-                self._settled_durably(run, cancelled_outcome(), Party.SHUTDOWN)
+                self.settled_durably(run, cancelled_outcome(), Party.SHUTDOWN)
         await self._remove_inputs(ended)
         return len(ended)

@@ -1,9 +1,10 @@
 """Worker tasks: take jobs from the :class:`~photochangerd.jobs.queue.WorkQueue` and run them.
 
 A wake-up names the job just enqueued in this process (claimed by id: one cheap conditional
-update), or carries a job inserted already claimed for an idle worker.  On PostgreSQL, idle
-workers also poll ``claim_next_job`` (``FOR UPDATE SKIP LOCKED``) so jobs enqueued by another
-instance whose workers are busy still get served.  Each job then runs through
+update), carries a job inserted already claimed for an idle worker, or is a LOOK: claim the
+oldest pending job with ``claim_next_job`` (``FOR UPDATE SKIP LOCKED`` on PostgreSQL) — sent
+when another instance queued a job (its notification) and by the job service's slow poll.
+No worker polls on its own: idle, the daemon does nothing.  Each job then runs through
 :meth:`JobService.process` (docs/jobs.md).
 """
 
@@ -16,6 +17,7 @@ import trio
 from photochangerd.db import repositories
 from photochangerd.db.engine import DatabaseUnavailable
 from photochangerd.domain.models import Job
+from photochangerd.jobs.queue import LOOK
 from photochangerd.jobs.service import JobService
 from photochangerd.logs import event
 
@@ -26,9 +28,8 @@ DB_RETRY_SECONDS = 1.0
 
 async def run_worker(service: JobService, number: int) -> None:
     """Process jobs forever.  Cancellation stops the worker; a job in progress is finalized."""
-    poll = service.policy.idle_poll_seconds
     while True:
-        message = await service.queue.next(poll)
+        message = await service.queue.next()
         if isinstance(message, Job):  # inserted already claimed for us
             job: Job | None = message
         else:
@@ -52,6 +53,8 @@ async def run_worker(service: JobService, number: int) -> None:
                 continue
         if job is None:
             continue
+        if message is LOOK:  # there may be more where this one came from
+            service.queue.look()
         event(log, logging.DEBUG, "job.claimed", job_id=job.id, slot_id=job.slot_id, worker=number)
         await service.process(job)
 

@@ -1,0 +1,129 @@
+"""PostgreSQL notifications between instances: hints, never the only way a job moves.
+
+A trigger on ``job`` (``sql/postgresql/0003_job_events.sql``) sends, on the channel
+``photochanger_jobs``, ``queued <id>`` for a job inserted pending (its instance had no idle
+worker) and ``final <id>`` for a job that became final.  Every instance keeps one connection
+that ``LISTEN``s and hands the events to its job service: an idle worker claims the queued job
+at once, a request waiting for a job another instance ran is answered at once.  Without the
+notifications (the listener reconnecting after a PostgreSQL restart, a notification lost) the
+slow polls of :class:`~photochangerd.db.policy.StoragePolicy` still move every job, and each
+(re)connect starts with a catch-up.  docs/jobs.md, "Several instances".
+
+The connection is asyncpg's own (not the SQLAlchemy pool: a pooled connection is returned
+after each transaction, and LISTEN belongs to a session), on the trio-asyncio loop.  asyncpg
+calls the listener from that loop's task, which runs inside the Trio run; it only puts the
+payload on a Trio memory channel.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+import asyncpg
+import sqlalchemy as sa
+import trio
+import trio_asyncio
+
+from photochangerd.logs import event
+
+log = logging.getLogger("photochangerd.db")
+
+CHANNEL = "photochanger_jobs"
+RECONNECT_FIRST = 0.5
+RECONNECT_MAX = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class JobEvent:
+    kind: Literal["queued", "final"]
+    job_id: str
+
+
+def parse_job_event(payload: str) -> JobEvent | None:
+    kind, _, job_id = payload.partition(" ")
+    if kind == "queued" and job_id:
+        return JobEvent("queued", job_id)
+    if kind == "final" and job_id:
+        return JobEvent("final", job_id)
+    return None
+
+
+class JobEventHandler(Protocol):
+    async def on_job_event(self, job_event: JobEvent) -> None: ...
+
+    async def catch_up(self) -> None:
+        """Act on whatever may have been missed while not listening."""
+
+
+def asyncpg_dsn(url: str) -> str:
+    """The libpq-style DSN asyncpg takes, from our SQLAlchemy URL (any ``postgresql+…``)."""
+    return sa.make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+class JobEventListener:
+    """``LISTEN photochanger_jobs`` on a dedicated connection, reconnecting forever."""
+
+    def __init__(self, url: str, connect_timeout: float, handler: JobEventHandler) -> None:
+        self._dsn = asyncpg_dsn(url)
+        self._timeout = connect_timeout
+        self._handler = handler
+        self.listening = False
+        self.received = 0
+        self._started = False
+
+    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Listen until cancelled.  ``task_status.started()`` once listening, or after the
+        first failed attempt (a database that is down then is no reason to delay the daemon)."""
+        delay = RECONNECT_FIRST
+        while True:
+            try:
+                await self._listen_once(task_status)
+                delay = RECONNECT_FIRST  # it was up: reconnect quickly
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+                if delay == RECONNECT_FIRST:  # once per outage, not per attempt
+                    event(log, logging.WARNING, "db.listen_failed", error=type(exc).__name__)
+            finally:
+                self.listening = False
+            if not self._started:
+                self._started = True
+                task_status.started()
+            await trio.sleep(delay)
+            delay = min(delay * 2, RECONNECT_MAX)
+
+    async def _listen_once(self, task_status: trio.TaskStatus[None]) -> None:
+        loop = trio_asyncio.current_loop.get()
+        send, receive = trio.open_memory_channel[str | None](math.inf)
+
+        def on_notification(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
+            send.send_nowait(payload)
+
+        def on_termination(_conn: Any) -> None:
+            send.send_nowait(None)
+
+        connection = await trio_asyncio.aio_as_trio(asyncpg.connect, loop=loop)(
+            self._dsn, timeout=self._timeout
+        )
+        try:
+            connection.add_termination_listener(on_termination)
+            await trio_asyncio.aio_as_trio(connection.add_listener, loop=loop)(
+                CHANNEL, on_notification
+            )
+            self.listening = True
+            event(log, logging.DEBUG, "db.listening", channel=CHANNEL)
+            if not self._started:
+                self._started = True
+                task_status.started()
+            await self._handler.catch_up()
+            async for payload in receive:
+                if payload is None:  # the server closed the connection (a restart)
+                    event(log, logging.WARNING, "db.listen_lost")
+                    return
+                self.received += 1
+                job_event = parse_job_event(payload)
+                if job_event is not None:
+                    await self._handler.on_job_event(job_event)
+        finally:
+            connection.terminate()  # synchronous; no network wait on cancellation
