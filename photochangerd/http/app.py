@@ -15,7 +15,7 @@ from photochangerd.config import Config
 from photochangerd.http import admin, docs, health, ingest, public
 from photochangerd.http.asgi import ShieldedSend
 from photochangerd.http.booth import BoothRouter
-from photochangerd.http.context import EXTENSION_KEY, AppContext
+from photochangerd.http.context import EXTENSION_KEY, AppContext, Handles
 from photochangerd.http.errors import ApiError, api_error_response, error_response
 from photochangerd.http.proxy import ProxyHeaders, parse_networks
 from photochangerd.http.validation import (
@@ -39,10 +39,19 @@ _HTTP_REASONS = {
 
 
 def create_quart_app(context: AppContext | None) -> QuartTrio:
-    """The application; ``context`` None builds it only for its routes (OpenAPI document)."""
+    """The application; ``context`` None builds it only for its routes (OpenAPI document).
+
+    The routes get the context's narrow handles (:mod:`photochangerd.http.context`), never the
+    context itself."""
+    if context is None:
+        return _quart_app(None, Config())
+    return _quart_app(context.handles(), context.config)
+
+
+def _quart_app(handles: Handles | None, config: Config) -> QuartTrio:
     app = QuartTrio("photochangerd", static_folder=None)  # no static files: no /static route
-    app.extensions[EXTENSION_KEY] = context
-    max_upload_bytes = (context.config if context else Config()).max_upload_bytes
+    app.extensions[EXTENSION_KEY] = handles
+    max_upload_bytes = config.max_upload_bytes
     # Our handlers enforce their own limits and deadlines (docs/stack-traps.md, "Chunked uploads
     # past the size limit" and "Quart's BODY_TIMEOUT and RESPONSE_TIMEOUT"); Quart's
     # MAX_CONTENT_LENGTH stays as a backstop bounding the unread buffer of any request.
@@ -99,7 +108,9 @@ def create_quart_app(context: AppContext | None) -> QuartTrio:
 
 def create_asgi_app(context: AppContext) -> ShieldedSend:
     trusted = parse_networks(context.config.trusted_proxies)
-    return ShieldedSend(ProxyHeaders(BoothRouter(create_quart_app(context), context), trusted))
+    handles = context.handles()
+    quart = _quart_app(handles, context.config)
+    return ShieldedSend(ProxyHeaders(BoothRouter(quart, handles.booth), trusted))
 
 
 _ERROR_SCHEMA = {

@@ -21,7 +21,7 @@ from typing import Any
 
 import trio
 
-from photochangerd.http.context import AppContext
+from photochangerd.http.context import BoothHandles
 from photochangerd.http.ingest import Answer, IngestRequest, handle_ingest, json_answer
 from shared.errors import FailureReason, error_body
 
@@ -80,7 +80,7 @@ async def _send(send: Any, answer: Answer) -> None:
 class BoothRouter:
     """ASGI middleware: booth uploads to the pipeline directly, the rest to Quart."""
 
-    def __init__(self, app: ASGIApp, context: AppContext | None) -> None:
+    def __init__(self, app: ASGIApp, context: BoothHandles | None) -> None:
         self.app = app
         self.context = context
 
@@ -95,7 +95,7 @@ class BoothRouter:
         await self._ingest(context, match["slot_id"], scope, receive, send)
 
     async def _ingest(
-        self, context: AppContext, slot_id: str, scope: dict[str, Any], receive: Any, send: Any
+        self, context: BoothHandles, slot_id: str, scope: dict[str, Any], receive: Any, send: Any
     ) -> None:
         raw_headers: list[tuple[bytes, bytes]] = scope.get("headers") or []
         length = _header(raw_headers, b"content-length")

@@ -8,7 +8,7 @@ import trio
 from quart import Blueprint, Response, jsonify
 
 from photochangerd.db.engine import DatabaseUnavailable
-from photochangerd.http.context import ctx
+from photochangerd.http.context import public
 from photochangerd.http.errors import error_response
 from shared.errors import FailureReason
 
@@ -22,7 +22,7 @@ async def healthz() -> Response:
 
 @bp.route("/readyz", methods=["GET", "HEAD"])
 async def readyz() -> Response:
-    app = ctx()
+    app = public()
     try:
         with trio.fail_after(3):
             await app.db.ping()
@@ -39,6 +39,6 @@ async def readyz() -> Response:
 @bp.route("/metrics", methods=["GET"])
 async def metrics() -> Response:
     """Prometheus text format."""
-    response = Response(ctx().metrics.render(), mimetype="text/plain")
+    response = Response(public().metrics.render(), mimetype="text/plain")
     response.headers["Content-Type"] = "text/plain; version=0.0.4; charset=utf-8"
     return response

@@ -26,7 +26,7 @@ from photochangerd.db import repositories
 from photochangerd.db.engine import DatabaseUnavailable
 from photochangerd.domain.models import Outcome, Slot, new_job_id
 from photochangerd.domain.slots import effective_slot
-from photochangerd.http.context import AppContext, ctx
+from photochangerd.http.context import BoothHandles, booth
 from photochangerd.http.errors import (
     ApiError,
     InvalidPassword,
@@ -147,7 +147,7 @@ def _failure_answer(outcome: Outcome) -> Answer:
 class _Attempt:
     """One ingest attempt: its timings and what the processing log records about it."""
 
-    def __init__(self, app: AppContext, slot_id: str, source: str, arrival: float) -> None:
+    def __init__(self, app: BoothHandles, slot_id: str, source: str, arrival: float) -> None:
         self.app = app
         self.slot_id = slot_id
         self.source = source
@@ -195,7 +195,7 @@ TEST_RUN = _Mode("test_run", "test_image", password_required=False, field_bytes=
 
 
 async def handle_ingest(
-    app: AppContext, slot_id: str, req: IngestRequest, mode: _Mode = BOOTH
+    app: BoothHandles, slot_id: str, req: IngestRequest, mode: _Mode = BOOTH
 ) -> Answer:
     attempt = _Attempt(app, slot_id, mode.source, req.arrival)
     try:
@@ -239,11 +239,11 @@ def quart_response(answer: Answer) -> Response:
     return response
 
 
-async def handle_test_run(slot_id: str) -> Response:
+async def handle_test_run(app: BoothHandles, slot_id: str) -> Response:
     """``POST /api/slots/{slot_id}/test-run`` (admin): the ingest pipeline without the ingest
-    password, optional unsaved ``slot_payload`` overrides, a JSON answer."""
+    password, optional unsaved ``slot_payload`` overrides, a JSON answer.  ``app`` is the
+    booth's handle the admin side holds (:attr:`~photochangerd.http.context.AdminHandles.booth`)."""
     started = trio.current_time()
-    app = ctx()
     answer = await handle_ingest(app, slot_id, _quart_request(), TEST_RUN)
     if answer.status != 200:
         return quart_response(answer)
@@ -282,7 +282,7 @@ def _slot_with_overrides(slot: Slot, raw: str | None, roles: list[str]) -> Slot:
 
 
 async def _ingest(
-    app: AppContext, attempt: _Attempt, slot_id: str, mode: _Mode, req: IngestRequest
+    app: BoothHandles, attempt: _Attempt, slot_id: str, mode: _Mode, req: IngestRequest
 ) -> tuple[Answer, int]:
     if not app.intake.open:
         raise ServiceUnavailable("shutting down", headers={"Retry-After": "10"})
@@ -434,9 +434,9 @@ async def _ingest(
 
 @bp.route("/ingest/<path:slot_id>", methods=["POST"])
 async def ingest(slot_id: str) -> Response:
-    return quart_response(await handle_ingest(ctx(), slot_id, _quart_request()))
+    return quart_response(await handle_ingest(booth(), slot_id, _quart_request()))
 
 
 @bp.route("/api/ingest/<path:slot_id>", methods=["POST"])
 async def ingest_alias(slot_id: str) -> Response:
-    return quart_response(await handle_ingest(ctx(), slot_id, _quart_request()))
+    return quart_response(await handle_ingest(booth(), slot_id, _quart_request()))

@@ -12,7 +12,7 @@ from quart import Blueprint, Response
 from photochangerd.db import repositories
 from photochangerd.db.engine import DatabaseUnavailable
 from photochangerd.domain.models import JOB_ID_PATTERN, MEDIA_ID_PATTERN, Job
-from photochangerd.http.context import ctx
+from photochangerd.http.context import public
 from photochangerd.http.errors import NotFound, ResultExpired, ServiceUnavailable
 from photochangerd.http.files import send_file_ranged
 from photochangerd.media.encode import make_thumbnail
@@ -32,7 +32,7 @@ async def _live_result(job_id: str) -> tuple[Job, Path]:
     # Strict id check: nothing but a well-formed job id reaches the DB, never the file system.
     if _JOB_ID_RE.fullmatch(job_id) is None:
         raise _not_found()
-    app = ctx()
+    app = public()
     try:
         job = await app.db.read(repositories.get_job, job_id)
     except DatabaseUnavailable:
@@ -78,7 +78,7 @@ async def provider_media(media_id: str) -> Response:
     """Short-lived inputs a provider fetches by URL: 200 until the job's deadline, then 410."""
     if _MEDIA_ID_RE.fullmatch(media_id) is None:
         raise NotFound("no such media")
-    app = ctx()
+    app = public()
     try:
         row = await app.db.read(repositories.get_media_object, media_id)
     except DatabaseUnavailable:
@@ -99,7 +99,7 @@ async def provider_media(media_id: str) -> Response:
 async def thumbnail(job_id: str) -> Response:
     """A small WebP preview (gallery), made on first request and kept beside the result."""
     job, path = await _live_result(job_id)
-    app = ctx()
+    app = public()
     thumb = app.store.thumbnail_path(job.id)
     if not await trio.to_thread.run_sync(thumb.is_file):
         data = await app.store.read(path)

@@ -24,7 +24,7 @@ from markupsafe import Markup
 from quart import Blueprint, Response, render_template, request
 
 from photochangerd.domain.models import Job
-from photochangerd.http.context import ctx
+from photochangerd.http.context import public
 from photochangerd.http.errors import ApiError, ResultExpired, ServiceUnavailable
 from photochangerd.http.files import send_file_ranged
 from photochangerd.http.public import _live_result
@@ -112,7 +112,7 @@ async def _result(job_id: str) -> tuple[Job, Path] | Response:
 
 def _cacheable(response: Response, job: Job) -> Response:
     assert job.result_expires_at is not None
-    remaining = math.floor(job.result_expires_at - ctx().clock.now())
+    remaining = math.floor(job.result_expires_at - public().clock.now())
     max_age = max(0, min(remaining, CACHE_CAP_SECONDS))
     response.headers["Cache-Control"] = f"private, max-age={max_age}"
     response.headers.update(NOINDEX)
@@ -128,7 +128,7 @@ async def guest_page(job_id: str) -> Response:
     job, _ = found
     assert job.result_expires_at is not None and job.result_mime_type is not None
     expires = datetime.fromtimestamp(job.result_expires_at, UTC)
-    url = guest_url(ctx().config.effective_public_base_url, job.id)
+    url = guest_url(public().public_base_url(), job.id)
     html = await render_template(
         "guest/page.html",
         job_id=job.id,
@@ -152,7 +152,7 @@ async def guest_photo(job_id: str) -> Response:
         return found
     job, path = found
     assert job.result_mime_type is not None and job.result_checksum is not None
-    app = ctx()
+    app = public()
     if await app.images.run(fits_display, path, job.result_size_bytes or 0):
         response = await send_file_ranged(path, job.result_mime_type)
         return _cacheable(response, job)
@@ -173,7 +173,7 @@ async def guest_qr_svg(job_id: str) -> Response:
     if isinstance(found, Response):
         return found
     job, _ = found
-    svg = qr_svg(guest_url(ctx().config.effective_public_base_url, job.id))
+    svg = qr_svg(guest_url(public().public_base_url(), job.id))
     response = Response(svg, mimetype="image/svg+xml")
     response.headers["Content-Security-Policy"] = SVG_CSP
     return _cacheable(response, job)
@@ -186,6 +186,6 @@ async def guest_qr_png(job_id: str) -> Response:
     if isinstance(found, Response):
         return found
     job, _ = found
-    url = guest_url(ctx().config.effective_public_base_url, job.id)
-    response = Response(await ctx().images.run(qr_png, url), mimetype="image/png")
+    url = guest_url(public().public_base_url(), job.id)
+    response = Response(await public().images.run(qr_png, url), mimetype="image/png")
     return _cacheable(response, job)

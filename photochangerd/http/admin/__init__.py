@@ -7,7 +7,7 @@ from __future__ import annotations
 from quart import Blueprint, g, request
 
 from photochangerd.auth.tokens import InvalidToken
-from photochangerd.http.context import ctx
+from photochangerd.http.context import admin
 from photochangerd.http.errors import ApiError
 from photochangerd.web.sessions import COOKIE, CSRF_HEADER
 from shared.errors import FailureReason
@@ -41,7 +41,7 @@ async def require_admin() -> None:
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized()
     try:
-        principal = ctx().tokens.verify(token.strip())
+        principal = admin().tokens.verify(token.strip())
     except InvalidToken:
         raise Unauthorized("the token is invalid or expired") from None
     g.admin = principal.username
@@ -49,7 +49,7 @@ async def require_admin() -> None:
 
 async def _console_session() -> None:
     """A console session cookie instead of a token; a state change also needs its CSRF token."""
-    sessions = ctx().sessions
+    sessions = admin().sessions
     found = await sessions.lookup(request.cookies.get(COOKIE))
     if found is None:
         raise Unauthorized("the console session is invalid or expired")

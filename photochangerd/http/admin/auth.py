@@ -10,7 +10,7 @@ from photochangerd.auth.passwords import verify_password
 from photochangerd.db import repositories
 from photochangerd.db.engine import DatabaseUnavailable
 from photochangerd.http.admin import Unauthorized, bp
-from photochangerd.http.context import AppContext, ctx
+from photochangerd.http.context import AdminHandles, admin
 from photochangerd.http.errors import RateLimited, ServiceUnavailable
 from shared.api_models import LoginRequest, TokenResponse
 
@@ -24,7 +24,7 @@ DUMMY_HASH = (
 _KDF = trio.CapacityLimiter(2)
 
 
-async def authenticate(app: AppContext, username: str, password: str, address: str) -> None:
+async def authenticate(app: AdminHandles, username: str, password: str, address: str) -> None:
     """Check an admin's password, throttled (API and console sign-in alike).
 
     Raises :class:`RateLimited` (locked), :class:`Unauthorized` (wrong) or
@@ -53,7 +53,7 @@ async def authenticate(app: AppContext, username: str, password: str, address: s
 @validate_request(LoginRequest)
 @validate_response(TokenResponse, 200)
 async def login(data: LoginRequest) -> tuple[TokenResponse, int]:
-    app = ctx()
+    app = admin()
     await authenticate(app, data.username, data.password, request.remote_addr or "unknown")
     token = app.tokens.issue(data.username)
     return TokenResponse(access_token=token, expires_in=app.tokens.ttl_seconds), 200

@@ -12,7 +12,7 @@ from photochangerd.domain.models import JOB_ID_PATTERN, Job
 from photochangerd.domain.stats import ALL_SLOTS, bucket_seconds, build_stats
 from photochangerd.http.admin import bp
 from photochangerd.http.admin.slots import _check_slot_id, job_status
-from photochangerd.http.context import AppContext, ctx
+from photochangerd.http.context import AdminHandles, admin
 from photochangerd.http.errors import NotFound
 from photochangerd.web.guest import guest_url
 from shared.api_models import ClientMetadata, JobList, JobOut, SlotStatsList, Stats
@@ -35,7 +35,7 @@ class StatsQuery:
     window_minutes: int = 60
 
 
-def job_out(app: AppContext, job: Job, *, with_metadata: bool = False) -> JobOut:
+def job_out(app: AdminHandles, job: Job, *, with_metadata: bool = False) -> JobOut:
     base = app.config.effective_public_base_url
     has_result = job.result_file_path is not None and job.failure_reason is None
     return JobOut(
@@ -85,7 +85,7 @@ async def list_jobs(query_args: JobQuery) -> tuple[JobList, int]:
         raise ValidationFailed({"status": f"one of {', '.join(JOB_STATUSES)}"})
     if not 1 <= query_args.limit <= 500:
         raise ValidationFailed({"limit": "between 1 and 500"})
-    app = ctx()
+    app = admin()
     jobs = await app.db.read(
         repositories.list_jobs,
         slot_id=query_args.slot_id,
@@ -98,7 +98,7 @@ async def list_jobs(query_args: JobQuery) -> tuple[JobList, int]:
 @bp.get("/jobs/<job_id>")
 @validate_response(JobOut, 200)
 async def get_job(job_id: str) -> tuple[JobOut, int]:
-    app = ctx()
+    app = admin()
     job = None
     if _JOB_ID_RE.fullmatch(job_id):
         job = await app.db.read(repositories.get_job, job_id)
@@ -112,7 +112,7 @@ async def _stats(window_minutes: int) -> dict[str | None, Stats]:
 
     if not 1 <= window_minutes <= 60 * 24 * 31:
         raise ValidationFailed({"window_minutes": "between 1 and 44640"})
-    app = ctx()
+    app = admin()
     now = app.clock.now()
     since = now - window_minutes * 60
     rows = await app.db.read(repositories.stats_rows, since, bucket_seconds(window_minutes))

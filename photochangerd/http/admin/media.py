@@ -15,7 +15,7 @@ from photochangerd.domain.images import ImageInput
 from photochangerd.domain.models import new_public_id
 from photochangerd.http.admin import admin_name, bp
 from photochangerd.http.admin.slots import Conflict
-from photochangerd.http.context import AppContext, ctx
+from photochangerd.http.context import AdminHandles, admin
 from photochangerd.http.errors import InvalidRequest, NotFound, UnsupportedMediaType
 from photochangerd.http.multipart import FormLimits, read_upload
 from photochangerd.media.images import ImageInfo, UnsupportedImage, inspect_image
@@ -25,13 +25,13 @@ MIB = 1024 * 1024
 FILE_FIELD = "file"
 
 
-async def _read_image(app: AppContext) -> tuple[bytes, ImageInfo]:
+async def _read_image(app: AdminHandles) -> tuple[bytes, ImageInfo]:
     """An uploaded image (multipart part ``file``), validated like an ingest photo."""
     data, info, _fields = await read_image_upload(app)
     return data, info
 
 
-async def read_image_upload(app: AppContext) -> tuple[bytes, ImageInfo, dict[str, str]]:
+async def read_image_upload(app: AdminHandles) -> tuple[bytes, ImageInfo, dict[str, str]]:
     """:func:`_read_image`, and the form's text parts (bounded) beside the file."""
     boundary = request.mimetype_params.get("boundary")
     if request.mimetype != "multipart/form-data" or not boundary:
@@ -75,12 +75,12 @@ def _template_out(row: Any, used_by: list[str]) -> TemplateMedia:
 @bp.post("/template-media/register")
 @validate_response(TemplateMedia, 201)
 async def upload_template() -> tuple[TemplateMedia, int]:
-    app = ctx()
+    app = admin()
     data, info = await _read_image(app)
     return await store_template(app, data, info), 201
 
 
-async def store_template(app: AppContext, data: bytes, info: ImageInfo) -> TemplateMedia:
+async def store_template(app: AdminHandles, data: bytes, info: ImageInfo) -> TemplateMedia:
     """Keep a validated template image (the API's upload and the console's slot page)."""
     template_id = new_public_id(12)
     path = app.store.templates / f"{template_id}.{info.extension}"
@@ -104,13 +104,13 @@ async def store_template(app: AppContext, data: bytes, info: ImageInfo) -> Templ
 @bp.get("/template-media")
 @validate_response(TemplateMediaList, 200)
 async def list_templates() -> tuple[TemplateMediaList, int]:
-    rows = await ctx().db.read(repositories.list_templates)
+    rows = await admin().db.read(repositories.list_templates)
     return TemplateMediaList(template_media=[_template_out(r, used) for r, used in rows]), 200
 
 
 @bp.delete("/template-media/<template_id>")
 async def delete_template(template_id: str) -> tuple[str, int]:
-    app = ctx()
+    app = admin()
     if not template_id.replace("-", "").replace("_", "").isalnum() or len(template_id) > 64:
         raise NotFound("no such template")
     row = await app.db.read(repositories.get_template, template_id)
@@ -126,7 +126,7 @@ async def delete_template(template_id: str) -> tuple[str, int]:
 @bp.post("/media/register")
 @validate_response(TemporaryMedia, 201)
 async def register_media() -> tuple[TemporaryMedia, int]:
-    app = ctx()
+    app = admin()
     data, info = await _read_image(app)
     expires_at = app.clock.now() + app.jobs.runtime.sync_response_seconds
     url = await app.provider_media.publish(None, ImageInput(data, info.mime_type), expires_at)
@@ -136,11 +136,11 @@ async def register_media() -> tuple[TemporaryMedia, int]:
 @bp.post("/media/cache/purge")
 @validate_response(Accepted, 202)
 async def purge_media() -> tuple[Accepted, int]:
-    request_purge(ctx())
+    request_purge(admin())
     return Accepted(), 202
 
 
-def request_purge(app: AppContext) -> None:
+def request_purge(app: AdminHandles) -> None:
     """Start a purge of expired media and results (the API's purge and the console's button)."""
     # Runs in the daemon's nursery (the maintenance task), not in this request.
     with contextlib.suppress(trio.WouldBlock):  # one already queued serves this request too

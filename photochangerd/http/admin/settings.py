@@ -14,7 +14,7 @@ from quart_schema import validate_request, validate_response
 from photochangerd.auth.passwords import hash_password
 from photochangerd.db import repositories
 from photochangerd.http.admin import admin_name, bp
-from photochangerd.http.context import AppContext, ctx
+from photochangerd.http.context import AdminHandles, admin
 from photochangerd.logs import event
 from shared.api_models import (
     PROVIDER_NAMES,
@@ -28,7 +28,7 @@ from shared.api_models import (
 log = logging.getLogger("photochangerd.admin")
 
 
-async def current_settings(app: AppContext) -> SettingsOut:
+async def current_settings(app: AdminHandles) -> SettingsOut:
     settings = await app.db.read(repositories.get_settings)
     stored_keys = await app.db.read(repositories.provider_secrets)
     password = settings.get("ingest_password") or {}
@@ -66,17 +66,17 @@ async def current_settings(app: AppContext) -> SettingsOut:
 @bp.get("/settings")
 @validate_response(SettingsOut, 200)
 async def get_settings() -> tuple[SettingsOut, int]:
-    return await current_settings(ctx()), 200
+    return await current_settings(admin()), 200
 
 
 @bp.put("/settings")
 @validate_request(SettingsUpdate)
 @validate_response(SettingsOut, 200)
 async def put_settings(data: SettingsUpdate) -> tuple[SettingsOut, int]:
-    return await apply_settings(ctx(), data, admin_name()), 200
+    return await apply_settings(admin(), data, admin_name()), 200
 
 
-async def apply_settings(app: AppContext, data: SettingsUpdate, who: str) -> SettingsOut:
+async def apply_settings(app: AdminHandles, data: SettingsUpdate, who: str) -> SettingsOut:
     """Apply a validated update (``None`` fields stay as they are) and return the new state.
 
     The one place settings change: ``PUT /api/settings`` and the console's settings page."""

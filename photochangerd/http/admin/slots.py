@@ -11,7 +11,7 @@ from photochangerd.db import repositories
 from photochangerd.domain.models import Job, Slot
 from photochangerd.domain.slots import effective_slot
 from photochangerd.http.admin import admin_name, bp
-from photochangerd.http.context import AppContext, ctx
+from photochangerd.http.context import AdminHandles, admin
 from photochangerd.http.errors import ApiError, NotFound
 from photochangerd.http.ingest import handle_test_run
 from photochangerd.http.validation import ValidationFailed
@@ -50,7 +50,7 @@ def job_status(job: Job) -> str:
     return "finalized" if job.is_finalized else job.status
 
 
-def _summary(app: AppContext, slot: Slot, last: Job | None) -> dict[str, Any]:
+def _summary(app: AdminHandles, slot: Slot, last: Job | None) -> dict[str, Any]:
     base = app.config.effective_public_base_url
     return {
         "id": slot.id,
@@ -75,7 +75,7 @@ def _summary(app: AppContext, slot: Slot, last: Job | None) -> dict[str, Any]:
     }
 
 
-async def slot_detail(app: AppContext, slot_id: str) -> SlotDetail:
+async def slot_detail(app: AdminHandles, slot_id: str) -> SlotDetail:
     slot = await app.db.read(repositories.get_slot, slot_id)
     if slot is None:
         raise NotFound("no such slot", reason=FailureReason.SLOT_NOT_FOUND)
@@ -116,7 +116,7 @@ async def slot_detail(app: AppContext, slot_id: str) -> SlotDetail:
 @bp.get("/slots")
 @validate_response(SlotList, 200)
 async def list_slots() -> tuple[SlotList, int]:
-    app = ctx()
+    app = admin()
     slots = await app.db.read(repositories.list_slots)
     last = await app.db.read(repositories.last_job_per_slot)
     return SlotList(slots=[SlotSummary(**_summary(app, s, last.get(s.id))) for s in slots]), 200
@@ -126,11 +126,11 @@ async def list_slots() -> tuple[SlotList, int]:
 @validate_response(SlotDetail, 200)
 async def get_slot(slot_id: str) -> tuple[SlotDetail, int]:
     _check_slot_id(slot_id)
-    return await slot_detail(ctx(), slot_id), 200
+    return await slot_detail(admin(), slot_id), 200
 
 
 async def apply_slot_update(
-    app: AppContext, slot_id: str, data: SlotUpdate, expected_version: int | None = None
+    app: AdminHandles, slot_id: str, data: SlotUpdate, expected_version: int | None = None
 ) -> None:
     """Validate ``data`` against the slot as a whole and store it: ``PUT /api/slots/{id}`` and
     the console's forms alike.  Raises 404, 422 (:class:`ValidationFailed`) or 409."""
@@ -173,7 +173,7 @@ async def apply_slot_update(
 @validate_request(SlotUpdate)
 @validate_response(SlotDetail, 200)
 async def update_slot(slot_id: str, data: SlotUpdate) -> tuple[SlotDetail, int]:
-    app = ctx()
+    app = admin()
     expected = request.headers.get("If-Match", "").strip('" ')
     await apply_slot_update(app, slot_id, data, int(expected) if expected.isdigit() else None)
     return await slot_detail(app, slot_id), 200
@@ -183,10 +183,10 @@ async def update_slot(slot_id: str, data: SlotUpdate) -> tuple[SlotDetail, int]:
 @validate_response(CleanupResult, 200)
 async def cleanup_slot(slot_id: str) -> tuple[CleanupResult, int]:
     _check_slot_id(slot_id)
-    report = await ctx().cleaner.run_once(slot_id)
+    report = await admin().cleaner.run_once(slot_id)
     return CleanupResult(deleted_results=report.expired_results), 200
 
 
 @bp.post("/slots/<slot_id>/test-run")
 async def test_run(slot_id: str) -> Response:
-    return await handle_test_run(slot_id)
+    return await handle_test_run(admin().booth, slot_id)

@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 from quart import Blueprint, Response, g, redirect, render_template, request
 
-from photochangerd.http.context import ctx
+from photochangerd.http.context import admin
 from photochangerd.http.errors import error_response
 from photochangerd.web.sessions import COOKIE, CSRF_FIELD, CSRF_HEADER, ConsoleSession
 from shared.errors import FailureReason
@@ -41,7 +41,7 @@ def session() -> ConsoleSession:
 async def require_session() -> Response | None:
     if request.endpoint in PUBLIC_ENDPOINTS:
         return None
-    found = await ctx().sessions.lookup(request.cookies.get(COOKIE))
+    found = await admin().sessions.lookup(request.cookies.get(COOKIE))
     if found is None:
         if wants_json() or request.method != "GET":
             return error_response(401, FailureReason.UNAUTHORIZED, "sign in to the console")
@@ -55,7 +55,7 @@ async def require_session() -> Response | None:
             presented = (await request.form).get(CSRF_FIELD)
         # Multipart forms (uploads) carry it in their action URL: their body is streamed
         # into the upload reader with the API's limits, not parsed here.
-        if not ctx().sessions.csrf_ok(found, presented):
+        if not admin().sessions.csrf_ok(found, presented):
             return error_response(403, FailureReason.INVALID_REQUEST, "missing or wrong CSRF token")
     return None
 

@@ -11,7 +11,7 @@ from quart import Response
 
 from photochangerd.db import repositories
 from photochangerd.domain.stats import bucket_seconds, build_stats
-from photochangerd.http.context import AppContext, ctx
+from photochangerd.http.context import AdminHandles, admin
 from photochangerd.web.console import bp, page
 from photochangerd.web.console.slots import key_states, missing_key, result_available, when
 from shared.api_models import Stats
@@ -24,7 +24,7 @@ def start_of_today(now: float) -> float:
     return local.replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
 
 
-async def stats_today(app: AppContext) -> dict[str | None, Stats]:
+async def stats_today(app: AdminHandles) -> dict[str | None, Stats]:
     """Per-slot figures since local midnight: the statistics of ``GET /api/stats/slots``."""
     now = app.clock.now()
     since = start_of_today(now)
@@ -35,7 +35,7 @@ async def stats_today(app: AppContext) -> dict[str | None, Stats]:
 
 @bp.get("/")
 async def dashboard() -> Response:
-    app = ctx()
+    app = admin()
     slots = await app.db.read(repositories.list_slots)
     last = await app.db.read(repositories.last_job_per_slot)
     stats = await stats_today(app)

@@ -16,7 +16,7 @@ from quart import Response, request
 from photochangerd.db import repositories
 from photochangerd.domain.models import JOB_ID_PATTERN
 from photochangerd.http.admin.jobs import JOB_STATUSES, job_out
-from photochangerd.http.context import ctx
+from photochangerd.http.context import admin
 from photochangerd.web import formatting
 from photochangerd.web.console import bp, page
 from shared.api_models import JobOut
@@ -61,7 +61,7 @@ async def jobs_page() -> Response:
     if not 1 <= limit <= LIMITS[-1]:
         errors["limit"] = f"between 1 and {LIMITS[-1]}"
         limit = DEFAULT_LIMIT
-    app = ctx()
+    app = admin()
     rows = await app.db.read(repositories.list_jobs, slot_id=slot_id, status=status, limit=limit)
     jobs = [job_out(app, row) for row in rows]
     more = None
@@ -89,7 +89,7 @@ async def jobs_page() -> Response:
 
 @bp.get("/jobs/<job_id>")
 async def job_page(job_id: str) -> Response:
-    app = ctx()
+    app = admin()
     job = None
     if _JOB_ID.fullmatch(job_id):
         job = await app.db.read(repositories.get_job, job_id)

@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 from quart import Response, redirect, request
 
 from photochangerd.http.admin.auth import authenticate
-from photochangerd.http.context import ctx
+from photochangerd.http.context import admin
 from photochangerd.http.errors import ApiError
 from photochangerd.web.console import back, bp, page, session
 from photochangerd.web.sessions import COOKIE
@@ -25,7 +25,7 @@ def _safe_next(target: str | None) -> str:
 
 def _secure_cookie() -> bool:
     """https as the browser used it: the public URL, or a trusted proxy's X-Forwarded-Proto."""
-    return request.scheme == "https" or ctx().config.effective_public_base_url.startswith(
+    return request.scheme == "https" or admin().config.effective_public_base_url.startswith(
         "https://"
     )
 
@@ -37,7 +37,7 @@ async def login_form() -> Response:
 
 @bp.post("/login")
 async def login() -> Response:
-    app = ctx()
+    app = admin()
     form = await request.form
     username = str(form.get("username", ""))[:64]
     password = str(form.get("password", ""))[:1024]
@@ -64,7 +64,7 @@ async def login() -> Response:
 
 @bp.post("/logout")
 async def logout() -> Response:
-    await ctx().sessions.close(session().session_id)
+    await admin().sessions.close(session().session_id)
     response = back("/admin/login", "signed out")
     response.delete_cookie(COOKIE, path="/", httponly=True, samesite="Strict")
     return response

@@ -20,7 +20,7 @@ from sqlalchemy import Connection
 from photochangerd.db.tables import provider_secret
 from photochangerd.http.admin.media import request_purge
 from photochangerd.http.admin.settings import apply_settings, current_settings
-from photochangerd.http.context import ctx
+from photochangerd.http.context import admin
 from photochangerd.http.validation import errors_from_pydantic
 from photochangerd.providers.keys import ENV_VARIABLES
 from photochangerd.web import formatting
@@ -61,7 +61,7 @@ async def _render(
     errors: dict[str, str] | None = None,
     values: dict[str, str] | None = None,
 ) -> Response:
-    app = ctx()
+    app = admin()
     current = await current_settings(app)
     owners = await app.db.read(_key_owners)
     return await page(
@@ -105,7 +105,7 @@ async def _apply(payload: dict[str, Any]) -> SettingsOut | dict[str, str]:
         update = SettingsUpdate.model_validate(payload)
     except ValidationError as exc:
         return _form_errors(exc)
-    return await apply_settings(ctx(), update, session().username)
+    return await apply_settings(admin(), update, session().username)
 
 
 async def _form() -> dict[str, str]:
@@ -158,7 +158,7 @@ async def rotate_ingest_password() -> Response:
     result = await _apply({"ingest_password": password})
     if isinstance(result, dict):
         return await _render(422, result)  # the typed value is not sent back
-    app = ctx()
+    app = admin()
     return await page(
         "settings_password.html",
         password=password,
@@ -195,5 +195,5 @@ async def set_provider_key(provider: str) -> Response:
 @bp.post("/settings/purge")
 async def purge() -> Response:
     """Start a purge of expired media and results now (what POST /api/media/cache/purge does)."""
-    request_purge(ctx())
+    request_purge(admin())
     return back(SETTINGS_PATH, "purge of expired media and results started")

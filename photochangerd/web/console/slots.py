@@ -28,7 +28,7 @@ from photochangerd.domain.models import JOB_ID_PATTERN, Job, Slot
 from photochangerd.http.admin.media import read_image_upload, store_template
 from photochangerd.http.admin.settings import current_settings
 from photochangerd.http.admin.slots import Conflict, apply_slot_update
-from photochangerd.http.context import AppContext, ctx
+from photochangerd.http.context import AdminHandles, admin
 from photochangerd.http.errors import ApiError, NotFound, PayloadTooLarge, api_error_response
 from photochangerd.http.ingest import TEST_RUN, _quart_request, handle_ingest, quart_response
 from photochangerd.http.validation import ValidationFailed, errors_from_pydantic
@@ -97,7 +97,7 @@ def human_size(size: int | None) -> str:
     return f"{size / (1024 * 1024):.1f} MB"
 
 
-def result_available(app: AppContext, job: Job) -> bool:
+def result_available(app: AdminHandles, job: Job) -> bool:
     """True when the job's result can be downloaded (and previewed) right now."""
     return (
         job.is_finalized
@@ -112,13 +112,13 @@ def missing_key(provider: str, configured: Mapping[str, bool]) -> bool:
     return provider in PROVIDER_NAMES and not configured.get(provider, False)
 
 
-async def key_states(app: AppContext) -> dict[str, bool]:
+async def key_states(app: AdminHandles) -> dict[str, bool]:
     """Whether each cloud provider has a key: the same answer as ``GET /api/settings``."""
     settings = await current_settings(app)
     return {name: state.configured for name, state in settings.provider_keys.items()}
 
 
-def _gallery_item(app: AppContext, job: Job) -> dict[str, Any]:
+def _gallery_item(app: AdminHandles, job: Job) -> dict[str, Any]:
     return {
         "id": job.id,
         "source": "test run" if job.source == "test_run" else "booth",
@@ -145,7 +145,9 @@ def _shown_choice(slot: Slot, provider: str | None, operation: str | None) -> tu
     return provider, operation
 
 
-async def _test_result(app: AppContext, slot_id: str, job_id: str | None) -> dict[str, Any] | None:
+async def _test_result(
+    app: AdminHandles, slot_id: str, job_id: str | None
+) -> dict[str, Any] | None:
     if not job_id or _JOB_ID_RE.fullmatch(job_id) is None:
         return None
     job = await app.db.read(repositories.get_job, job_id)
@@ -172,7 +174,7 @@ async def render_slot(
     test_error: str = "",
 ) -> Response:
     """The slot page; after a failed POST with the submitted ``form`` and its ``errors``."""
-    app = ctx()
+    app = admin()
     slot = await app.db.read(repositories.get_slot, slot_id) if is_slot_id(slot_id) else None
     if slot is None:
         return await page("slot_missing.html", status=404, slot_id=slot_id[:40])
@@ -278,7 +280,7 @@ async def slot_page(slot_id: str) -> Response:
 @bp.post("/slots/<slot_id>")
 async def save_slot(slot_id: str) -> Response:
     _check_slot(slot_id)
-    app = ctx()
+    app = admin()
     form = await request.form
     provider = str(form.get("provider", ""))
     operation = str(form.get("operation", ""))
@@ -329,7 +331,7 @@ async def toggle_slot(slot_id: str) -> Response:
     form = await request.form
     active = str(form.get("is_active", "")) == "true"
     try:
-        await apply_slot_update(ctx(), slot_id, SlotUpdate(is_active=active))
+        await apply_slot_update(admin(), slot_id, SlotUpdate(is_active=active))
     except ApiError as error:
         return back("/admin/", f"{slot_id} not changed: {error.details or error.reason.value}")
     return back("/admin/", f"{slot_id} is {'on' if active else 'off'}.")
@@ -338,13 +340,13 @@ async def toggle_slot(slot_id: str) -> Response:
 # -- templates --------------------------------------------------------------------------------
 
 
-async def _bindings(app: AppContext, slot_id: str) -> list[TemplateBindingIn]:
+async def _bindings(app: AdminHandles, slot_id: str) -> list[TemplateBindingIn]:
     rows = await app.db.read(repositories.slot_bindings_detail, slot_id)
     return [_binding(row.role, row.template_id) for row in rows]
 
 
 async def _set_bindings(
-    app: AppContext, slot_id: str, bindings: list[TemplateBindingIn]
+    app: AdminHandles, slot_id: str, bindings: list[TemplateBindingIn]
 ) -> str | None:
     """Store the slot's template list with the API's validation: None, or the message."""
     try:
@@ -369,7 +371,7 @@ async def upload_template(slot_id: str) -> Response:
     """Multipart (``file``, ``role``), the CSRF token in the action URL: the body streams into
     the API's upload reader with its limits (``POST /api/template-media``)."""
     _check_slot(slot_id)
-    app = ctx()
+    app = admin()
     try:
         data, info, fields = await read_image_upload(app)
     except (ApiError, RequestEntityTooLarge) as exc:
@@ -398,7 +400,7 @@ async def upload_template(slot_id: str) -> Response:
 @bp.post("/slots/<slot_id>/templates/bind")
 async def bind_template(slot_id: str) -> Response:
     _check_slot(slot_id)
-    app = ctx()
+    app = admin()
     form = await request.form
     role = _role(str(form.get("role", "")))
     template_id = str(form.get("template_id", ""))
@@ -420,7 +422,7 @@ async def bind_template(slot_id: str) -> Response:
 @bp.post("/slots/<slot_id>/templates/unbind")
 async def unbind_template(slot_id: str) -> Response:
     _check_slot(slot_id)
-    app = ctx()
+    app = admin()
     form = await request.form
     position = str(form.get("position", ""))
     template_id = str(form.get("template_id", ""))
@@ -442,7 +444,7 @@ async def unbind_template(slot_id: str) -> Response:
 @bp.get("/templates/<template_id>/preview")
 async def template_preview(template_id: str) -> Response:
     """A small WebP of a template image (the slot page's previews)."""
-    app = ctx()
+    app = admin()
     row = None
     if _TEMPLATE_ID_RE.fullmatch(template_id):
         row = await app.db.read(repositories.get_template, template_id)
@@ -463,7 +465,7 @@ async def test_run(slot_id: str) -> Response:
     """Multipart ``test_image`` (CSRF token in the action URL): the ingest pipeline of
     ``POST /api/slots/{id}/test-run``, then the page shows the job's result or failure."""
     _check_slot(slot_id)
-    answer = await handle_ingest(ctx(), slot_id, _quart_request(), TEST_RUN)
+    answer = await handle_ingest(admin().booth, slot_id, _quart_request(), TEST_RUN)
     job_id = answer.headers.get("X-Job-Id")
     if job_id is not None:  # the job ran (succeeded, or failed: the page says how)
         return _to_slot(slot_id, "", "#test-run", test_job=job_id)

@@ -10,7 +10,7 @@ from quart import Response, request
 
 from photochangerd.domain.stats import bucket_seconds
 from photochangerd.http.admin.jobs import _stats
-from photochangerd.http.context import ctx
+from photochangerd.http.context import admin
 from photochangerd.web import formatting
 from photochangerd.web.charts import Chart, Series, number, render
 from photochangerd.web.console import bp, page
@@ -106,5 +106,5 @@ async def stats_page() -> Response:
         render_chart=render,
         number=number,
         fmt=formatting,
-        now=ctx().clock.now(),
+        now=admin().clock.now(),
     )
