@@ -343,7 +343,10 @@ async def _serve(
             root.start_soon(_watchdog, context.db, watchdog, notifier)
         if jobs.policy.listens:  # other instances' job events (PostgreSQL)
             listener = JobEventListener(
-                config.effective_database_url, config.db_connect_timeout_seconds, jobs.elsewhere
+                context.db,
+                config.effective_database_url,
+                config.db_connect_timeout_seconds,
+                jobs.elsewhere,
             )
             jobs.elsewhere.listener = listener
             await root.start(listener.run)

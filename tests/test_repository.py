@@ -23,7 +23,7 @@ async def db(database_url: str) -> AsyncIterator[Database]:
     async with trio_asyncio.open_loop(), open_database(database_url) as database:
         expected = ["0001_initial", "0002_admin_session"]
         if database.dialect == "postgresql":
-            expected.append("0003_job_events")  # the notification trigger
+            expected += ["0003_job_events", "0004_config_events"]  # notification triggers
         assert await migrate(database) == expected
         assert await migrate(database) == []  # idempotent
         yield database

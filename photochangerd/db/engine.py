@@ -104,8 +104,12 @@ class Database:
         self._async_engine = async_engine
         self._write_lock = trio.Lock() if dialect == "sqlite" else None
         self._threads = trio.CapacityLimiter(SQLITE_THREADS)
-        # Bumped after every write that changes slots or settings (and on SIGHUP).
+        # Bumped after every write that changes slots or settings (and on SIGHUP; on
+        # PostgreSQL also when another instance's change is announced: db/notify.py).
         self.config_generation = 0
+        # Whether an in-memory copy of slots and settings may be used: always with SQLite
+        # (this daemon is the only writer), on PostgreSQL only while changes are announced.
+        self.config_trusted = dialect == "sqlite"
         # Bound explicitly so tasks outside the loop's context (tests, other nurseries) can
         # call in too.
         self._loop = trio_asyncio.current_loop.get() if async_engine is not None else None

@@ -8,9 +8,12 @@ With SQLite this daemon is the only writer, so an in-memory copy is exact: every
 operation that changes slots or settings is marked ``@config_write`` and bumps
 :attr:`Database.config_generation` when it commits, and an entry read under an older
 generation is not used.  Whoever edits the database by hand sends SIGHUP (``systemctl
-reload``), which bumps it too.  With PostgreSQL other instances write (an ingest password
-rotated on one must hold on the very next upload to any of them), so there is no cache: each
-ingest reads the rows.
+reload``), which bumps it too.  With PostgreSQL other instances write too (an ingest password
+rotated on one must hold on the very next upload to any of them): their changes are announced
+by a notification sent at commit (:mod:`photochangerd.db.notify`) that bumps the generation,
+and the copy is used only while that notification channel is up
+(:attr:`Database.config_trusted`); otherwise each ingest reads the rows.  The one window left
+is the notification's own delivery (about a millisecond after the other instance's commit).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ class IngestContext:
 
     async def load(self, slot_id: str) -> tuple[Slot | None, dict[str, Any]]:
         """The slot (None when unknown) and the settings; callers must not modify them."""
-        if not self._cached:
+        if not self._cached or not self._db.config_trusted:
             return await self._db.read(repositories.load_ingest_context, slot_id)
         generation = self._db.config_generation
         entry = self._entries.get(slot_id)

@@ -1,13 +1,18 @@
-"""PostgreSQL notifications between instances: hints, never the only way a job moves.
+"""PostgreSQL notifications between instances (docs/jobs.md, "Several instances").
 
-A trigger on ``job`` (``sql/postgresql/0003_job_events.sql``) sends, on the channel
-``photochanger_jobs``, ``queued <id>`` for a job inserted pending (its instance had no idle
-worker) and ``final <id>`` for a job that became final.  Every instance keeps one connection
-that ``LISTEN``s and hands the events to its job service: an idle worker claims the queued job
-at once, a request waiting for a job another instance ran is answered at once.  Without the
-notifications (the listener reconnecting after a PostgreSQL restart, a notification lost) the
-slow polls of :class:`~photochangerd.db.policy.StoragePolicy` still move every job, and each
-(re)connect starts with a catch-up.  docs/jobs.md, "Several instances".
+Triggers send them when a change commits, so an upload costs no extra statement:
+
+* ``photochanger_jobs`` (``sql/postgresql/0003_job_events.sql``): ``queued <id>`` for a job
+  inserted pending (its instance had no idle worker), ``final <id>`` for a job that became
+  final.  The job service's idle worker claims the queued job at once; a request waiting for a
+  job another instance ran is answered at once.  Hints only: without them (the listener
+  reconnecting after a PostgreSQL restart) the slow polls of
+  :class:`~photochangerd.db.policy.StoragePolicy` still move every job, and each (re)connect
+  starts with a catch-up.
+* ``photochanger_config`` (``0004_config_events.sql``): slots, their templates or the settings
+  changed.  The in-memory copy uploads read (:mod:`photochangerd.db.ingest_context`) is
+  dropped at once; it is trusted only while this connection listens
+  (:attr:`Database.config_trusted`), so a lost connection means reading the rows again.
 
 The connection is asyncpg's own (not the SQLAlchemy pool: a pooled connection is returned
 after each transaction, and LISTEN belongs to a session), on the trio-asyncio loop.  asyncpg
@@ -27,11 +32,13 @@ import sqlalchemy as sa
 import trio
 import trio_asyncio
 
+from photochangerd.db.engine import Database
 from photochangerd.logs import event
 
 log = logging.getLogger("photochangerd.db")
 
 CHANNEL = "photochanger_jobs"
+CONFIG_CHANNEL = "photochanger_config"
 RECONNECT_FIRST = 0.5
 RECONNECT_MAX = 30.0
 
@@ -64,9 +71,12 @@ def asyncpg_dsn(url: str) -> str:
 
 
 class JobEventListener:
-    """``LISTEN photochanger_jobs`` on a dedicated connection, reconnecting forever."""
+    """``LISTEN`` on a dedicated connection, reconnecting forever."""
 
-    def __init__(self, url: str, connect_timeout: float, handler: JobEventHandler) -> None:
+    def __init__(
+        self, db: Database, url: str, connect_timeout: float, handler: JobEventHandler
+    ) -> None:
+        self._db = db
         self._dsn = asyncpg_dsn(url)
         self._timeout = connect_timeout
         self._handler = handler
@@ -87,6 +97,7 @@ class JobEventListener:
                     event(log, logging.WARNING, "db.listen_failed", error=type(exc).__name__)
             finally:
                 self.listening = False
+                self._db.config_trusted = False
             if not self._started:
                 self._started = True
                 task_status.started()
@@ -96,9 +107,13 @@ class JobEventListener:
     async def _listen_once(self, task_status: trio.TaskStatus[None]) -> None:
         loop = trio_asyncio.current_loop.get()
         send, receive = trio.open_memory_channel[str | None](math.inf)
+        db = self._db
 
-        def on_notification(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
-            send.send_nowait(payload)
+        def on_notification(_conn: Any, _pid: int, channel: str, payload: str) -> None:
+            if channel == CONFIG_CHANNEL:
+                db.config_changed()  # synchronous: the next upload reads the rows
+            else:
+                send.send_nowait(payload)
 
         def on_termination(_conn: Any) -> None:
             send.send_nowait(None)
@@ -108,9 +123,14 @@ class JobEventListener:
         )
         try:
             connection.add_termination_listener(on_termination)
-            await trio_asyncio.aio_as_trio(connection.add_listener, loop=loop)(
-                CHANNEL, on_notification
-            )
+            for channel in (CONFIG_CHANNEL, CHANNEL):
+                await trio_asyncio.aio_as_trio(connection.add_listener, loop=loop)(
+                    channel, on_notification
+                )
+            # Listening: whatever changed before is dropped now, whatever changes later is
+            # announced — from here the in-memory configuration can be trusted.
+            db.config_changed()
+            db.config_trusted = True
             self.listening = True
             event(log, logging.DEBUG, "db.listening", channel=CHANNEL)
             if not self._started:

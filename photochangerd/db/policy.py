@@ -18,7 +18,8 @@ class StoragePolicy:
     single_instance: bool
     # Job inputs are written to the media directory so another instance can run the job.
     inputs_on_disk: bool
-    # Slots and settings are kept in memory between config writes (nobody else writes them).
+    # Slots and settings are kept in memory between config writes (PostgreSQL: while other
+    # instances' writes are announced, db/notify.py).
     cache_ingest_context: bool
     # Other instances' jobs are announced by notifications (db/notify.py); as the guarantee
     # behind them, an idle worker looks for a job queued elsewhere this often (None: never) …
@@ -52,7 +53,7 @@ SHARED = StoragePolicy(
     name="postgresql",
     single_instance=False,
     inputs_on_disk=True,
-    cache_ingest_context=False,
+    cache_ingest_context=True,
     idle_poll_seconds=5.0,
     cross_instance_poll_seconds=5.0,
     listens=True,
