@@ -18,7 +18,6 @@ other 4xx (bad key is a 400 ``API_KEY_INVALID``)       provider_error (502), rec
 
 from __future__ import annotations
 
-import base64
 import logging
 from typing import Any
 
@@ -36,6 +35,7 @@ from photochangerd.providers.vendor_http import (
     VendorResponse,
     VendorUnreachable,
     decode_base64,
+    encode_base64,
     parse_duration,
     send,
     truncate,
@@ -89,7 +89,7 @@ class GeminiProvider(CloudProvider):
             data, mime = image.data, image.mime_type
             total += len(data) * 4 // 3
             parts.append(
-                {"inline_data": {"mime_type": mime, "data": base64.b64encode(data).decode("ascii")}}
+                {"inline_data": {"mime_type": mime, "data": encode_base64(data)}}
             )
         if total > INLINE_LIMIT:
             raise ProviderRejected(
