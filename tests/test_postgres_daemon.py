@@ -81,7 +81,7 @@ async def test_database_down_answers_503_and_recovers(
         assert (await client.get("/healthz")).status_code == 200
 
     await trio.to_thread.run_sync(own_cluster.resume)
-    # pool_pre_ping: the first request after the restart succeeds (no stale connection error)
+    # the first request after the restart succeeds (no stale connection error)
     again = await dslr_upload("127.0.0.1", daemon.port, photo=PHOTO, password=INGEST_PASSWORD)
     assert again is not None and again.status == 200 and again.body == PHOTO
 

@@ -7,9 +7,10 @@ Repository operations are plain synchronous functions ``fn(conn, *args)`` over a
   ``trio_asyncio.open_loop()`` runs inside the Trio run (opened once, in
   :func:`photochangerd.app.run`).  The operation runs through ``AsyncConnection.run_sync``; a
   Trio cancel scope cancels the asyncio task and the running query, and the pooled connection
-  stays usable (docs/stack-traps.md, "Cancel scopes and asyncpg").  ``pool_pre_ping`` makes
-  the first query after a PostgreSQL restart succeed instead of failing on a dead pooled
-  connection (docs/stack-traps.md, "Pre-ping after a restart").
+  stays usable (docs/stack-traps.md, "Cancel scopes and asyncpg").  A pooled connection the
+  server closed (a PostgreSQL restart) is replaced at checkout, so the first query after a
+  restart succeeds (docs/stack-traps.md, "Pre-ping after a restart"); single statements and
+  reads run in autocommit (:func:`single_statement`).
 * **SQLite** — the stdlib ``sqlite3`` driver in Trio worker threads.  Measured on this machine
   class (2 vCPU), one single-row transaction costs ≈ 0.5 ms this way against 4–7 ms through
   aiosqlite under trio-asyncio (every statement, cursor and commit is a thread hop plus an
@@ -45,6 +46,7 @@ Operation = Callable[..., T]
 SQLITE_THREADS = 8
 
 _CONFIG_WRITES: set[Callable[..., Any]] = set()
+_SINGLE_STATEMENTS: set[Callable[..., Any]] = set()
 
 
 def config_write(fn: Callable[..., T]) -> Callable[..., T]:
@@ -54,6 +56,17 @@ def config_write(fn: Callable[..., T]) -> Callable[..., T]:
     in-memory ingest context (``photochangerd.db.ingest_context``) knows it is stale.
     """
     _CONFIG_WRITES.add(fn)
+    return fn
+
+
+def single_statement(fn: Callable[..., T]) -> Callable[..., T]:
+    """Mark a write that is one statement (atomic by itself).
+
+    On PostgreSQL it runs in autocommit: one round trip instead of ``BEGIN``, the statement and
+    ``COMMIT`` — the hot path's insert, claims and finalize.  Reads run that way too (under
+    READ COMMITTED a transaction gives several statements no common snapshot anyway).
+    """
+    _SINGLE_STATEMENTS.add(fn)
     return fn
 
 
@@ -102,6 +115,11 @@ class Database:
         self.dialect: Dialect = dialect
         self._sync_engine = sync_engine
         self._async_engine = async_engine
+        self._autocommit = (
+            async_engine.execution_options(isolation_level="AUTOCOMMIT")
+            if async_engine is not None
+            else None
+        )
         self._write_lock = trio.Lock() if dialect == "sqlite" else None
         self._threads = trio.CapacityLimiter(SQLITE_THREADS)
         # Bumped after every write that changes slots or settings (and on SIGHUP; on
@@ -114,7 +132,9 @@ class Database:
         # call in too.
         self._loop = trio_asyncio.current_loop.get() if async_engine is not None else None
 
-    async def _run(self, fn: Operation[T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
+    async def _run(
+        self, fn: Operation[T], args: tuple[Any, ...], kwargs: dict[str, Any], *, atomic: bool
+    ) -> T:
         try:
             if self._sync_engine is not None:
                 engine = self._sync_engine
@@ -124,10 +144,13 @@ class Database:
                         return fn(conn, *args, **kwargs)
 
                 return await trio.to_thread.run_sync(in_thread, limiter=self._threads)
-            assert self._async_engine is not None
-            async_engine = self._async_engine
+            assert self._async_engine is not None and self._autocommit is not None
+            async_engine, autocommit = self._async_engine, self._autocommit
 
             async def in_asyncio() -> T:
+                if atomic:
+                    async with autocommit.connect() as conn:
+                        return await conn.run_sync(fn, *args, **kwargs)
                 async with async_engine.begin() as conn:
                     return await conn.run_sync(fn, *args, **kwargs)
 
@@ -139,15 +162,16 @@ class Database:
 
     async def read(self, fn: Operation[T], *args: Any, **kwargs: Any) -> T:
         """Run a read-only operation."""
-        return await self._run(fn, args, kwargs)
+        return await self._run(fn, args, kwargs, atomic=True)
 
     async def write(self, fn: Operation[T], *args: Any, **kwargs: Any) -> T:
         """Run an operation that writes, in one transaction (committed on return)."""
         try:
+            atomic = fn in _SINGLE_STATEMENTS
             if self._write_lock is None:
-                return await self._run(fn, args, kwargs)
+                return await self._run(fn, args, kwargs, atomic=atomic)
             async with self._write_lock:
-                return await self._run(fn, args, kwargs)
+                return await self._run(fn, args, kwargs, atomic=atomic)
         finally:
             if fn in _CONFIG_WRITES:
                 self.config_changed()
@@ -203,14 +227,23 @@ def _sqlite_engine(url: sa.URL, timeout: float) -> Engine:
 
 
 def _postgresql_engine(url: sa.URL, timeout: float) -> AsyncEngine:
-    return create_async_engine(
+    engine = create_async_engine(
         url.set(drivername="postgresql+asyncpg"),
-        pool_pre_ping=True,
         pool_size=10,
         max_overflow=20,
         pool_timeout=timeout,
         connect_args={"timeout": timeout},
     )
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _closed_is_invalid(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
+        # Instead of pool_pre_ping (a round trip before every operation): a PostgreSQL restart
+        # closes every pooled connection, asyncpg notices the close on its idle socket, and
+        # such a connection is replaced here at no cost (docs/stack-traps.md).
+        if dbapi_conn.driver_connection.is_closed():
+            raise sa.exc.DisconnectionError("connection closed by the server")
+
+    return engine
 
 
 @asynccontextmanager

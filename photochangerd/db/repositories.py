@@ -17,7 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import Connection
 
-from photochangerd.db.engine import config_write
+from photochangerd.db.engine import config_write, single_statement
 from photochangerd.db.tables import (
     admin_session,
     admin_user,
@@ -152,6 +152,7 @@ _FINALIZE_JOB = sa.update(job).where(
 )
 
 
+@single_statement
 def insert_job(conn: Connection, values: Mapping[str, Any]) -> None:
     conn.execute(_INSERT_JOB, dict(values))
 
@@ -173,6 +174,7 @@ def _claim_values(instance_id: str, now: float) -> dict[str, Any]:
     }
 
 
+@single_statement
 def claim_job(conn: Connection, job_id: str, instance_id: str, now: float) -> Job | None:
     """Claim one known job if it is still pending (a wake-up names it)."""
     row = (
@@ -186,6 +188,7 @@ def claim_job(conn: Connection, job_id: str, instance_id: str, now: float) -> Jo
     return None if row is None else _job(row)
 
 
+@single_statement
 def claim_next_job(conn: Connection, instance_id: str, now: float, dialect: str) -> Job | None:
     """Claim the oldest pending job whose deadline has not passed (any instance's)."""
     candidate = (
@@ -207,6 +210,7 @@ def claim_next_job(conn: Connection, instance_id: str, now: float, dialect: str)
     return None if row is None else _job(row)
 
 
+@single_statement
 def finalize_job(
     conn: Connection,
     job_id: str,
@@ -247,6 +251,7 @@ def finalize_job(
 _STATUS_OF_FAILURE = {"timeout": 504, "cancelled": 503}
 
 
+@single_statement
 def finalize_overdue(
     conn: Connection, *, now: float, before: float, failure_reason: str, details: str
 ) -> list[tuple[str, str | None]]:
@@ -320,6 +325,7 @@ def known_media_paths(conn: Connection) -> set[str]:
     return known | {row.path for row in media}
 
 
+@single_statement
 def set_job_values(conn: Connection, job_id: str, values: Mapping[str, Any]) -> None:
     """Test and maintenance helper: overwrite columns of one job."""
     conn.execute(sa.update(job).where(job.c.id == job_id).values(**values))
@@ -393,6 +399,7 @@ def mark_media_cleaned(conn: Connection, media_ids: Sequence[str], now: float) -
         )
 
 
+@single_statement
 def set_provider_reference(conn: Connection, job_id: str, reference: str) -> None:
     conn.execute(
         sa.update(job).where(job.c.id == job_id).values(provider_job_reference=reference[:200])
