@@ -23,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -51,11 +51,31 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+def _child_setup(cpus: frozenset[int] | None) -> Callable[[], None]:
+    """The ``preexec_fn`` of a benchmark child: die with us, and run on ``cpus`` if given."""
+
+    def setup() -> None:  # between fork and exec: no allocation-heavy work, no locks
+        _die_with_parent()
+        if cpus is not None:
+            os.sched_setaffinity(0, cpus)
+
+    return setup
+
+
 class BenchDaemon:
     """The daemon under test, as a separate process (its own CPU time, its own RSS)."""
 
-    def __init__(self, module: str = "tests.support.run_daemon", **env: str) -> None:
+    def __init__(
+        self,
+        module: str = "tests.support.run_daemon",
+        *,
+        cpus: Collection[int] | None = None,
+        **env: str,
+    ) -> None:
+        """``cpus``: CPU affinity of the child (``sched_setaffinity`` before exec); None
+        inherits ours.  ``env``: extra environment variables of the child."""
         self.module = module
+        self.cpus = None if cpus is None else frozenset(cpus)
         self.host = "127.0.0.1"
         self.port = _free_port()
         self._tmp = Path(tempfile.mkdtemp(prefix="photochanger-bench-"))
@@ -113,7 +133,9 @@ class BenchDaemon:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # Ctrl-C reaches us only; we stop the daemon ourselves
-                preexec_fn=_die_with_parent,  # safe: started before any thread exists
+                # prctl + sched_setaffinity only: nothing that waits on a lock another
+                # thread of ours (Trio's worker threads) could hold at fork time
+                preexec_fn=_child_setup(self.cpus),
             )
         deadline = time.monotonic() + READY_TIMEOUT
         while time.monotonic() < deadline:
@@ -197,6 +219,10 @@ class BenchDaemon:
                 out[key] = int(value.split()[0]) / 1024
         return out
 
+    def cpu_seconds(self) -> float:
+        """utime + stime of the daemon process (all its threads) so far, in seconds."""
+        return cpu_seconds(self.pid)
+
     def log_tail(self, lines: int = 30) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
@@ -211,6 +237,86 @@ class BenchDaemon:
             return []
         markers = (" error ", " critical ", "Traceback (most recent call last)")
         return [line for line in text.splitlines() if any(m in line for m in markers)]
+
+
+# -- CPU time and affinity ------------------------------------------------------------------
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _stat_fields(pid: int) -> list[str]:
+    """Fields of /proc/<pid>/stat after ``comm`` (which may hold spaces and parentheses):
+    index 0 is field 3 (state), so field N of proc(5) is index N - 3."""
+    raw = Path(f"/proc/{pid}/stat").read_text()
+    return raw[raw.rindex(")") + 2 :].split()
+
+
+def cpu_seconds(pid: int, *, children: bool = False) -> float:
+    """utime + stime of process ``pid`` (all threads), from /proc/<pid>/stat, in seconds.
+
+    ``children`` adds cutime + cstime: the time of its children that exited and were waited
+    for (e.g. PostgreSQL backends of closed connections).  The resolution is one clock tick
+    (usually 10 ms), so divide deltas over many requests, not one.
+    """
+    fields = _stat_fields(pid)
+    ticks = int(fields[11]) + int(fields[12])  # utime (14), stime (15)
+    if children:
+        ticks += int(fields[13]) + int(fields[14])  # cutime (16), cstime (17)
+    return ticks / CLOCK_TICKS
+
+
+def descendants(pid: int) -> list[int]:
+    """Live descendants of ``pid`` (via /proc/<pid>/task/*/children), depth first."""
+    found: list[int] = []
+    stack = [pid]
+    while stack:
+        parent = stack.pop()
+        for task in Path(f"/proc/{parent}/task").glob("*"):
+            with contextlib.suppress(OSError):
+                kids = [int(k) for k in (task / "children").read_text().split()]
+                found.extend(kids)
+                stack.extend(kids)
+    return found
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of ``pid``, its live descendants and the children they reaped.
+
+    Descendants that exit between two readings take their time with them unless their
+    parent waited for them (then it is in the parent's cutime/cstime).
+    """
+    total = 0.0
+    for one in (pid, *descendants(pid)):
+        with contextlib.suppress(OSError, ValueError):
+            total += cpu_seconds(one, children=True)
+    return total
+
+
+def cpu_busy_seconds() -> dict[int, float]:
+    """Busy time of each CPU since boot (/proc/stat: all but idle and iowait), in seconds.
+
+    Compared with the CPU time of the benchmark's own processes over a phase, it tells how much
+    of a core something else used (another test run on the same machine): the figures are
+    only the daemon's when that is near zero.
+    """
+    busy: dict[int, float] = {}
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/stat").read_text().splitlines():
+            name, *values = line.split()
+            if name.startswith("cpu") and name != "cpu":
+                # user nice system idle iowait irq softirq steal
+                ticks = [int(v) for v in values[:8]]
+                busy[int(name[3:])] = (sum(ticks) - ticks[3] - ticks[4]) / CLOCK_TICKS
+    return busy
+
+
+def pin_self(cpus: Collection[int]) -> bool:
+    """Run this process (and the children it starts later) on ``cpus``; False if impossible."""
+    try:
+        os.sched_setaffinity(0, set(cpus))
+    except (AttributeError, OSError, ValueError):
+        return False
+    return True
 
 
 # -- figures ------------------------------------------------------------------------------

@@ -5,6 +5,8 @@ the same client, so the daemon's figures can be read against what the HTTP stack
 and the benchmark client (on the same two cores) cost by themselves on this machine:
 
 * ``POST /echo`` reads the body and answers it back (the floor of the overhead figures);
+* ``POST /small`` reads the whole body and answers 136 bytes (``bench_path``'s floor: an
+  upload whose answer is as small as a JSON status);
 * ``POST /hang`` reads the body and answers 504 two seconds after the request head was parsed
   (the floor of the deadline figures; the daemon's deadline starts at the same instant);
 * ``GET /readyz`` answers 200.
@@ -25,6 +27,9 @@ from hypercorn.trio import serve
 from photochangerd.http.asgi import request_arrival
 
 HANG_SECONDS = 2.0
+SMALL_BYTES = 136
+_SMALL_HEAD = b'{"status":"ok","floor":true,"note":"'
+SMALL_ANSWER = _SMALL_HEAD + b"x" * (SMALL_BYTES - len(_SMALL_HEAD) - 2) + b'"}'
 
 
 async def _read_body(receive: Any) -> bytes:
@@ -57,6 +62,8 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if path == "/hang":
         await trio.sleep_until(arrival + HANG_SECONDS)
         await _answer(send, 504, b'{"failure_reason":"provider_timeout"}')
+    elif path == "/small":
+        await _answer(send, 200, SMALL_ANSWER)
     else:
         await _answer(send, 200, body)
 

@@ -10,10 +10,15 @@ Everything here is synchronous CPU work; the fakes run it in a worker thread.
 
 from __future__ import annotations
 
+import hashlib
 import io
+import random
+import tempfile
 import warnings
+from pathlib import Path
 
 from PIL import Image, ImageChops, ImageOps, ImageStat
+from PIL import __version__ as PILLOW_VERSION
 
 __all__ = [
     "ACCEPTED_FORMATS",
@@ -22,6 +27,7 @@ __all__ = [
     "image_size",
     "is_image",
     "looks_derived_from",
+    "photo_png",
     "thought_image",
 ]
 
@@ -166,3 +172,71 @@ def looks_derived_from(result: bytes, source: bytes, *, tolerance: float = 16.0)
     return all(abs(ImageStat.Stat(ch).mean[0] - 128) < 4 for ch in (cb, cr)) and all(
         lo >= 120 and hi <= 136 for lo, hi in (ImageStat.Stat(ch).extrema[0] for ch in (cb, cr))
     )
+
+
+def _photo_rgb(size: tuple[int, int], seed: int, grain: float) -> Image.Image:
+    """Gradients, soft blobs and sensor-like grain: compresses like a photo, not like a chart."""
+    rng = random.Random(seed)
+    width, height = size
+    base = Image.merge(
+        "RGB",
+        (
+            Image.linear_gradient("L").resize(size),
+            Image.linear_gradient("L").rotate(90).resize(size),
+            Image.radial_gradient("L").resize(size),
+        ),
+    )
+    bw, bh = max(1, width // 16), max(1, height // 16)
+    blobs = Image.frombytes("RGB", (bw, bh), rng.randbytes(bw * bh * 3))
+    img = Image.blend(base, blobs.resize(size, Image.Resampling.BICUBIC), 0.4)
+    noise = Image.frombytes("RGB", size, rng.randbytes(width * height * 3))
+    return Image.blend(img, noise, grain)
+
+
+def _png(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "PNG")  # Pillow's default level 6, as an image service would use
+    return buf.getvalue()
+
+
+def photo_png(
+    size: tuple[int, int] = (1024, 1024),
+    target_bytes: int = 1_500_000,
+    *,
+    seed: int = 0,
+    cache_dir: Path | None = None,
+) -> bytes:
+    """A photo-like RGB PNG of about ``target_bytes`` (within 2 %): what Gemini really returns.
+
+    Deterministic (seeded grain found by bisection; equal arguments, Pillow and zlib give
+    equal bytes).  Building it takes a few seconds, so the result is cached as a file in
+    ``cache_dir`` (default: the system temp dir), keyed by the arguments and Pillow's version.
+    """
+    key = hashlib.sha256(f"{size} {target_bytes} {seed} {PILLOW_VERSION}".encode()).hexdigest()
+    path = (cache_dir or Path(tempfile.gettempdir())) / f"photochanger-photo-{key[:16]}.png"
+    try:
+        data = path.read_bytes()
+        if is_image(data):
+            return data
+    except OSError:
+        pass
+    lo, hi = 0.0, 0.25  # size grows with grain: at 1024x1024 about 0.5 MB .. 2.7 MB
+    best = b""
+    for _ in range(16):
+        mid = (lo + hi) / 2
+        data = _png(_photo_rgb(size, seed, mid))
+        if abs(len(data) - target_bytes) < abs(len(best) - target_bytes):
+            best = data
+        if abs(len(data) - target_bytes) <= target_bytes * 0.02:
+            break
+        if len(data) < target_bytes:
+            lo = mid
+        else:
+            hi = mid
+    partial = path.with_suffix(f".{random.randrange(1 << 30)}.tmp")
+    try:
+        partial.write_bytes(best)
+        partial.replace(path)  # atomic: a concurrent reader never sees half a file
+    except OSError:
+        partial.unlink(missing_ok=True)
+    return best
