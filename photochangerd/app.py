@@ -3,18 +3,18 @@
 ::
 
     run(config)                          data dir locked, sockets bound: before anything else
-    └─ trio_asyncio.open_loop()          asyncpg lives on this asyncio loop (SQLite: threads)
-       └─ open_database()                engine + pool, disposed on exit
-          └─ root nursery
-             ├─ http.server.serve(app)   Hypercorn protocol, own accept loop; booth fast path
-             ├─ worker × N               claim → provider (job deadline) → store → finalize
-             ├─ sweeper                  jobs past their deadline → ``timeout`` (the lease)
-             ├─ cleaner                  expired results and orphan files, every 15 min
-             ├─ activity log flusher     processing_log rows in batches
-             ├─ watchdog pinger          ``WATCHDOG=1`` while the database answers (systemd)
-             ├─ job event listener       PostgreSQL: LISTEN for other instances' jobs (+ slow poll)
-             ├─ drain reporter           ``STATUS=draining: N jobs in flight`` once stopping
-             └─ signal watcher           SIGTERM/SIGINT → graceful shutdown; SIGHUP → reload
+    └─ open_database()                   engine + pool, disposed on exit (PostgreSQL: inside a
+       │                                 trio-asyncio loop for asyncpg; SQLite: threads)
+       └─ root nursery
+          ├─ http.server.serve(app)   Hypercorn protocol, own accept loop; booth fast path
+          ├─ worker × N               claim → provider (job deadline) → store → finalize
+          ├─ sweeper                  jobs past their deadline → ``timeout`` (the lease)
+          ├─ cleaner                  expired results and orphan files, every 15 min
+          ├─ activity log flusher     processing_log rows in batches
+          ├─ watchdog pinger          ``WATCHDOG=1`` while the database answers (systemd)
+          ├─ job event listener       PostgreSQL: LISTEN for other instances' jobs (+ slow poll)
+          ├─ drain reporter           ``STATUS=draining: N jobs in flight`` once stopping
+          └─ signal watcher           SIGTERM/SIGINT → graceful shutdown; SIGHUP → reload
 
 What systemd is told and when (``READY=1`` only once the sockets are bound and the database
 answered, ``RELOADING=1`` … ``READY=1`` around SIGHUP, ``STOPPING=1``): photochangerd/systemd.py.
@@ -37,7 +37,6 @@ from dataclasses import dataclass
 from functools import partial
 
 import trio
-import trio_asyncio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.config import Sockets
 
@@ -227,7 +226,6 @@ async def _run_locked(
     keys = ProviderKeys(environ, stored_key, credentials)
 
     async with (
-        trio_asyncio.open_loop(),
         open_database(config.effective_database_url, config.db_connect_timeout_seconds) as db,
         open_providers(config, images, keys, extra=providers) as registry,
     ):

@@ -205,15 +205,13 @@ def _single_cause(exc: BaseException) -> BaseException:
 def _on_database(config: Config, fn: Callable[..., T], *args: Any, write: bool = False) -> T:
     """Run one repository-style operation on the configured database (PostgreSQL here)."""
     import trio
-    import trio_asyncio
 
     from photochangerd.db.engine import DatabaseUnavailable, open_database
 
     async def main() -> T:
-        async with (
-            trio_asyncio.open_loop(),
-            open_database(config.effective_database_url, config.db_connect_timeout_seconds) as db,
-        ):
+        async with open_database(
+            config.effective_database_url, config.db_connect_timeout_seconds
+        ) as db:
             return await (db.write if write else db.read)(fn, *args)
 
     try:

@@ -13,7 +13,6 @@ from typing import IO, Any, TypeVar
 
 import click
 import trio
-import trio_asyncio
 
 from photochangerd import __version__
 from photochangerd.config import SETTINGS, Config, ConfigError, env_name, load_config
@@ -73,10 +72,9 @@ def _with_database(
     from photochangerd.db.migrate import migrate
 
     async def main() -> T:
-        async with (
-            trio_asyncio.open_loop(),
-            open_database(config.effective_database_url, config.db_connect_timeout_seconds) as db,
-        ):
+        async with open_database(
+            config.effective_database_url, config.db_connect_timeout_seconds
+        ) as db:
             await migrate(db)
             return await fn(db)
 

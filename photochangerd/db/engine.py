@@ -26,18 +26,19 @@ answers with 503.
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import sqlalchemy as sa
 import trio
-import trio_asyncio
 from sqlalchemy import Connection, Engine, event
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from photochangerd.errors import PhotoChangerError
+
+if TYPE_CHECKING:  # the PostgreSQL stack is imported only when a PostgreSQL URL is opened
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 T = TypeVar("T")
 Dialect = Literal["sqlite", "postgresql"]
@@ -85,7 +86,7 @@ def _is_unavailable(exc: BaseException) -> bool:
     for _ in range(6):
         if seen is None:
             return False
-        if isinstance(seen, OSError | TimeoutError | asyncio.TimeoutError | ConnectionError):
+        if isinstance(seen, OSError | TimeoutError | ConnectionError):
             return True
         if isinstance(seen, sa.exc.DBAPIError) and (
             seen.connection_invalidated
@@ -130,7 +131,11 @@ class Database:
         self.config_trusted = dialect == "sqlite"
         # Bound explicitly so tasks outside the loop's context (tests, other nurseries) can
         # call in too.
-        self._loop = trio_asyncio.current_loop.get() if async_engine is not None else None
+        self._loop = None
+        if async_engine is not None:
+            import trio_asyncio
+
+            self._loop = trio_asyncio.current_loop.get()
 
     async def _run(
         self, fn: Operation[T], args: tuple[Any, ...], kwargs: dict[str, Any], *, atomic: bool
@@ -153,6 +158,8 @@ class Database:
                         return await conn.run_sync(fn, *args, **kwargs)
                 async with async_engine.begin() as conn:
                     return await conn.run_sync(fn, *args, **kwargs)
+
+            import trio_asyncio
 
             return await trio_asyncio.aio_as_trio(in_asyncio, loop=self._loop)()  # type: ignore[no-any-return]
         except Exception as exc:
@@ -188,6 +195,8 @@ class Database:
         if self._sync_engine is not None:
             await trio.to_thread.run_sync(self._sync_engine.dispose)
         if self._async_engine is not None:
+            import trio_asyncio
+
             await trio_asyncio.aio_as_trio(self._async_engine.dispose, loop=self._loop)()
 
 
@@ -227,6 +236,8 @@ def _sqlite_engine(url: sa.URL, timeout: float) -> Engine:
 
 
 def _postgresql_engine(url: sa.URL, timeout: float) -> AsyncEngine:
+    from sqlalchemy.ext.asyncio import create_async_engine
+
     engine = create_async_engine(
         url.set(drivername="postgresql+asyncpg"),
         pool_size=10,
@@ -250,17 +261,34 @@ def _postgresql_engine(url: sa.URL, timeout: float) -> AsyncEngine:
 async def open_database(url: str, connect_timeout: float = 3.0) -> AsyncIterator[Database]:
     """Create the engine for ``url``; dispose of it on exit.
 
-    PostgreSQL needs to run inside ``trio_asyncio.open_loop()``.  Does not connect: a database
-    that is down at start-up is reported by the first operation (the migration, normally).
+    PostgreSQL runs on an asyncio loop inside the Trio run: the caller's
+    ``trio_asyncio.open_loop()`` if there is one, else one opened here for as long as the
+    database is open (tasks started inside the ``async with`` run on it).  SQLite needs no
+    loop, and a daemon on SQLite never imports asyncpg, trio-asyncio or SQLAlchemy's asyncio
+    layer (≈ 12 MB of resident memory).  Does not connect: a database that is down at start-up
+    is reported by the first operation (the migration, normally).
     """
     parsed = sa.make_url(url)
     dialect = _dialect_of(parsed)
     if dialect == "sqlite":
         database = Database(dialect, sync_engine=_sqlite_engine(parsed, connect_timeout))
-    else:
+        async with _disposing(database):
+            yield database
+        return
+    import trio_asyncio
+
+    async with contextlib.AsyncExitStack() as stack:
+        if trio_asyncio.current_loop.get() is None:
+            await stack.enter_async_context(trio_asyncio.open_loop())
         database = Database(dialect, async_engine=_postgresql_engine(parsed, connect_timeout))
+        async with _disposing(database):
+            yield database
+
+
+@asynccontextmanager
+async def _disposing(database: Database) -> AsyncIterator[None]:
     try:
-        yield database
+        yield
     finally:
         with trio.CancelScope(shield=True), trio.move_on_after(5):
             await database.dispose()

@@ -27,10 +27,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-import asyncpg
 import sqlalchemy as sa
 import trio
-import trio_asyncio
 
 from photochangerd.db.engine import Database
 from photochangerd.logs import event
@@ -87,6 +85,8 @@ class JobEventListener:
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Listen until cancelled.  ``task_status.started()`` once listening, or after the
         first failed attempt (a database that is down then is no reason to delay the daemon)."""
+        import asyncpg
+
         delay = RECONNECT_FIRST
         while True:
             try:
@@ -105,6 +105,9 @@ class JobEventListener:
             delay = min(delay * 2, RECONNECT_MAX)
 
     async def _listen_once(self, task_status: trio.TaskStatus[None]) -> None:
+        import asyncpg
+        import trio_asyncio
+
         loop = trio_asyncio.current_loop.get()
         send, receive = trio.open_memory_channel[str | None](math.inf)
         db = self._db

@@ -88,9 +88,7 @@ class GeminiProvider(CloudProvider):
             image = await self._prepare(original, settings.max_input_pixels)
             data, mime = image.data, image.mime_type
             total += len(data) * 4 // 3
-            parts.append(
-                {"inline_data": {"mime_type": mime, "data": encode_base64(data)}}
-            )
+            parts.append({"inline_data": {"mime_type": mime, "data": encode_base64(data)}})
         if total > INLINE_LIMIT:
             raise ProviderRejected(
                 "inputs exceed Gemini's 20 MB inline limit; lower max_input_pixels"

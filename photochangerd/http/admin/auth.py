@@ -18,9 +18,7 @@ from shared.api_models import LoginRequest, TokenResponse
 # timing difference does not reveal which accounts exist. A constant, not computed at import:
 # hashing it cost 64 MiB and ~0.1 s at every start (tests/test_passwords.py keeps its
 # parameters equal to the hasher's).
-DUMMY_HASH = (
-    "$argon2id$v=19$m=65536,t=3,p=4$pryah+KspnPs+h6plxn5TQ$wuv7zgaPRQs8mEoF1Gd9EmEt/97wwCjr92F2VhCDB2I"
-)
+DUMMY_HASH = "$argon2id$v=19$m=65536,t=3,p=4$pryah+KspnPs+h6plxn5TQ$wuv7zgaPRQs8mEoF1Gd9EmEt/97wwCjr92F2VhCDB2I"
 _KDF = trio.CapacityLimiter(2)
 
 
