@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import httpx
 from argon2 import extract_parameters
 
 from photochangerd.auth.passwords import hash_password, verify_password
 from photochangerd.http.admin.auth import DUMMY_HASH
+from tests.conftest import RunningDaemon
 
 
 def test_dummy_hash_has_the_hasher_parameters() -> None:
@@ -35,3 +37,22 @@ def test_importing_the_daemon_computes_no_hash() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+async def test_a_sign_in_renews_a_hash_made_with_older_parameters(
+    client: httpx.AsyncClient, daemon: RunningDaemon
+) -> None:
+    from argon2 import PasswordHasher
+
+    from photochangerd.db import repositories
+
+    old = PasswordHasher(time_cost=3, memory_cost=64 * 1024, parallelism=4).hash("old-params-pw")
+    await daemon.context.db.write(repositories.set_admin_password, "serg", old, 0.0)
+    response = await client.post(
+        "/api/login", json={"username": "serg", "password": "old-params-pw"}
+    )
+    assert response.status_code == 200
+    renewed = await daemon.context.db.read(repositories.admin_password_hash, "serg")
+    assert renewed != old and extract_parameters(renewed) == extract_parameters(DUMMY_HASH)
+    again = await client.post("/api/login", json={"username": "serg", "password": "old-params-pw"})
+    assert again.status_code == 200

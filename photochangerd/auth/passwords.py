@@ -24,11 +24,24 @@ import trio
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-_hasher = PasswordHasher()  # argon2id, library defaults (t=3, m=64 MiB, p=4)
+# argon2id with OWASP's baseline (19 MiB, 2 passes, 1 lane) rather than the library's default
+# profile (64 MiB, 3 passes, 4 lanes): each verification's memory is the daemon's largest
+# single allocation, and two may run at once (sign-in, a rotated ingest password); at 64 MiB
+# they were the daemon's start-up and peak memory.  Hashes made with other parameters still
+# verify (the parameters are in the hash); an admin's is renewed at the next sign-in.
+_hasher = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
 
 
 def hash_password(password: str) -> str:
     return _hasher.hash(password)
+
+
+def needs_rehash(stored_hash: str) -> bool:
+    """Whether ``stored_hash`` was made with other parameters than today's."""
+    try:
+        return _hasher.check_needs_rehash(stored_hash)
+    except InvalidHashError:
+        return True
 
 
 def verify_password(stored_hash: str, password: str) -> bool:

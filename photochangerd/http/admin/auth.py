@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import trio
 from quart import request
 from quart_schema import validate_request, validate_response
 
-from photochangerd.auth.passwords import verify_password
+from photochangerd.auth.passwords import hash_password, needs_rehash, verify_password
 from photochangerd.db import repositories
 from photochangerd.db.engine import DatabaseUnavailable
 from photochangerd.http.admin import Unauthorized, bp
@@ -15,10 +17,12 @@ from photochangerd.http.errors import RateLimited, ServiceUnavailable
 from shared.api_models import LoginRequest, TokenResponse
 
 # Unknown usernames are checked against this hash, so they cost the same as known ones and a
-# timing difference does not reveal which accounts exist. A constant, not computed at import:
-# hashing it cost 64 MiB and ~0.1 s at every start (tests/test_passwords.py keeps its
-# parameters equal to the hasher's).
-DUMMY_HASH = "$argon2id$v=19$m=65536,t=3,p=4$pryah+KspnPs+h6plxn5TQ$wuv7zgaPRQs8mEoF1Gd9EmEt/97wwCjr92F2VhCDB2I"
+# timing difference does not reveal which accounts exist. A constant, not computed at import
+# (tests/test_passwords.py keeps its parameters equal to the hasher's).
+DUMMY_HASH = (
+    "$argon2id$v=19$m=19456,t=2,p=1$n4CFmoh+l0VEmr7ydYL4Wg"
+    "$hRvpRxEQm+mp96nCELIHyZEcvcMmc6WVjGz9KeT1a5w"
+)
 _KDF = trio.CapacityLimiter(2)
 
 
@@ -45,6 +49,10 @@ async def authenticate(app: AdminHandles, username: str, password: str, address:
         app.throttle.failed(keys)
         raise Unauthorized("wrong username or password")
     app.throttle.succeeded(keys)
+    if needs_rehash(stored):  # made with older parameters: renewed while we know the password
+        renewed = await trio.to_thread.run_sync(hash_password, password, limiter=_KDF)
+        with contextlib.suppress(DatabaseUnavailable):
+            await app.db.write(repositories.set_admin_password, username, renewed, app.clock.now())
 
 
 @bp.post("/login")
