@@ -6,6 +6,7 @@ import base64
 import json
 from typing import Any
 
+import orjson
 import pytest
 
 from photochangerd.providers import gemini, openai_images
@@ -25,13 +26,13 @@ def response(document: Any, status: int = 200) -> VendorResponse:
 
 def test_json_is_parsed_once_and_shared(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
-    real_loads = json.loads
+    real_loads = orjson.loads
 
     def counting_loads(text: Any) -> Any:
         calls.append(1)
         return real_loads(text)
 
-    monkeypatch.setattr("photochangerd.providers.vendor_http.json.loads", counting_loads)
+    monkeypatch.setattr("photochangerd.providers.vendor_http.orjson.loads", counting_loads)
     answer = response({"responseId": "r-1", "candidates": []})
     assert answer.json() is answer.json()
     assert gemini._response_id(answer) == "r-1"

@@ -13,7 +13,6 @@ logs or job records, and never include request headers (where the keys are).
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
@@ -21,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import httpx
+import orjson
 import pybase64
 import trio
 
@@ -55,10 +55,11 @@ class VendorResponse:
         same document (a Gemini answer is ~2 MB of JSON, ≈ 1.6 ms a parse).  The document is
         shared: do not modify it.  A body that is not JSON is not cached (the rare error path
         parses again rather than keeping an exception, and its traceback, on the response).
+        orjson: 0.6 ms where json.loads took 1.6 ms; its errors are ``ValueError`` too.
         """
         document = self._document
         if document is _UNPARSED:
-            document = json.loads(self.body)
+            document = orjson.loads(self.body)
             object.__setattr__(self, "_document", document)
         return document
 
