@@ -69,6 +69,7 @@ from photochangerd.media.images import configure_pillow
 from photochangerd.media.imaging import ImageWorkers
 from photochangerd.media.provider_media import ProviderMedia
 from photochangerd.media.store import MediaStore
+from photochangerd.memory import tune_malloc
 from photochangerd.metrics import Metrics
 from photochangerd.providers.base import Provider
 from photochangerd.providers.keys import ProviderKeys
@@ -175,6 +176,7 @@ async def run(
     read (:class:`~photochangerd.credentials.CredentialError`).
     """
     environ = os.environ if environ is None else environ
+    tune_malloc()  # photochangerd/memory.py: a KDF's memory goes back to the system
     config, credentials = with_credentials(config, environ)
     with lock_data_dir(config.data_dir), listening_sockets(config.bind) as sockets:
         await _run_locked(

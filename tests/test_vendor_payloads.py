@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 from typing import Any
 
 import orjson
@@ -83,3 +84,23 @@ def test_openai_decodes_the_image_and_rejects_invalid_base64() -> None:
         assert str(caught.value) == (
             f"openai answered 200 without a usable image: {answer.snippet()}"
         )
+
+
+@pytest.mark.parametrize("size", [0, 1, 2, 3, 196_607, 196_608, 196_609, 1_000_001])
+async def test_json_with_images_streams_exactly_what_json_would_say(size: int) -> None:
+    import pybase64
+
+    from photochangerd.providers.vendor_http import JsonWithImages
+
+    photo, template = os.urandom(size), os.urandom(7)
+    body = JsonWithImages()
+    prompt = 'a "quoted" \u0000 prompt é \\u0000'
+    body.seal(
+        {"parts": [{"data": body.image(photo)}, {"text": prompt}, {"data": body.image(template)}]}
+    )
+    sent = b"".join([chunk async for chunk in body.chunks()])
+    assert len(sent) == body.length  # the Content-Length the request carries
+    parts = json.loads(sent)["parts"]
+    assert pybase64.b64decode(parts[0]["data"], validate=True) == photo
+    assert parts[1]["text"] == prompt and pybase64.b64decode(parts[2]["data"]) == template
+    assert b"".join([chunk async for chunk in body.chunks()]) == sent  # a retry sends it again

@@ -136,9 +136,15 @@ class Spool:
         await trio.to_thread.run_sync(work)
 
     async def read_all(self) -> bytes:
-        """The whole upload (used for validation and by the providers)."""
+        """The whole upload (used for validation and by the providers).
+
+        An upload still in memory is handed over, not copied twice: the spool lets go of its
+        buffer (one copy per photo while its job runs, not two).
+        """
         if not self._on_disk:
-            return bytes(self._buffer)
+            data = bytes(self._buffer)
+            self._buffer = bytearray()
+            return data
         await self._flush()
         return await trio.to_thread.run_sync(self.path.read_bytes)
 
