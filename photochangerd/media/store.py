@@ -106,7 +106,10 @@ class Spool:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.size = 0
-        self._buffer = bytearray()
+        # The chunks as received (joined once, when read or flushed: a growing bytearray
+        # reallocated and copied the photo several times over, and read_all copied it again).
+        self._chunks: list[bytes] = []
+        self._buffered = 0
         self._head = b""
         self._on_disk = False
 
@@ -119,13 +122,19 @@ class Spool:
         if len(self._head) < 16:
             self._head += chunk[: 16 - len(self._head)]
         self.size += len(chunk)
-        self._buffer += chunk
-        if len(self._buffer) >= SPOOL_FLUSH_BYTES:
+        self._chunks.append(chunk)
+        self._buffered += len(chunk)
+        if self._buffered >= SPOOL_FLUSH_BYTES:
             await self._flush()
 
+    def _take(self) -> bytes:
+        data = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
+        self._chunks = []
+        self._buffered = 0
+        return data
+
     async def _flush(self) -> None:
-        data = bytes(self._buffer)
-        self._buffer.clear()
+        data = self._take()
         mode = "ab" if self._on_disk else "wb"
         self._on_disk = True
 
@@ -138,19 +147,17 @@ class Spool:
     async def read_all(self) -> bytes:
         """The whole upload (used for validation and by the providers).
 
-        An upload still in memory is handed over, not copied twice: the spool lets go of its
-        buffer (one copy per photo while its job runs, not two).
+        An upload still in memory is handed over (joined once), and the spool lets go of it:
+        one copy of a photo while its job runs.
         """
         if not self._on_disk:
-            data = bytes(self._buffer)
-            self._buffer = bytearray()
-            return data
+            return self._take()
         await self._flush()
         return await trio.to_thread.run_sync(self.path.read_bytes)
 
     async def commit(self, target: Path, data: bytes) -> None:
         """Put the upload at ``target`` (atomically) and forget the spool file."""
-        if self._on_disk and not self._buffer:
+        if self._on_disk and not self._chunks:
             await trio.to_thread.run_sync(os.replace, self.path, target)
             self._on_disk = False
         else:
@@ -159,7 +166,8 @@ class Spool:
             await self.discard()
 
     async def discard(self) -> None:
-        self._buffer.clear()
+        self._chunks = []
+        self._buffered = 0
         if self._on_disk:
             self._on_disk = False
             with trio.CancelScope(shield=True):

@@ -81,7 +81,7 @@ def decode_base64(text: Any) -> bytes:
     return pybase64.b64decode(text, validate=True)
 
 
-BASE64_CHUNK = 3 * 64 * 1024  # raw bytes per piece: a multiple of 3, so pieces concatenate
+BASE64_CHUNK = 3 * 256 * 1024  # raw bytes per piece (1 MiB of text): a multiple of 3
 
 
 class JsonWithImages:

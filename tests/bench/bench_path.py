@@ -128,7 +128,7 @@ class Bench:
     tiny: bytes
     big: bytes
     quick: bool
-    profile: bool
+    profile: str | None  # the result size whose phase is profiled
     pinned: bool = False
     pg: PostgresCluster | None = None
     floor_p50: float = math.nan  # seconds
@@ -501,7 +501,7 @@ async def phase_sequential(
     worst = report_foreign(figures, name, usage, bench.pinned)
     bench.foreign[f"{figures.prefix} {name}"] = worst
 
-    if bench.profile and label == "big":
+    if bench.profile == label:
         out = Path(tempfile.gettempdir()) / f"bench_path-profile-{figures.prefix}-{os.getpid()}.txt"
         with profiling(daemon.pid, out) as spy:
             if spy is not None:
@@ -775,8 +775,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument(
         "--profile",
-        action="store_true",
-        help=f"py-spy record the daemon over {PROFILE_COUNT} extra 1.5 MB uploads",
+        nargs="?",
+        const="big",
+        choices=("tiny", "big"),
+        default=None,
+        help=f"py-spy record the daemon over {PROFILE_COUNT} extra uploads (tiny or big result)",
     )
     args = parser.parse_args(argv)
     runs = args.runs if args.runs is not None else (1 if args.quick else 2)
