@@ -114,14 +114,15 @@ class JobService:
 
         Fast path (measured: it saves a transaction and two file operations per ingest): the
         input stays in memory in the run, and when a worker is idle the job is inserted already
-        claimed (``processing``) and handed over directly.  The input is also written to the
-        media directory when other instances may have to run the job (shared PostgreSQL); with
-        SQLite the daemon is alone and a restart ends every open job anyway.
+        claimed (``processing``) and handed over directly.  A job inserted pending may be run
+        by another instance (shared PostgreSQL): only then is its input also written to the
+        media directory.  With SQLite the daemon is alone and a restart ends every open job.
         """
         self.runtime.sync_response_seconds = settings.sync_response_seconds
         self.runtime.result_ttl_seconds = settings.result_ttl_seconds
+        hand_over = self.queue.reserve()  # released by _insert
         input_path: str | None = None
-        if self.policy.inputs_on_disk:
+        if self.policy.inputs_on_disk and not hand_over:
             target = self.store.input_path(job_id, image.extension)
             await spool.commit(target, data)
             input_path = str(target)
@@ -144,11 +145,10 @@ class JobService:
         settings = settings.with_slot(slot)  # the slot as submitted (a test run's overrides)
         run = JobRun(job_id, deadline, settings, data=data, input_path=input_path, now=created_at)
         self.runs[job_id] = run
-        await self._insert(run, values)
+        await self._insert(run, values, hand_over)
         return run
 
-    async def _insert(self, run: JobRun, values: dict[str, Any]) -> None:
-        hand_over = self.queue.reserve()
+    async def _insert(self, run: JobRun, values: dict[str, Any], hand_over: bool) -> None:
         if hand_over:
             values.update(
                 status="processing",
