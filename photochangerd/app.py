@@ -225,7 +225,11 @@ async def _run_locked(
             event(log, logging.ERROR, "settings.provider_key_unreadable", provider=provider)
             return None
 
-    keys = ProviderKeys(environ, stored_key, credentials)
+    def config_generation() -> int | None:
+        db = database[0] if database else None
+        return db.config_generation if db is not None and db.config_trusted else None
+
+    keys = ProviderKeys(environ, stored_key, credentials, config_generation)
 
     async with (
         open_database(config.effective_database_url, config.db_connect_timeout_seconds) as db,

@@ -418,6 +418,7 @@ def provider_secrets(conn: Connection) -> dict[str, tuple[bytes, float]]:
     return {row.provider: (bytes(row.ciphertext), row.updated_at) for row in rows}
 
 
+@config_write
 def put_provider_secret(
     conn: Connection, provider: str, ciphertext: bytes | None, now: float, by: str
 ) -> None:

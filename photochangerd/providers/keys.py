@@ -5,6 +5,10 @@ Order: keys stored (encrypted) through the admin API win; else a systemd credent
 else the environment (``GEMINI_API_KEY``, ``TURBOTEXT_API_KEY``, ``OPENAI_API_KEY``).  A
 missing key is a clear provider error for the job ("gemini API key not configured"), never a
 crash.
+
+Stored keys are kept in memory between configuration changes (the same generation as the
+ingest path's copy of slots and settings: photochangerd/db/ingest_context.py): reading and
+decrypting the stored keys on every job cost a database round trip per photo.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ ENV_VARIABLES = {
 }
 
 StoredKeyLookup = Callable[[str], Awaitable[str | None]]
+# The configuration generation a cached stored key is valid for; None: do not cache.
+Generation = Callable[[], int | None]
 
 
 class ProviderKeys:
@@ -28,10 +34,13 @@ class ProviderKeys:
         environ: Mapping[str, str],
         stored: StoredKeyLookup | None = None,
         credentials: Credentials | None = None,
+        generation: Generation | None = None,
     ) -> None:
         self._environ = environ
         self._stored = stored
         self._credentials = credentials or Credentials()
+        self._generation = generation
+        self._cache: dict[str, tuple[int, str | None]] = {}
 
     def _from_service(self, provider: str) -> str | None:
         """The key the service was started with: its credential, else its environment."""
@@ -53,7 +62,18 @@ class ProviderKeys:
 
     async def get(self, provider: str) -> str | None:
         if self._stored is not None:
-            key = await self._stored(provider)
+            key = await self._stored_key(provider)
             if key:
                 return key
         return self._from_service(provider)
+
+    async def _stored_key(self, provider: str) -> str | None:
+        assert self._stored is not None
+        generation = self._generation() if self._generation is not None else None
+        cached = self._cache.get(provider)
+        if generation is not None and cached is not None and cached[0] == generation:
+            return cached[1]
+        key = await self._stored(provider)
+        if generation is not None:  # stored under the generation seen before the read
+            self._cache[provider] = (generation, key)
+        return key
