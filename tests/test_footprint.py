@@ -1,8 +1,9 @@
 """The daemon's resident footprint: what a start on the embedded defaults loads.
 
 A daemon on SQLite never imports the PostgreSQL stack (asyncpg, trio-asyncio, greenlet), an
-idle one no PyJWT (admin tokens load it on first use) and no httpx command-line client (rich,
-pygments) — together ≈ 17 MB of the import-time footprint.  Checked on the real process
+idle one no PyJWT (admin tokens load it on first use), no cryptography (stored provider keys
+load it on first use) and no httpx command-line client (rich, pygments) — together ≈ 23 MB of
+the import-time footprint.  Checked on the real process
 (``python -m photochangerd``) through its memory map and status.
 """
 
@@ -32,10 +33,10 @@ def test_an_idle_sqlite_daemon_loads_only_what_it_uses(tmp_path: Path) -> None:
         assert daemon.proc is not None
         time.sleep(1.0)
         maps = Path(f"/proc/{daemon.proc.pid}/maps").read_text()
-        for library in ("asyncpg", "greenlet"):
+        for library in ("asyncpg", "greenlet", "cryptography"):
             assert library not in maps, f"{library} loaded by an idle SQLite daemon"
         status = _status(daemon.proc.pid)
-        # Measured 2026-12-01: ≈ 84 MiB idle, HWM the same (no start-up spike).  A regression
+        # Measured 2026-12-01: ≈ 80 MiB idle, HWM the same (no start-up spike).  A regression
         # guard with head room, not the README figure.
         assert status["VmRSS"] < 100, status
         assert status["VmHWM"] < status["VmRSS"] + 10, status

@@ -149,6 +149,11 @@ class BenchDaemon:
             time.sleep(0.05)
         raise RuntimeError(f"daemon not ready after {READY_TIMEOUT} s:\n{self.log_tail()}")
 
+    def restart(self) -> None:
+        """Stop (gracefully) and start again on the same data dir and port: a restart."""
+        self.stop()
+        self._start()
+
     def stop(self) -> int | None:
         """SIGTERM (graceful drain), SIGKILL if that takes too long; the exit status."""
         if self.proc is None:
