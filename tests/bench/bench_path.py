@@ -604,7 +604,9 @@ async def run_dialect(bench: Bench, fake: PathGemini, dialect: str, run: int, ru
             first = daemon.memory_mib()
             figures.add("rss_first_start_idle", first["VmRSS"], "MiB (ready + 2 s)")
             figures.add("rss_first_start_peak", first["VmHWM"], "MiB (VmHWM, incl. the KDF)")
-            await trio.to_thread.run_sync(daemon.restart)
+            # Blocking, in this thread: PR_SET_PDEATHSIG follows the thread that started the
+            # child, and a Trio worker thread exits when idle (the daemon would die with it).
+            daemon.restart()
             await trio.sleep(SETTLE)
             memory = daemon.memory_mib()
             figures.add("rss_idle", memory["VmRSS"], "MiB (restart, ready + 2 s)")
