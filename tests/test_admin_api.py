@@ -198,6 +198,7 @@ async def test_slot_list_and_detail(daemon: RunningDaemon, admin: httpx.AsyncCli
     assert (await admin.get("/api/slots/slot-099")).status_code == 404
 
 
+@pytest.mark.slow
 async def test_last_job_status_follows_finalization(
     nursery: trio.Nursery, tmp_path: Path, database_url: str
 ) -> None:

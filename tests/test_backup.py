@@ -207,6 +207,7 @@ def _results(manifest: dict[str, Any]) -> list[dict[str, Any]]:
     return [f for f in manifest["files"] if f["kind"] == "result"]
 
 
+@pytest.mark.slow
 def test_backup_runs_beside_a_serving_daemon(live_backup: LiveBackup) -> None:
     started, ended = live_backup.backup_window
     # Uploads went on before, during and after the backup, and none failed because of it.
@@ -250,6 +251,7 @@ def test_backup_runs_beside_a_serving_daemon(live_backup: LiveBackup) -> None:
     assert "contains secrets" in live_backup.backup_stderr
 
 
+@pytest.mark.slow
 def test_restore_serves_the_same_links_stats_and_passwords(
     live_backup: LiveBackup, tmp_path: Path
 ) -> None:
@@ -299,6 +301,7 @@ def test_restore_serves_the_same_links_stats_and_passwords(
     assert "initial passwords" not in target.log.read_text()  # nothing was generated
 
 
+@pytest.mark.slow
 def test_tampered_backup_is_refused_and_nothing_written(
     live_backup: LiveBackup, tmp_path: Path
 ) -> None:
@@ -327,6 +330,7 @@ def test_tampered_backup_is_refused_and_nothing_written(
     assert not (tmp_path / "data").exists()
 
 
+@pytest.mark.slow
 def test_restore_refuses_a_data_dir_that_is_not_fresh(
     live_backup: LiveBackup, tmp_path: Path
 ) -> None:
@@ -362,6 +366,7 @@ def test_restore_refuses_a_data_dir_that_is_not_fresh(
     assert target.sql("SELECT count(*) FROM template_media") == [(1,)]
 
 
+@pytest.mark.slow
 def test_backup_and_restore_errors_are_one_line(live_backup: LiveBackup, tmp_path: Path) -> None:
     env = photochangerd_env(tmp_path / "data", 1)
     line = _one_error_line(run_photochangerd("backup", str(tmp_path / "b"), env=env))
@@ -397,6 +402,7 @@ def test_backup_and_restore_errors_are_one_line(live_backup: LiveBackup, tmp_pat
     assert usage.returncode == 2 and "Missing argument 'DEST'" in usage.stderr
 
 
+@pytest.mark.slow
 def test_a_result_gone_after_the_snapshot_is_skipped(tmp_path: Path) -> None:
     daemon = DaemonProcess(tmp_path / "data")
     daemon.cli("migrate")
@@ -430,6 +436,7 @@ def test_a_result_gone_after_the_snapshot_is_skipped(tmp_path: Path) -> None:
         target.stop()
 
 
+@pytest.mark.slow
 @pytest.mark.postgres
 def test_postgresql_backup_with_pg_dump_and_restore(
     pg_cluster: PostgresCluster, tmp_path: Path

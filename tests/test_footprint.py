@@ -12,6 +12,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.support.daemon_process import DaemonProcess
 
 
@@ -24,6 +26,7 @@ def _status(pid: int) -> dict[str, int]:
     return values
 
 
+@pytest.mark.slow
 def test_an_idle_sqlite_daemon_loads_only_what_it_uses(tmp_path: Path) -> None:
     daemon = DaemonProcess(tmp_path / "data")
     daemon.start(scripted=False)  # first start: the passwords are hashed

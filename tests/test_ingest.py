@@ -377,6 +377,7 @@ async def test_client_gone_job_still_finishes_into_the_gallery(daemon: RunningDa
     assert job.failure_reason is None and Path(job.result_file_path or "").exists()
 
 
+@pytest.mark.slow
 async def test_new_wrong_passwords_are_paced_per_address(daemon: RunningDaemon) -> None:
     """Each new wrong password costs an argon2 run: after 20 from one address they are paced to
     one per second (docs/stack-traps.md, "A KDF per upload") — slowed, not locked out, so the
@@ -401,6 +402,7 @@ async def test_new_wrong_passwords_are_paced_per_address(daemon: RunningDaemon) 
     assert ok is not None and ok.status == 200 and ok.elapsed < 2.5
 
 
+@pytest.mark.slow
 async def test_burst_of_504s_does_not_wait_for_the_timeout_writes(
     daemon: RunningDaemon, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -150,6 +150,7 @@ def _run_nginx(daemon_port: int, directory: Path) -> Iterator[Nginx]:
             proc.stderr.close()
 
 
+@pytest.mark.slow
 async def test_booth_uploads_and_logins_through_nginx(
     nursery: trio.Nursery, tmp_path: Path
 ) -> None:

@@ -528,6 +528,7 @@ MISSING_GEMINI_KEY = (
 )
 
 
+@pytest.mark.slow
 def test_cloud_provider_without_api_key_warns_in_edit_show_and_list(tmp_path: Path) -> None:
     """Its own daemon: a Turbotext key in the environment (counts as configured), no Gemini
     key, and a LAN public_base_url (no loopback warning)."""

@@ -161,6 +161,7 @@ def test_edit_through_visual_and_pcctl_editor(logged_in: Path, tmp_path: Path) -
     assert '"display_name": "E2E"' in shown.stdout
 
 
+@pytest.mark.slow
 def test_exit_codes(daemon: PcctlDaemon, logged_in: Path, tmp_path: Path) -> None:
     assert run(logged_in, "job", "show", "A" * 22).returncode == 4
     assert run(logged_in, "slot", "show", "slot-016").returncode == 4

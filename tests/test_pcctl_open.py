@@ -171,6 +171,7 @@ def _process_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     return env
 
 
+@pytest.mark.slow
 def test_a_real_terminal_and_browser_command(tmp_path: Path) -> None:
     record = tmp_path / "opened.txt"
     fake = tmp_path / "fake-browser"

@@ -86,6 +86,7 @@ async def test_database_down_answers_503_and_recovers(
     assert again is not None and again.status == 200 and again.body == PHOTO
 
 
+@pytest.mark.slow
 async def test_postgresql_restart_under_a_running_daemon(
     nursery: trio.Nursery, tmp_path: Path, own_cluster: PostgresCluster
 ) -> None:
@@ -98,6 +99,7 @@ async def test_postgresql_restart_under_a_running_daemon(
         assert response is not None and response.status == 200
 
 
+@pytest.mark.slow
 async def test_two_daemons_share_one_database(
     nursery: trio.Nursery, tmp_path: Path, pg_cluster: PostgresCluster
 ) -> None:
@@ -146,6 +148,7 @@ async def _wait_listening(*daemons: RunningDaemon, timeout: float = 10.0) -> Non
             await trio.sleep(0.05)
 
 
+@pytest.mark.slow
 async def test_job_events_survive_a_postgresql_restart(
     nursery: trio.Nursery, tmp_path: Path, own_cluster: PostgresCluster
 ) -> None:
@@ -188,6 +191,7 @@ async def test_job_events_survive_a_postgresql_restart(
     assert elapsed < 0.9 and len(b.provider.calls) == 1
 
 
+@pytest.mark.slow
 async def test_idle_instances_leave_the_database_alone(
     nursery: trio.Nursery, tmp_path: Path, pg_cluster: PostgresCluster
 ) -> None:

@@ -37,6 +37,7 @@ async def _wait_for(condition, timeout: float = 10) -> None:  # type: ignore[no-
             await trio.sleep(0.05)
 
 
+@pytest.mark.slow
 async def test_sigterm_drains_in_flight_jobs_then_exits_0(proc: DaemonProcess) -> None:
     proc.sql(
         "UPDATE slot SET provider='script', operation='echo', settings='{\"seconds\": 1.5}'"
@@ -69,6 +70,7 @@ async def test_sigterm_drains_in_flight_jobs_then_exits_0(proc: DaemonProcess) -
         pass
 
 
+@pytest.mark.slow
 async def test_kill_9_mid_job_then_restart_recovers(proc: DaemonProcess) -> None:
     proc.sql("UPDATE slot SET provider='script', operation='hang' WHERE id='slot-001'")
     proc.start()
@@ -117,6 +119,7 @@ async def test_kill_9_mid_job_then_restart_recovers(proc: DaemonProcess) -> None
     assert proc.proc.wait(30) == 0
 
 
+@pytest.mark.slow
 async def test_sighup_rereads_slots_edited_by_hand(proc: DaemonProcess) -> None:
     """SQLite: slots and settings are kept in memory (the daemon is their only writer through
     the admin API); an operator who edits the database by hand reloads with SIGHUP."""
@@ -142,6 +145,7 @@ def _in_use_line(proc: DaemonProcess) -> str:
     )
 
 
+@pytest.mark.slow
 async def test_a_second_daemon_on_the_same_data_dir_fails_at_once(proc: DaemonProcess) -> None:
     """Start-up recovery on SQLite finalizes every unfinished job: a second daemon that got that
     far would end the first one's running jobs."""
@@ -168,6 +172,7 @@ async def test_a_second_daemon_on_the_same_data_dir_fails_at_once(proc: DaemonPr
         nursery.cancel_scope.cancel()
 
 
+@pytest.mark.slow
 def test_migrate_refuses_a_data_dir_in_use_set_admin_password_does_not(
     proc: DaemonProcess,
 ) -> None:

@@ -160,6 +160,7 @@ async def test_bad_and_missing_keys(nursery: trio.Nursery, tmp_path: Path) -> No
     assert fake.requests == []
 
 
+@pytest.mark.slow
 async def test_hanging_vendor_gets_504_and_is_cancelled(
     nursery: trio.Nursery, tmp_path: Path
 ) -> None:

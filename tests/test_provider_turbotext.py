@@ -154,6 +154,7 @@ async def test_html_500_on_create_is_not_retried(nursery: trio.Nursery, tmp_path
     assert len(fake.creates()) == 1  # billed per create: never blindly re-created
 
 
+@pytest.mark.slow
 async def test_stuck_queue_polling_stops_at_the_deadline(
     nursery: trio.Nursery, tmp_path: Path
 ) -> None:

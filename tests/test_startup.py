@@ -71,6 +71,7 @@ def test_listening_sockets_name_the_address_that_failed() -> None:
     assert all(sock.fileno() == -1 for sock in sockets.insecure_sockets)  # closed
 
 
+@pytest.mark.slow
 def test_port_in_use_fails_with_one_line_and_keeps_the_first_start_passwords(
     tmp_path: Path,
 ) -> None:
@@ -104,6 +105,7 @@ def _start_and_stop(daemon: DaemonProcess) -> str:
     return daemon.log.read_text()
 
 
+@pytest.mark.slow
 def test_a_loopback_bind_says_how_to_open_it_to_the_lan(tmp_path: Path) -> None:
     loopback = DaemonProcess(tmp_path / "loopback" / "data")
     log = _start_and_stop(loopback)

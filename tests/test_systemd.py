@@ -244,6 +244,7 @@ async def _exit_status(daemon: DaemonProcess) -> int:
     return await trio.to_thread.run_sync(lambda: proc.wait(60))
 
 
+@pytest.mark.slow
 async def test_ready_comes_once_the_port_accepts_and_the_database_answered(
     daemon: DaemonProcess, notify_socket: NotifySocket
 ) -> None:
@@ -280,6 +281,7 @@ async def test_no_ready_while_the_database_does_not_answer(
     assert f"127.0.0.1:{nobody}" in daemon.log.read_text()
 
 
+@pytest.mark.slow
 async def test_watchdog_pings_come_at_most_half_a_watchdog_period_apart(
     daemon: DaemonProcess, notify_socket: NotifySocket
 ) -> None:
@@ -320,6 +322,7 @@ async def test_reload_is_announced_around_sighup(
     assert await _exit_status(daemon) == 0
 
 
+@pytest.mark.slow
 async def test_sigterm_says_stopping_and_draining_then_exits_0(
     daemon: DaemonProcess, notify_socket: NotifySocket
 ) -> None:
@@ -363,6 +366,7 @@ async def test_sigterm_says_stopping_and_draining_then_exits_0(
     assert all(m.get("STATUS", "").startswith("draining: ") for m in after if "STATUS" in m.fields)
 
 
+@pytest.mark.slow
 @pytest.mark.postgres
 async def test_watchdog_pings_stop_while_the_database_is_down(
     daemon: DaemonProcess, notify_socket: NotifySocket, pg_cluster: PostgresCluster

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.conftest import ADMIN_PASSWORD
 from tests.support.browser import screenshot_path
@@ -23,6 +24,7 @@ def sign_in(page: Any, daemon: Any, username: str = "serg") -> None:
     page.wait_for_url(_url(daemon, "/admin/"))
 
 
+@pytest.mark.slow
 def test_sign_in_dashboard_sign_out(browser: Any, web_daemon: Any) -> None:
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     page.goto(_url(web_daemon, "/admin/login"))
@@ -37,6 +39,7 @@ def test_sign_in_dashboard_sign_out(browser: Any, web_daemon: Any) -> None:
     assert "/admin/login" in page.url  # the session ended on the server too
 
 
+@pytest.mark.slow
 def test_wrong_password_stays_on_the_sign_in_page(browser: Any, web_daemon: Any) -> None:
     page = browser.new_page()
     page.goto(_url(web_daemon, "/admin/login"))

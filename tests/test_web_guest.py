@@ -74,6 +74,7 @@ def _decode_png(data: bytes, where: Path) -> list[str]:
 # -- in the browser ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_guest_page_on_a_phone_without_javascript(
     browser: Any, web_daemon: Any, tmp_path: Path
 ) -> None:
@@ -120,6 +121,7 @@ def test_guest_page_on_a_phone_without_javascript(
     context.close()
 
 
+@pytest.mark.slow
 def test_guest_page_with_javascript_local_time_and_share(browser: Any, web_daemon: Any) -> None:
     job_id = _job(web_daemon, photo=BIG_PHOTO)
     page_url = _url(web_daemon, f"/r/{job_id}")
@@ -174,6 +176,7 @@ def test_expired_and_unknown_pages(browser: Any, web_daemon: Any) -> None:
 # -- over HTTP --------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_problem_pages_are_short_html_without_the_id(web_daemon: Any) -> None:
     # A failed job: slot-009 runs the scripted provider's refusal (set before its first use).
     web_daemon.sql(
@@ -265,6 +268,7 @@ def test_guest_routes_headers_and_images(web_daemon: Any, tmp_path: Path) -> Non
     assert 590 <= int(soon.removeprefix("private, max-age=")) <= 600
 
 
+@pytest.mark.slow
 def test_large_result_is_shown_as_a_rendition(web_daemon: Any) -> None:
     job_id = _job(web_daemon, photo=BIG_PHOTO)
     photo = httpx.get(_url(web_daemon, f"/r/{job_id}/photo"))
@@ -322,6 +326,7 @@ def pcctl_env(web_daemon: Any, tmp_path: Path) -> dict[str, str]:
     }
 
 
+@pytest.mark.slow
 def test_pcctl_result_qr(web_daemon: Any, pcctl_env: dict[str, str], tmp_path: Path) -> None:
     job_id = _job(web_daemon)
     page_url = _url(web_daemon, f"/r/{job_id}")
@@ -346,6 +351,7 @@ def test_pcctl_result_qr(web_daemon: Any, pcctl_env: dict[str, str], tmp_path: P
     assert no_result.exit_code == 4 and "has no result" in no_result.stderr
 
 
+@pytest.mark.slow
 def test_pcctl_turns_the_stamp_on_and_the_print_carries_the_code(
     web_daemon: Any, pcctl_env: dict[str, str], tmp_path: Path
 ) -> None:

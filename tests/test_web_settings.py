@@ -77,6 +77,7 @@ def _field_error(html: str, field: str) -> str:
 # -- in the browser ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_rotate_the_ingest_password_shown_once(browser: Any, daemon: DaemonProcess) -> None:
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     sign_in(page, daemon)
@@ -120,6 +121,7 @@ def test_rotate_the_ingest_password_shown_once(browser: Any, daemon: DaemonProce
     assert password not in daemon.log.read_text() and "booth-typed-1" not in daemon.log.read_text()
 
 
+@pytest.mark.slow
 def test_provider_keys_are_never_shown(browser: Any, daemon: DaemonProcess) -> None:
     secret, replacement = "AIza-console-secret-0123456789", "AIza-console-second-9876543210"
     page = browser.new_page(viewport={"width": 1280, "height": 900})
@@ -168,6 +170,7 @@ def test_provider_keys_are_never_shown(browser: Any, daemon: DaemonProcess) -> N
     assert secret not in log and replacement not in log
 
 
+@pytest.mark.slow
 def test_deadline_and_ttl_with_errors_at_their_fields(browser: Any, daemon: DaemonProcess) -> None:
     page = browser.new_page(viewport={"width": 375, "height": 800})
     sign_in(page, daemon)
@@ -209,6 +212,7 @@ POST_ROUTES = [
 ]
 
 
+@pytest.mark.slow
 def test_every_post_needs_the_csrf_token(daemon: DaemonProcess) -> None:
     with _signed_in(daemon) as (http, token):
         for path, form in POST_ROUTES:
@@ -304,6 +308,7 @@ def test_the_settings_page_never_contains_a_stored_key(daemon: DaemonProcess) ->
         assert unknown.status_code == 404 and "unknown provider" in unknown.text
 
 
+@pytest.mark.slow
 def test_purge_runs_the_cleaner(daemon: DaemonProcess) -> None:
     job_id = _ingest(daemon, INGEST_PASSWORD).headers["x-job-id"]
     assert httpx.get(_url(daemon, f"/public/results/{job_id}")).status_code == 200

@@ -152,6 +152,7 @@ def test_every_catalogue_choice_has_a_form() -> None:
 # -- in a real browser ------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_dashboard_lists_the_15_slots(browser: Any, web_daemon: Any) -> None:
     assert booth_upload(web_daemon, "slot-001").status_code == 200
     assert booth_upload(web_daemon, "slot-003").status_code == 200
@@ -194,6 +195,7 @@ def test_dashboard_lists_the_15_slots(browser: Any, web_daemon: Any) -> None:
     phone.screenshot(path=screenshot_path("console-slots-dashboard-375"), full_page=True)
 
 
+@pytest.mark.slow
 def test_edit_provider_operation_and_prompt(browser: Any, web_daemon: Any) -> None:
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     sign_in(page, web_daemon)
@@ -231,6 +233,7 @@ def test_edit_provider_operation_and_prompt(browser: Any, web_daemon: Any) -> No
     assert page.get_by_label("Provider").input_value() == "gemini"
 
 
+@pytest.mark.slow
 def test_invalid_values_show_their_errors_and_save_nothing(browser: Any, web_daemon: Any) -> None:
     before = slot_json(web_daemon, "slot-006")
     page = browser.new_page(viewport={"width": 1280, "height": 900})
@@ -260,6 +263,7 @@ def test_invalid_values_show_their_errors_and_save_nothing(browser: Any, web_dae
     assert after["display_name"] == before["display_name"]
 
 
+@pytest.mark.slow
 def test_without_javascript_show_its_settings_then_save(browser: Any, web_daemon: Any) -> None:
     context = browser.new_context(
         java_script_enabled=False, viewport={"width": 1280, "height": 900}
@@ -283,6 +287,7 @@ def test_without_javascript_show_its_settings_then_save(browser: Any, web_daemon
     context.close()
 
 
+@pytest.mark.slow
 def test_frame_template_upload_bind_and_switch(browser: Any, web_daemon: Any) -> None:
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     sign_in(page, web_daemon)
@@ -327,6 +332,7 @@ def test_frame_template_upload_bind_and_switch(browser: Any, web_daemon: Any) ->
     assert framed.status_code == 200 and framed.content != PHOTO
 
 
+@pytest.mark.slow
 def test_test_run_shows_the_result_and_the_gallery_lists_it(browser: Any, web_daemon: Any) -> None:
     booth = booth_upload(web_daemon, "slot-009")
     assert booth.status_code == 200
@@ -394,6 +400,7 @@ def test_test_run_shows_the_result_and_the_gallery_lists_it(browser: Any, web_da
     )
 
 
+@pytest.mark.slow
 def test_toggling_a_slot_off_makes_the_booth_ingest_404(browser: Any, web_daemon: Any) -> None:
     assert booth_upload(web_daemon, "slot-011").status_code == 200
     page = browser.new_page(viewport={"width": 1280, "height": 900})
@@ -414,6 +421,7 @@ def test_toggling_a_slot_off_makes_the_booth_ingest_404(browser: Any, web_daemon
 # -- over plain HTTP --------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_every_slot_post_needs_the_csrf_token(web_daemon: Any) -> None:
     http, token = console(web_daemon)
     before = slot_json(web_daemon, "slot-012")
@@ -453,6 +461,7 @@ def test_every_slot_post_needs_the_csrf_token(web_daemon: Any) -> None:
     http.close()
 
 
+@pytest.mark.slow
 def test_names_and_prompts_are_escaped(web_daemon: Any) -> None:
     http, token = console(web_daemon)
     saved = http.post(
@@ -491,6 +500,7 @@ def test_names_and_prompts_are_escaped(web_daemon: Any) -> None:
     http.close()
 
 
+@pytest.mark.slow
 def test_a_stale_form_saves_nothing(web_daemon: Any) -> None:
     http, token = console(web_daemon)
     found = re.search(r'name="version" value="(\d+)"', http.get("/admin/slots/slot-014").text)
@@ -535,6 +545,7 @@ def small_daemon(tmp_path: Path) -> Iterator[DaemonProcess]:
         process.stop()
 
 
+@pytest.mark.slow
 def test_uploads_over_the_limit_get_the_api_413(small_daemon: DaemonProcess) -> None:
     http, token = console(small_daemon)
     streamed = make_jpeg(1600, 1067, grain=0.6)  # > 1 MiB photo, < the body bound

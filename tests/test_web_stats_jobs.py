@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.conftest import ADMIN_PASSWORD, INGEST_PASSWORD
 from tests.support.browser import screenshot_path
@@ -108,6 +109,7 @@ def _figure(page: Any, name: str) -> str:
 # -- in the browser ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_stats_page_numbers_and_charts(browser: Any, web_daemon: DaemonProcess) -> None:
     _traffic(web_daemon)
     page = browser.new_page(viewport={"width": 1280, "height": 900})
@@ -173,6 +175,7 @@ def test_stats_page_numbers_and_charts(browser: Any, web_daemon: DaemonProcess) 
     page.screenshot(path=screenshot_path("console-stats-375"), full_page=True)
 
 
+@pytest.mark.slow
 def test_jobs_list_to_job_detail_with_booth_metadata(
     browser: Any, web_daemon: DaemonProcess
 ) -> None:
@@ -262,6 +265,7 @@ def test_stats_numbers_are_the_apis(web_daemon: DaemonProcess) -> None:
     assert anonymous.headers["location"] == "/admin/login?next=/admin/stats%3Fwindow%3D360"
 
 
+@pytest.mark.slow
 def test_jobs_filters_limit_and_missing_jobs(web_daemon: DaemonProcess) -> None:
     ids = [_ingest(web_daemon, "slot-005").headers["x-job-id"] for _ in range(3)]
     with _console(web_daemon) as http:
