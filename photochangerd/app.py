@@ -69,7 +69,7 @@ from photochangerd.media.images import configure_pillow
 from photochangerd.media.imaging import ImageWorkers
 from photochangerd.media.provider_media import ProviderMedia
 from photochangerd.media.store import MediaStore
-from photochangerd.memory import tune_malloc
+from photochangerd.memory import freeze_startup_objects, tune_malloc
 from photochangerd.metrics import Metrics
 from photochangerd.providers.base import Provider
 from photochangerd.providers.keys import ProviderKeys
@@ -365,6 +365,8 @@ async def _serve(
                     _hypercorn_config(config),
                 )
                 # Sockets bound, database migrated and answering, HTTP accepting: ready.
+                if handle_signals:  # the process is ours (not embedded in a test run)
+                    freeze_startup_objects()
                 notifier.ready(serving_status(urls, config.workers, context.db.dialect))
                 event(
                     log,

@@ -45,3 +45,19 @@ def test_an_idle_sqlite_daemon_loads_only_what_it_uses(tmp_path: Path) -> None:
         assert status["VmHWM"] < status["VmRSS"] + 10, status
     finally:
         daemon.stop()
+
+
+def test_start_up_objects_are_frozen_out_of_the_collector() -> None:
+    import subprocess
+    import sys
+
+    # In a process of its own: freezing is process-wide (the daemon does it only when it owns
+    # its process; an embedded daemon, as in these tests, leaves the collector alone).
+    code = (
+        "import gc, photochangerd.app\n"
+        "from photochangerd.memory import freeze_startup_objects\n"
+        "freeze_startup_objects()\n"
+        "assert gc.get_freeze_count() > 50_000, gc.get_freeze_count()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
