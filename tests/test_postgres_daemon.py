@@ -8,6 +8,7 @@ import os
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -246,3 +247,40 @@ async def test_a_rotation_on_one_instance_holds_on_the_next_upload_to_another(
     assert b.context.db.config_generation > generation
     new = await dslr_upload("127.0.0.1", b.port, photo=PHOTO, password="rotated-on-a-1234")
     assert new is not None and new.status == 200
+
+
+async def test_an_upload_costs_two_statements(
+    nursery: trio.Nursery, tmp_path: Path, pg_cluster: PostgresCluster
+) -> None:
+    """The hot path on PostgreSQL: one insert and one conditional update, each in autocommit
+    (one round trip): slots, settings and keys come from memory, no pre-ping, no BEGIN."""
+    name = f"statements_{os.getpid()}"
+    url = pg_cluster.create_database(name)
+    pg_cluster._psql(f"ALTER DATABASE {name} SET log_statement = 'all'")
+    daemon = await start_daemon(nursery, make_config(tmp_path, database_url=url))
+    await _wait_listening(daemon)
+    warm = await dslr_upload("127.0.0.1", daemon.port, photo=PHOTO, password=INGEST_PASSWORD)
+    assert warm is not None and warm.status == 200
+    await trio.sleep(0.5)  # the activity log's batch of the warm-up is written
+
+    statements: list[str] = []
+    engine = daemon.context.db._async_engine.sync_engine
+
+    def on_execute(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement.split()[0].upper())
+
+    sa.event.listen(engine, "before_cursor_execute", on_execute)
+    log_from = pg_cluster.log_file.stat().st_size
+    try:
+        response = await dslr_upload(
+            "127.0.0.1", daemon.port, photo=PHOTO, password=INGEST_PASSWORD
+        )
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", on_execute)
+    assert response is not None and response.status == 200
+    assert statements == ["INSERT", "UPDATE"], statements
+    with open(pg_cluster.log_file, encoding="utf-8", errors="replace") as log:
+        log.seek(log_from)
+        logged = [line for line in log if "statement:" in line or "execute " in line]
+    # What reached the server: the two statements, no BEGIN/COMMIT, no pre-ping.
+    assert len(logged) == 2 and not any("BEGIN" in line for line in logged), logged
