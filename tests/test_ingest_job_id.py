@@ -48,3 +48,24 @@ async def test_answers_without_a_job_have_no_id(daemon: RunningDaemon) -> None:
     wrong = await dslr_upload("127.0.0.1", daemon.port, photo=PHOTO, password="wrong-password")
     assert wrong is not None and wrong.status == 401
     assert "x-job-id" not in wrong.headers and "link" not in wrong.headers
+
+
+async def test_a_defect_after_submission_answers_500_with_the_job_id(
+    daemon: RunningDaemon, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug of ours after the job exists (here: the wait itself) is a JSON 500 that still names
+    the job, and the daemon keeps serving."""
+    service = daemon.context.jobs
+    real_wait = service.wait
+
+    async def broken_wait(run: object) -> object:
+        raise RuntimeError("a defect")
+
+    monkeypatch.setattr(service, "wait", broken_wait)
+    response = await dslr_upload("127.0.0.1", daemon.port, photo=PHOTO, password=INGEST_PASSWORD)
+    assert response is not None and response.status == 500
+    assert response.json()["failure_reason"] == "internal_error"
+    assert response.headers.get("x-job-id")
+    monkeypatch.setattr(service, "wait", real_wait)
+    again = await dslr_upload("127.0.0.1", daemon.port, photo=PHOTO, password=INGEST_PASSWORD)
+    assert again is not None and again.status == 200

@@ -24,7 +24,13 @@ from typing import Any
 import trio
 
 from photochangerd.http.context import BoothHandles
-from photochangerd.http.ingest import Answer, IngestRequest, handle_ingest, json_answer
+from photochangerd.http.ingest import (
+    Answer,
+    ClientGone,
+    IngestRequest,
+    handle_ingest,
+    json_answer,
+)
 from shared.errors import FailureReason, error_body
 
 log = logging.getLogger("photochangerd.http")
@@ -32,10 +38,6 @@ log = logging.getLogger("photochangerd.http")
 ASGIApp = Any
 _INGEST_PATH = re.compile(r"/(?:api/)?ingest/(?P<slot_id>.+)")
 HEALTHY = Answer(200, b'{"status":"ok"}', "application/json", {})
-
-
-class ClientGone(Exception):
-    """The client disconnected before its upload was complete."""
 
 
 def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:

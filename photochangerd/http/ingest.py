@@ -208,8 +208,21 @@ async def handle_ingest(
             answer.headers["Connection"] = "close"
         attempt.record(error.status, error.reason.value)
         return answer
+    except ClientGone:
+        raise
+    except Exception:
+        # A defect of ours: 500, logged with its traceback — and, when a job was submitted,
+        # with its X-Job-Id like every other answer about a job.
+        log.exception("http.internal_error", extra={"fields": {"job_id": attempt.job_id}})
+        answer = json_answer(500, error_body(FailureReason.INTERNAL_ERROR), {"Connection": "close"})
+        attempt.record(500, FailureReason.INTERNAL_ERROR.value)
+        return _with_job_id(answer, attempt.job_id)
     attempt.record(answer.status, answer.failure_reason, size)
     return _with_job_id(answer, attempt.job_id)
+
+
+class ClientGone(Exception):
+    """The client disconnected before its upload was complete."""
 
 
 def _with_job_id(answer: Answer, job_id: str | None) -> Answer:
