@@ -40,6 +40,7 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.config import Sockets
 
+from photochangerd.auth.fingerprint import check_shared_keys
 from photochangerd.auth.keys import load_or_create_key
 from photochangerd.auth.passwords import IngestPasswordChecker
 from photochangerd.auth.secrets_box import SecretBox, SecretDecryptionError
@@ -211,7 +212,8 @@ async def _run_locked(
     # Keys for admin tokens and provider secrets at rest: configured, else generated once
     # (mode 0600) so that every later start — and every instance sharing the data dir — agrees.
     jwt_key = load_or_create_key(config.keys_dir, "jwt.key", config.jwt_secret)
-    secrets = SecretBox(load_or_create_key(config.keys_dir, "secrets.key", config.secret_key))
+    secrets_key = load_or_create_key(config.keys_dir, "secrets.key", config.secret_key)
+    secrets = SecretBox(secrets_key)
     images = ImageWorkers(config.image_threads)
     database: list[Database] = []  # bound once the engine exists
 
@@ -242,6 +244,8 @@ async def _run_locked(
         await bootstrap(db, config, clock.now(), environ, credentials=credentials)
         provider_media = ProviderMedia(db, store, clock, config.effective_public_base_url)
         policy = storage_policy(db.dialect)  # SQLite: this daemon alone; PostgreSQL: shared
+        if not policy.single_instance:  # every instance must hold the same keys
+            await check_shared_keys(db, {"jwt": jwt_key, "secrets": secrets_key}, clock.now())
         jobs = JobService(
             db=db,
             store=store,

@@ -4,6 +4,7 @@ daemons sharing one database."""
 
 from __future__ import annotations
 
+import base64
 import os
 from collections.abc import Iterator
 from functools import partial
@@ -27,6 +28,11 @@ from tests.support.images import make_jpeg
 from tests.support.postgres import PostgresCluster, find_pg_bin
 
 pytestmark = pytest.mark.postgres
+# Instances sharing a database share their keys (else the second refuses to start).
+SHARED_KEYS = {
+    "jwt_secret": "shared-jwt-secret-for-both-instances-0123456789",
+    "secret_key": base64.b64encode(b"k" * 32).decode(),
+}
 PHOTO = make_jpeg(800, 600)
 
 
@@ -108,10 +114,12 @@ async def test_two_daemons_share_one_database(
     url = pg_cluster.create_database(f"shared_{os.getpid()}")
     media = tmp_path / "shared-media"
     a = await start_daemon(
-        nursery, make_config(tmp_path / "a", database_url=url, media_dir=media, workers=1)
+        nursery,
+        make_config(tmp_path / "a", database_url=url, media_dir=media, workers=1, **SHARED_KEYS),
     )
     b = await start_daemon(
-        nursery, make_config(tmp_path / "b", database_url=url, media_dir=media, workers=2)
+        nursery,
+        make_config(tmp_path / "b", database_url=url, media_dir=media, workers=2, **SHARED_KEYS),
     )
     await a.configure_slot(
         "slot-001", provider="script", operation="echo", settings={"seconds": 2.0}
@@ -158,10 +166,12 @@ async def test_job_events_survive_a_postgresql_restart(
     media = tmp_path / "shared-media"
     url = own_cluster.dsn()
     a = await start_daemon(
-        nursery, make_config(tmp_path / "a", database_url=url, media_dir=media, workers=1)
+        nursery,
+        make_config(tmp_path / "a", database_url=url, media_dir=media, workers=1, **SHARED_KEYS),
     )
     b = await start_daemon(
-        nursery, make_config(tmp_path / "b", database_url=url, media_dir=media, workers=1)
+        nursery,
+        make_config(tmp_path / "b", database_url=url, media_dir=media, workers=1, **SHARED_KEYS),
     )
     await a.configure_slot(
         "slot-001", provider="script", operation="echo", settings={"seconds": 2.0}
@@ -222,8 +232,12 @@ async def test_a_rotation_on_one_instance_holds_on_the_next_upload_to_another(
     by another instance is announced (photochanger_config) and drops the copy at once."""
     url = pg_cluster.create_database(f"rotation_{os.getpid()}")
     media = tmp_path / "shared-media"
-    a = await start_daemon(nursery, make_config(tmp_path / "a", database_url=url, media_dir=media))
-    b = await start_daemon(nursery, make_config(tmp_path / "b", database_url=url, media_dir=media))
+    a = await start_daemon(
+        nursery, make_config(tmp_path / "a", database_url=url, media_dir=media, **SHARED_KEYS)
+    )
+    b = await start_daemon(
+        nursery, make_config(tmp_path / "b", database_url=url, media_dir=media, **SHARED_KEYS)
+    )
     await _wait_listening(a, b)
     assert b.context.db.config_trusted
     for _ in range(2):  # the second upload is served from B's in-memory copy
@@ -284,3 +298,26 @@ async def test_an_upload_costs_two_statements(
         logged = [line for line in log if "statement:" in line or "execute " in line]
     # What reached the server: the two statements, no BEGIN/COMMIT, no pre-ping.
     assert len(logged) == 2 and not any("BEGIN" in line for line in logged), logged
+
+
+async def test_an_instance_with_other_keys_refuses_to_start(
+    nursery: trio.Nursery, tmp_path: Path, pg_cluster: PostgresCluster
+) -> None:
+    from photochangerd.auth.fingerprint import KeysDiffer
+
+    url = pg_cluster.create_database(f"keys_{os.getpid()}")
+    first = await start_daemon(
+        nursery, make_config(tmp_path / "a", database_url=url, **SHARED_KEYS)
+    )
+    other = {**SHARED_KEYS, "jwt_secret": "another-jwt-secret-of-enough-length-0123456789"}
+    with pytest.raises(BaseException) as caught:
+        await start_daemon(nursery, make_config(tmp_path / "b", database_url=url, **other))
+    error = caught.value
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    assert isinstance(error, KeysDiffer), repr(error)
+    assert "jwt_secret differs" in str(error) and "secret_key" in str(error)
+    same = await start_daemon(
+        nursery, make_config(tmp_path / "c", database_url=url, **SHARED_KEYS)
+    )  # the same keys: welcome
+    assert first.url != same.url
