@@ -64,7 +64,7 @@ from photochangerd.jobs.activity import ActivityLog
 from photochangerd.jobs.admission import Admission
 from photochangerd.jobs.service import JobService
 from photochangerd.jobs.worker import run_sweeper, run_worker
-from photochangerd.logs import event
+from photochangerd.logs import event, set_log_instance
 from photochangerd.media.cleaner import Cleaner, startup_leftovers
 from photochangerd.media.images import configure_pillow
 from photochangerd.media.imaging import ImageWorkers
@@ -105,8 +105,9 @@ def _hypercorn_config(config: Config) -> HypercornConfig:
     return hc
 
 
-def _instance_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+def _instance_id(config: Config) -> str:
+    """``instance_id`` from the config, else ``<hostname>:<pid>`` (unique among instances)."""
+    return config.instance_id or f"{socket.gethostname()}:{os.getpid()}"
 
 
 async def _watchdog(db: Database, interval: float, notifier: Notifier) -> None:
@@ -244,6 +245,8 @@ async def _run_locked(
         await bootstrap(db, config, clock.now(), environ, credentials=credentials)
         provider_media = ProviderMedia(db, store, clock, config.effective_public_base_url)
         policy = storage_policy(db.dialect)  # SQLite: this daemon alone; PostgreSQL: shared
+        instance_id = _instance_id(config)
+        set_log_instance(instance_id)
         if not policy.single_instance:  # every instance must hold the same keys
             await check_shared_keys(db, {"jwt": jwt_key, "secrets": secrets_key}, clock.now())
         jobs = JobService(
@@ -252,7 +255,7 @@ async def _run_locked(
             providers=registry,
             images=images,
             clock=clock,
-            instance_id=_instance_id(),
+            instance_id=instance_id,
             provider_media=provider_media,
             policy=policy,
         )
@@ -285,6 +288,7 @@ async def _run_locked(
             ingest_context=IngestContext(db, cached=policy.cache_ingest_context),
             sessions=ConsoleSessions(db, jwt_key, config.admin_token_ttl_minutes * 60, clock),
             intake=Intake(),
+            instance_id=instance_id,
         )
         await _serve(
             config,

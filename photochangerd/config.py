@@ -94,6 +94,9 @@ class Config:
     )
     keep_alive_timeout_seconds: float = _setting(5.0, "Idle keep-alive connections close after.")
     db_connect_timeout_seconds: float = _setting(3.0, "Database connect timeout.")
+    instance_id: str = _setting(
+        "", "This instance's name in /readyz, JSON logs and jobs. Empty: <hostname>:<pid>."
+    )
     log_format: str = _setting("text", "text (key=value) or json.")
     log_level: str = _setting("info", "debug, info, warning or error.")
     admin_token_ttl_minutes: int = _setting(720, "Lifetime of an admin token (pcctl login).")

@@ -15,6 +15,12 @@ import time
 from typing import Any
 
 MAX_VALUE = 300
+_instance: str | None = None  # JSON lines name the instance (several share one log store)
+
+
+def set_log_instance(instance_id: str | None) -> None:
+    global _instance
+    _instance = instance_id
 
 
 def _render(value: Any) -> str:
@@ -46,6 +52,8 @@ class JsonFormatter(logging.Formatter):
             "event": record.getMessage(),
             "logger": record.name,
         }
+        if _instance is not None:
+            document["instance"] = _instance
         for key, value in getattr(record, "fields", {}).items():
             if value is not None:
                 document[key] = value if isinstance(value, int | float | bool) else str(value)

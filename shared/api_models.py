@@ -211,6 +211,9 @@ class JobOut(_Out):
     deadline: float
     duration_seconds: float | None
     provider_job_reference: str | None
+    claimed_by: str | None = Field(
+        default=None, description="the instance that ran it (its `instance_id`)"
+    )
     result: dict[str, Any] | None
     public_result_url: str | None
     guest_url: str | None = Field(default=None, description=_GUEST_URL)

@@ -600,3 +600,29 @@ async def test_openapi_lists_only_routes_that_exist(client: httpx.AsyncClient) -
 
 def test_daemon_type_is_exported() -> None:
     assert Daemon.__name__ == "Daemon"
+
+
+async def test_the_instance_names_itself(nursery: trio.Nursery, tmp_path: Path) -> None:
+    """``instance_id``: in /readyz, in the job it ran (``claimed_by``), in JSON log lines."""
+    from photochangerd.logs import JsonFormatter, set_log_instance
+
+    daemon = await start_daemon(nursery, make_config(tmp_path, instance_id="booth-box-1"))
+    async with httpx.AsyncClient(base_url=daemon.url) as client:
+        ready = (await client.get("/readyz")).json()
+        assert ready["instance"] == "booth-box-1"
+        upload = await dslr_upload(
+            "127.0.0.1", daemon.port, photo=make_jpeg(320, 240), password=INGEST_PASSWORD
+        )
+        assert upload is not None and upload.status == 200
+        token = await _token(client)
+        job = await client.get(
+            f"/api/jobs/{upload.headers['x-job-id']}",
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert job.json()["claimed_by"] == "booth-box-1"
+    record = logging.LogRecord("photochangerd", logging.INFO, __file__, 1, "job.done", None, None)
+    set_log_instance("booth-box-1")
+    try:
+        assert json.loads(JsonFormatter().format(record))["instance"] == "booth-box-1"
+    finally:
+        set_log_instance(None)

@@ -113,6 +113,7 @@ def show_job(out: Output, data: JobOut) -> None:
         ("deadline", iso(data.deadline), when(data.deadline)),
         ("duration_seconds", data.duration_seconds, Text(seconds(data.duration_seconds))),
         ("provider_job_reference", data.provider_job_reference, None),
+        ("claimed_by", data.claimed_by, None),
     ]
     for key, value in (data.result or {}).items():
         shown = iso(value) if key == "expires_at" and isinstance(value, int | float) else value

@@ -85,6 +85,7 @@ class PublicHandles:
     clock: WallClock
     intake: Intake  # /readyz answers 503 while shutting down
     metrics: Metrics
+    instance_id: str  # named by /readyz
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +144,7 @@ class AppContext:
     sessions: ConsoleSessions
     throttle: LoginThrottle = field(default_factory=LoginThrottle)
     intake: Intake = field(default_factory=Intake)
+    instance_id: str = ""
 
     def handles(self) -> Handles:
         booth = BoothHandles(
@@ -166,6 +168,7 @@ class AppContext:
             clock=self.clock,
             intake=self.intake,
             metrics=self.metrics,
+            instance_id=self.instance_id,
         )
         admin = AdminHandles(
             config=self.config,

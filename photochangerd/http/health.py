@@ -33,7 +33,7 @@ async def readyz() -> Response:
         return error_response(503, FailureReason.SERVICE_UNAVAILABLE, "media dir not writable")
     if not app.intake.open:
         return error_response(503, FailureReason.SERVICE_UNAVAILABLE, "shutting down")
-    return jsonify({"status": "ok", "database": app.db.dialect})
+    return jsonify({"status": "ok", "database": app.db.dialect, "instance": app.instance_id})
 
 
 @bp.route("/metrics", methods=["GET"])

@@ -56,6 +56,7 @@ def job_out(app: AdminHandles, job: Job, *, with_metadata: bool = False) -> JobO
             round(job.finalized_at - job.created_at, 4) if job.finalized_at else None
         ),
         provider_job_reference=job.provider_job_reference,
+        claimed_by=job.claimed_by,
         result=None
         if job.result_checksum is None
         else {
