@@ -123,12 +123,17 @@ def login(state: State, server_url: str | None, user: str | None, password_stdin
 @cli.command()
 @pass_state
 def logout(state: State) -> None:
-    """Forget the stored token (the server URL stays)."""
+    """Sign the token out on the server and forget it (the server URL stays)."""
     stored = config.load(state.config_file)
-    if config.forget_token(state.config_file):
-        state.out.success(f"logged out of {stored.server}")
-    else:
+    if stored.token is None:
         state.out.info("not logged in")
+        return
+    try:
+        state.client().logout()
+    except PcctlError as exc:  # unreachable, already expired...: forgotten here all the same
+        state.out.warn(f"the server did not sign the token out ({exc}); forgetting it here")
+    config.forget_token(state.config_file)
+    state.out.success(f"logged out of {stored.server}")
 
 
 def _register() -> None:

@@ -212,6 +212,10 @@ class ApiClient:
         )
         return self._parse(TokenResponse, response)
 
+    def logout(self) -> None:
+        """Sign the token out on the server (every instance refuses it from now on)."""
+        self._send("POST", "/api/logout")
+
     # -- slots ------------------------------------------------------------------------------
     def list_slots(self) -> SlotList:
         return self._get(SlotList, "/api/slots")

@@ -108,6 +108,7 @@ def _forge(claims: dict[str, Any], key: bytes | str, algorithm: str = "HS256") -
         "tampered",
         "garbage",
         "wrong_audience",
+        "no_jti",
     ],
 )
 async def test_tampered_tokens_are_401(
@@ -121,6 +122,7 @@ async def test_tampered_tokens_are_401(
         "exp": now + 600,
         "iss": "photochangerd",
         "aud": "photochanger-admin",
+        "jti": "forged-token-id",
     }
     key = _jwt_key(daemon)
     token = {
@@ -132,6 +134,7 @@ async def test_tampered_tokens_are_401(
         "tampered": lambda: _tamper(_forge(good, key)),
         "garbage": lambda: "not.a.token",
         "wrong_audience": lambda: _forge(good | {"aud": "someone-else"}, key),
+        "no_jti": lambda: _forge({k: v for k, v in good.items() if k != "jti"}, key),
     }[case]()
     response = await client.get("/api/slots", headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 401
@@ -626,3 +629,36 @@ async def test_the_instance_names_itself(nursery: trio.Nursery, tmp_path: Path) 
         assert json.loads(JsonFormatter().format(record))["instance"] == "booth-box-1"
     finally:
         set_log_instance(None)
+
+
+
+async def test_a_forged_token_with_every_claim_is_accepted(
+    daemon: RunningDaemon, client: httpx.AsyncClient
+) -> None:
+    """The control for the cases above: they fail for their own reason, not a missing claim."""
+    now = int(time.time())
+    claims = {
+        "sub": "serg",
+        "scope": "admin",
+        "iat": now,
+        "exp": now + 600,
+        "iss": "photochangerd",
+        "aud": "photochanger-admin",
+        "jti": "forged-token-id",
+    }
+    token = _forge(claims, _jwt_key(daemon))
+    response = await client.get("/api/slots", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 200
+
+
+async def test_logout_signs_the_token_out(client: httpx.AsyncClient) -> None:
+    token = await _token(client)
+    other = await _token(client)
+    headers = {"Authorization": f"Bearer {token}"}
+    assert (await client.get("/api/slots", headers=headers)).status_code == 200
+    assert (await client.post("/api/logout", headers=headers)).status_code == 204
+    refused = await client.get("/api/slots", headers=headers)
+    assert refused.status_code == 401 and "signed out" in refused.json()["details"]
+    still = await client.get("/api/slots", headers={"Authorization": f"Bearer {other}"})
+    assert still.status_code == 200  # only that token
+    assert (await client.post("/api/logout")).status_code == 401  # needs a token

@@ -251,10 +251,14 @@ def test_login_prompts_and_stores_a_private_config(daemon: PcctlDaemon, tmp_path
     stored = pcctl_config.load(runner.config_file)
     assert stored.server == daemon.url and stored.user == "igor" and stored.token
     assert stored.expires_at is not None and stored.expires_at > time.time()
-    # the stored login works for the next command, and logout forgets the token
+    # the stored login works for the next command; logout signs it out on the server (a copy
+    # of the token is refused from now on) and forgets it
     assert len(_lines(runner.ok("slot", "list"))) == 15
+    token = stored.token
     assert "logged out" in runner.ok("logout").stderr
     assert pcctl_config.load(runner.config_file).token is None
+    copy = httpx.get(f"{daemon.url}/api/slots", headers={"Authorization": f"Bearer {token}"})
+    assert copy.status_code == 401 and "signed out" in copy.json()["details"]
     result = runner("slot", "list")
     assert result.exit_code == 3 and "not logged in" in result.stderr
 

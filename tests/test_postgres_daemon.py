@@ -321,3 +321,19 @@ async def test_an_instance_with_other_keys_refuses_to_start(
         nursery, make_config(tmp_path / "c", database_url=url, **SHARED_KEYS)
     )  # the same keys: welcome
     assert first.url != same.url
+
+
+async def test_a_sign_out_on_one_instance_holds_on_the_other(
+    nursery: trio.Nursery, tmp_path: Path, pg_cluster: PostgresCluster
+) -> None:
+    url = pg_cluster.create_database(f"logout_{os.getpid()}")
+    a = await start_daemon(nursery, make_config(tmp_path / "a", database_url=url, **SHARED_KEYS))
+    b = await start_daemon(nursery, make_config(tmp_path / "b", database_url=url, **SHARED_KEYS))
+    async with httpx.AsyncClient() as http:
+        login = await http.post(
+            f"{a.url}/api/login", json={"username": "serg", "password": ADMIN_PASSWORD}
+        )
+        headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
+        assert (await http.get(f"{b.url}/api/slots", headers=headers)).status_code == 200
+        assert (await http.post(f"{a.url}/api/logout", headers=headers)).status_code == 204
+        assert (await http.get(f"{b.url}/api/slots", headers=headers)).status_code == 401

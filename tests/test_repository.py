@@ -21,9 +21,11 @@ from shared.slots import SLOT_IDS
 @pytest.fixture
 async def db(database_url: str) -> AsyncIterator[Database]:
     async with trio_asyncio.open_loop(), open_database(database_url) as database:
-        expected = ["0001_initial", "0002_admin_session"]
-        if database.dialect == "postgresql":
-            expected += ["0003_job_events", "0004_config_events"]  # notification triggers
+        if database.dialect == "postgresql":  # + the notification triggers
+            expected = ["0001_initial", "0002_admin_session", "0003_job_events"]
+            expected += ["0004_config_events", "0005_revoked_token"]
+        else:
+            expected = ["0001_initial", "0002_admin_session", "0003_revoked_token"]
         assert await migrate(database) == expected
         assert await migrate(database) == []  # idempotent
         yield database

@@ -1,4 +1,5 @@
-"""Admin access tokens: HS256 JWTs with ``sub``, ``scope``, ``iat``, ``exp``, ``iss``, ``aud``.
+"""Admin access tokens: HS256 JWTs with ``sub``, ``scope``, ``iat``, ``exp``, ``iss``, ``aud``
+and ``jti`` (the id ``POST /api/logout`` revokes on every instance: ``revoked_token``).
 
 PyJWT accepts a token without ``exp`` unless told otherwise and only warns on short keys
 (docs/stack-traps.md, "PyJWT: exp is not required by default"): decoding pins the algorithm,
@@ -11,6 +12,7 @@ PyJWT is imported on first use: it loads cryptography's X.509 and asymmetric-key
 from __future__ import annotations
 
 import importlib
+import secrets
 import time
 from dataclasses import dataclass
 from types import ModuleType
@@ -34,6 +36,7 @@ class InvalidToken(Exception):
 class Principal:
     username: str
     expires_at: int
+    token_id: str
 
 
 class TokenService:
@@ -52,6 +55,7 @@ class TokenService:
             "exp": issued + self.ttl_seconds,
             "iss": ISSUER,
             "aud": AUDIENCE,
+            "jti": secrets.token_urlsafe(16),
         }
         jwt = _jwt()
         return str(jwt.encode(claims, self._key, algorithm=ALGORITHM))
@@ -67,7 +71,7 @@ class TokenService:
                 issuer=ISSUER,
                 leeway=LEEWAY_SECONDS,
                 options={
-                    "require": ["exp", "iat", "sub", "iss", "aud"],
+                    "require": ["exp", "iat", "sub", "iss", "aud", "jti"],
                     "enforce_minimum_key_length": True,
                 },
             )
@@ -75,4 +79,6 @@ class TokenService:
             raise InvalidToken(type(exc).__name__) from None
         if claims.get("scope") != SCOPE or not isinstance(claims.get("sub"), str):
             raise InvalidToken("wrong scope")
-        return Principal(claims["sub"], int(claims["exp"]))
+        if not isinstance(claims.get("jti"), str):
+            raise InvalidToken("no token id")
+        return Principal(claims["sub"], int(claims["exp"]), claims["jti"])

@@ -26,6 +26,7 @@ from photochangerd.db.tables import (
     media_object,
     processing_log,
     provider_secret,
+    revoked_token,
     slot,
     slot_template,
     template_media,
@@ -675,3 +676,22 @@ def admin_session_user(conn: Connection, id_hash: str, now: float) -> tuple[str,
 
 def close_admin_session(conn: Connection, id_hash: str) -> None:
     conn.execute(sa.delete(admin_session).where(admin_session.c.id_hash == id_hash))
+
+
+# -- signed-out admin tokens ----------------------------------------------------------------
+
+
+@single_statement
+def revoke_token(conn: Connection, jti: str, expires_at: float) -> None:
+    conn.execute(_insert_ignore(conn, revoked_token).values(jti=jti, expires_at=expires_at))
+
+
+def token_revoked(conn: Connection, jti: str) -> bool:
+    found = conn.scalar(sa.select(revoked_token.c.jti).where(revoked_token.c.jti == jti))
+    return found is not None
+
+
+@single_statement
+def delete_expired_revocations(conn: Connection, now: float) -> int:
+    result = conn.execute(sa.delete(revoked_token).where(revoked_token.c.expires_at < now))
+    return int(result.rowcount or 0)

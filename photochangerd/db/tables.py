@@ -143,3 +143,10 @@ admin_session = sa.Table(
     sa.Column("created_at", Timestamp, nullable=False),
     sa.Column("expires_at", Timestamp, nullable=False),
 )
+
+revoked_token = sa.Table(
+    "revoked_token",
+    metadata,
+    sa.Column("jti", sa.Text, primary_key=True),
+    sa.Column("expires_at", Timestamp, nullable=False),
+)

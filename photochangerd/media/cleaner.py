@@ -101,6 +101,8 @@ class Cleaner:
         expired = await self.delete_expired_results(slot_id)
         media = 0 if slot_id else await self.delete_expired_media()
         orphans = 0 if slot_id else await self.delete_orphans()
+        if slot_id is None:  # signed-out tokens past their own expiry: nothing left to refuse
+            await self.db.write(repositories.delete_expired_revocations, self.clock.now())
         if expired or orphans or media:
             event(
                 log,

@@ -7,8 +7,10 @@ from __future__ import annotations
 from quart import Blueprint, g, request
 
 from photochangerd.auth.tokens import InvalidToken
+from photochangerd.db import repositories
+from photochangerd.db.engine import DatabaseUnavailable
 from photochangerd.http.context import admin
-from photochangerd.http.errors import ApiError
+from photochangerd.http.errors import ApiError, ServiceUnavailable
 from photochangerd.web.sessions import COOKIE, CSRF_HEADER
 from shared.errors import FailureReason
 
@@ -40,11 +42,19 @@ async def require_admin() -> None:
         return
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized()
+    app = admin()
     try:
-        principal = admin().tokens.verify(token.strip())
+        principal = app.tokens.verify(token.strip())
     except InvalidToken:
         raise Unauthorized("the token is invalid or expired") from None
+    try:  # signed out (on any instance: the table is shared)
+        revoked = await app.db.read(repositories.token_revoked, principal.token_id)
+    except DatabaseUnavailable:
+        raise ServiceUnavailable("database unavailable") from None
+    if revoked:
+        raise Unauthorized("the token was signed out")
     g.admin = principal.username
+    g.principal = principal
 
 
 async def _console_session() -> None:

@@ -1,20 +1,26 @@
-"""``POST /api/login``: built-in admins, argon2id hashes, throttled, HS256 token out."""
+"""``POST /api/login``: built-in admins, argon2id hashes, throttled, HS256 token out;
+``POST /api/logout``: the token (or the console session) signed out on every instance."""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 
 import trio
-from quart import request
+from quart import g, request
 from quart_schema import validate_request, validate_response
 
 from photochangerd.auth.passwords import hash_password, needs_rehash, verify_password
 from photochangerd.db import repositories
 from photochangerd.db.engine import DatabaseUnavailable
-from photochangerd.http.admin import Unauthorized, bp
+from photochangerd.http.admin import Unauthorized, admin_name, bp
 from photochangerd.http.context import AdminHandles, admin
 from photochangerd.http.errors import RateLimited, ServiceUnavailable
+from photochangerd.logs import event
+from photochangerd.web.sessions import COOKIE
 from shared.api_models import LoginRequest, TokenResponse
+
+log = logging.getLogger("photochangerd.admin")
 
 # Unknown usernames are checked against this hash, so they cost the same as known ones and a
 # timing difference does not reveal which accounts exist. A constant, not computed at import
@@ -63,3 +69,22 @@ async def login(data: LoginRequest) -> tuple[TokenResponse, int]:
     await authenticate(app, data.username, data.password, request.remote_addr or "unknown")
     token = app.tokens.issue(data.username)
     return TokenResponse(access_token=token, expires_in=app.tokens.ttl_seconds), 200
+
+
+@bp.post("/logout")
+async def logout() -> tuple[str, int]:
+    """Sign this token out: refused from now on by every instance, until it would have expired
+    anyway (a console session calling the API signs its session out instead)."""
+    app = admin()
+    principal = g.get("principal")
+    try:
+        if principal is not None:
+            await app.db.write(
+                repositories.revoke_token, principal.token_id, float(principal.expires_at)
+            )
+        else:
+            await app.sessions.close(request.cookies.get(COOKIE, ""))
+    except DatabaseUnavailable:
+        raise ServiceUnavailable("database unavailable") from None
+    event(log, logging.INFO, "admin.logout", user=admin_name())
+    return "", 204
