@@ -44,6 +44,7 @@ from photochangerd.auth.fingerprint import check_shared_keys
 from photochangerd.auth.keys import load_or_create_key
 from photochangerd.auth.passwords import IngestPasswordChecker
 from photochangerd.auth.secrets_box import SecretBox, SecretDecryptionError
+from photochangerd.auth.throttle import LoginThrottle
 from photochangerd.auth.tokens import TokenService
 from photochangerd.bootstrap import bootstrap
 from photochangerd.clock import WallClock
@@ -287,6 +288,7 @@ async def _run_locked(
             purge_requests=purge_send,
             ingest_context=IngestContext(db, cached=policy.cache_ingest_context),
             sessions=ConsoleSessions(db, jwt_key, config.admin_token_ttl_minutes * 60, clock),
+            throttle=LoginThrottle(db, clock),
             intake=Intake(),
             instance_id=instance_id,
         )

@@ -337,3 +337,29 @@ async def test_a_sign_out_on_one_instance_holds_on_the_other(
         assert (await http.get(f"{b.url}/api/slots", headers=headers)).status_code == 200
         assert (await http.post(f"{a.url}/api/logout", headers=headers)).status_code == 204
         assert (await http.get(f"{b.url}/api/slots", headers=headers)).status_code == 401
+
+
+async def test_failed_sign_ins_are_counted_across_instances(
+    nursery: trio.Nursery, tmp_path: Path, pg_cluster: PostgresCluster
+) -> None:
+    """Two instances give a guesser no more attempts than one: 5 failures on each lock the
+    account on both (10 in 15 minutes)."""
+    url = pg_cluster.create_database(f"throttle_{os.getpid()}")
+    a = await start_daemon(nursery, make_config(tmp_path / "a", database_url=url, **SHARED_KEYS))
+    b = await start_daemon(nursery, make_config(tmp_path / "b", database_url=url, **SHARED_KEYS))
+    async with httpx.AsyncClient() as http:
+        for number in range(10):
+            daemon = a if number % 2 else b
+            wrong = await http.post(
+                f"{daemon.url}/api/login", json={"username": "igor", "password": "guess"}
+            )
+            assert wrong.status_code == 401
+        for daemon in (a, b):
+            locked = await http.post(
+                f"{daemon.url}/api/login", json={"username": "igor", "password": ADMIN_PASSWORD}
+            )
+            assert locked.status_code == 429 and 800 < int(locked.headers["retry-after"]) <= 901
+        other = await http.post(
+            f"{a.url}/api/login", json={"username": "serg", "password": ADMIN_PASSWORD}
+        )
+        assert other.status_code == 429  # the same address is locked too (10 from it)

@@ -23,6 +23,8 @@ from photochangerd.db.tables import (
     admin_user,
     app_settings,
     job,
+    login_failure,
+    login_lock,
     media_object,
     processing_log,
     provider_secret,
@@ -695,3 +697,56 @@ def token_revoked(conn: Connection, jti: str) -> bool:
 def delete_expired_revocations(conn: Connection, now: float) -> int:
     result = conn.execute(sa.delete(revoked_token).where(revoked_token.c.expires_at < now))
     return int(result.rowcount or 0)
+
+
+# -- sign-in throttle (auth/throttle.py) ------------------------------------------------------
+
+
+def login_locked_until(conn: Connection, keys: Sequence[str], now: float) -> float | None:
+    """The latest lock among ``keys`` still in force, or None."""
+    value = conn.scalar(
+        sa.select(sa.func.max(login_lock.c.locked_until)).where(
+            login_lock.c.key.in_(keys), login_lock.c.locked_until > now
+        )
+    )
+    return None if value is None else float(value)
+
+
+def record_login_failure(
+    conn: Connection,
+    keys: Sequence[str],
+    now: float,
+    *,
+    window: float,
+    max_failures: int,
+    lock_seconds: float,
+) -> None:
+    """Count a failure for each key; a key with ``max_failures`` in ``window`` is locked."""
+    conn.execute(
+        sa.delete(login_failure).where(
+            login_failure.c.key.in_(keys), login_failure.c.failed_at <= now - window
+        )
+    )
+    conn.execute(sa.insert(login_failure), [{"key": key, "failed_at": now} for key in keys])
+    counts = conn.execute(
+        sa.select(login_failure.c.key, sa.func.count())
+        .where(login_failure.c.key.in_(keys))
+        .group_by(login_failure.c.key)
+    )
+    full = [key for key, count in counts if count >= max_failures]
+    if full:
+        conn.execute(sa.delete(login_lock).where(login_lock.c.key.in_(full)))
+        conn.execute(
+            sa.insert(login_lock), [{"key": k, "locked_until": now + lock_seconds} for k in full]
+        )
+        conn.execute(sa.delete(login_failure).where(login_failure.c.key.in_(full)))
+
+
+def clear_login_failures(conn: Connection, keys: Sequence[str]) -> None:
+    conn.execute(sa.delete(login_failure).where(login_failure.c.key.in_(keys)))
+    conn.execute(sa.delete(login_lock).where(login_lock.c.key.in_(keys)))
+
+
+def prune_login_throttle(conn: Connection, now: float, window: float) -> None:
+    conn.execute(sa.delete(login_failure).where(login_failure.c.failed_at <= now - window))
+    conn.execute(sa.delete(login_lock).where(login_lock.c.locked_until <= now))

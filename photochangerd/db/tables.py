@@ -150,3 +150,17 @@ revoked_token = sa.Table(
     sa.Column("jti", sa.Text, primary_key=True),
     sa.Column("expires_at", Timestamp, nullable=False),
 )
+
+login_failure = sa.Table(
+    "login_failure",
+    metadata,
+    sa.Column("key", sa.Text, nullable=False),
+    sa.Column("failed_at", Timestamp, nullable=False),
+)
+
+login_lock = sa.Table(
+    "login_lock",
+    metadata,
+    sa.Column("key", sa.Text, primary_key=True),
+    sa.Column("locked_until", Timestamp, nullable=False),
+)

@@ -142,7 +142,7 @@ class AppContext:
     purge_requests: trio.MemorySendChannel[str]
     ingest_context: IngestContext
     sessions: ConsoleSessions
-    throttle: LoginThrottle = field(default_factory=LoginThrottle)
+    throttle: LoginThrottle
     intake: Intake = field(default_factory=Intake)
     instance_id: str = ""
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import trio
 
+from photochangerd.auth.throttle import WINDOW_SECONDS as THROTTLE_WINDOW
 from photochangerd.clock import WallClock
 from photochangerd.db import repositories
 from photochangerd.db.engine import Database, DatabaseUnavailable
@@ -101,8 +102,11 @@ class Cleaner:
         expired = await self.delete_expired_results(slot_id)
         media = 0 if slot_id else await self.delete_expired_media()
         orphans = 0 if slot_id else await self.delete_orphans()
-        if slot_id is None:  # signed-out tokens past their own expiry: nothing left to refuse
+        if slot_id is None:  # signed-out tokens past their own expiry; old sign-in failures
             await self.db.write(repositories.delete_expired_revocations, self.clock.now())
+            await self.db.write(
+                repositories.prune_login_throttle, self.clock.now(), THROTTLE_WINDOW
+            )
         if expired or orphans or media:
             event(
                 log,

@@ -38,23 +38,26 @@ async def authenticate(app: AdminHandles, username: str, password: str, address:
     Raises :class:`RateLimited` (locked), :class:`Unauthorized` (wrong) or
     :class:`ServiceUnavailable` (database down).
     """
-    keys = [f"user:{username.lower()}", f"addr:{address}"]
-    wait = app.throttle.retry_after(keys)
-    if wait is not None:
-        raise RateLimited(
-            "too many failed logins; try again later", headers={"Retry-After": str(wait)}
-        )
+    keys = [f"user:{username.lower()[:100]}", f"addr:{address}"]
     try:
+        wait = await app.throttle.retry_after(keys)
+        if wait is not None:
+            raise RateLimited(
+                "too many failed logins; try again later", headers={"Retry-After": str(wait)}
+            )
         stored = await app.db.read(repositories.admin_password_hash, username)
     except DatabaseUnavailable:
         raise ServiceUnavailable("database unavailable") from None
     ok = await trio.to_thread.run_sync(
         verify_password, stored or DUMMY_HASH, password, limiter=_KDF
     )
-    if not ok or stored is None:
-        app.throttle.failed(keys)
-        raise Unauthorized("wrong username or password")
-    app.throttle.succeeded(keys)
+    try:
+        if not ok or stored is None:
+            await app.throttle.failed(keys)
+            raise Unauthorized("wrong username or password")
+        await app.throttle.succeeded(keys)
+    except DatabaseUnavailable:
+        raise ServiceUnavailable("database unavailable") from None
     if needs_rehash(stored):  # made with older parameters: renewed while we know the password
         renewed = await trio.to_thread.run_sync(hash_password, password, limiter=_KDF)
         with contextlib.suppress(DatabaseUnavailable):
