@@ -41,6 +41,7 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.config import Sockets
 
 from photochangerd.auth.fingerprint import check_shared_keys
+from photochangerd.auth.ingest_pacing import DatabasePaceLedger
 from photochangerd.auth.keys import load_or_create_key
 from photochangerd.auth.passwords import IngestPasswordChecker
 from photochangerd.auth.secrets_box import SecretBox, SecretDecryptionError
@@ -277,7 +278,7 @@ async def _run_locked(
             images=images,
             admission=admission,
             activity=ActivityLog(db, metrics),
-            ingest_passwords=IngestPasswordChecker(),
+            ingest_passwords=IngestPasswordChecker(ledger=DatabasePaceLedger(db, clock)),
             clock=clock,
             tokens=TokenService(jwt_key, config.admin_token_ttl_minutes * 60),
             secrets=secrets,

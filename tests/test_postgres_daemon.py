@@ -363,3 +363,34 @@ async def test_failed_sign_ins_are_counted_across_instances(
             f"{a.url}/api/login", json={"username": "serg", "password": ADMIN_PASSWORD}
         )
         assert other.status_code == 429  # the same address is locked too (10 from it)
+
+
+async def test_ingest_password_pacing_is_shared_by_instances(
+    nursery: trio.Nursery, tmp_path: Path, pg_cluster: PostgresCluster
+) -> None:
+    """20 new wrong passwords from one address, spread over two instances, pace it on both:
+    the next three (alternating instances) take a KDF turn a second apart, not one each at once
+    per instance."""
+    url = pg_cluster.create_database(f"pacing_{os.getpid()}")
+    media = tmp_path / "shared-media"
+    a = await start_daemon(
+        nursery, make_config(tmp_path / "a", database_url=url, media_dir=media, **SHARED_KEYS)
+    )
+    b = await start_daemon(
+        nursery, make_config(tmp_path / "b", database_url=url, media_dir=media, **SHARED_KEYS)
+    )
+    small = make_jpeg(200, 150)
+    for attempt in range(20):
+        daemon = a if attempt % 2 else b
+        response = await dslr_upload("127.0.0.1", daemon.port, photo=small, password=f"g-{attempt}")
+        assert response is not None and response.status == 401
+
+    async def guess(daemon: RunningDaemon, attempt: int) -> None:
+        response = await dslr_upload("127.0.0.1", daemon.port, photo=small, password=f"g-{attempt}")
+        assert response is not None and response.status == 401
+
+    started = trio.current_time()
+    async with trio.open_nursery() as guesses:  # at once: the shared queue spaces them
+        for attempt, daemon in ((20, a), (21, b), (22, a)):
+            guesses.start_soon(guess, daemon, attempt)
+    assert trio.current_time() - started >= 1.9

@@ -19,6 +19,7 @@ import hmac
 import secrets
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import trio
 from argon2 import PasswordHasher
@@ -62,22 +63,63 @@ FAILURE_WINDOW = 15 * 60.0
 PACED_INTERVAL = 1.0
 
 
+class PaceLedger(Protocol):
+    """Where new wrong ingest passwords are counted per address, and paced KDF runs queued."""
+
+    async def paced(self, address: str) -> bool:
+        """Whether ``address`` sent ``FREE_FAILURES`` new wrong passwords within the window."""
+
+    async def wait_turn(self, address: str) -> None:
+        """Sleep until ``address`` may run its next KDF (one per ``PACED_INTERVAL``)."""
+
+    async def failed(self, address: str) -> None:
+        """Count a new wrong password from ``address``."""
+
+
 @dataclass(slots=True)
 class _Pace:
     lock: trio.Lock = field(default_factory=trio.Lock)
     next_run: float = 0.0
 
 
+class MemoryPaceLedger:
+    """This process's own count (one daemon per SQLite data dir), on Trio's clock."""
+
+    MEMORY = 256
+
+    def __init__(self) -> None:
+        self._failures: dict[str, list[float]] = {}  # address → times of new wrong passwords
+        self._paces: dict[str, _Pace] = {}
+
+    async def paced(self, address: str) -> bool:
+        now = trio.current_time()
+        recent = [t for t in self._failures.get(address, []) if now - t < FAILURE_WINDOW]
+        return len(recent) >= FREE_FAILURES
+
+    async def wait_turn(self, address: str) -> None:
+        pace = self._paces.setdefault(address, _Pace())
+        async with pace.lock:
+            await trio.sleep_until(pace.next_run)
+            pace.next_run = trio.current_time() + PACED_INTERVAL
+
+    async def failed(self, address: str) -> None:
+        failures = self._failures.setdefault(address, [])
+        now = trio.current_time()
+        failures[:] = [t for t in failures if now - t < FAILURE_WINDOW][-FREE_FAILURES:]
+        failures.append(now)
+        while len(self._failures) > self.MEMORY:
+            self._failures.pop(next(iter(self._failures)))
+
+
 class IngestPasswordChecker:
     REJECTED_MEMORY = 256
 
-    def __init__(self, kdf_threads: int = 1) -> None:
+    def __init__(self, kdf_threads: int = 1, ledger: PaceLedger | None = None) -> None:
         self._key = secrets.token_bytes(32)
         self._limiter = trio.CapacityLimiter(kdf_threads)
         self._accepted: tuple[str, bytes] | None = None
         self._rejected: OrderedDict[tuple[str, bytes], None] = OrderedDict()
-        self._failures: dict[str, list[float]] = {}  # address → times of new wrong passwords
-        self._paces: dict[str, _Pace] = {}
+        self._ledger: PaceLedger = ledger or MemoryPaceLedger()
         self._in_flight: dict[tuple[str, bytes], trio.Event] = {}  # KDF runs under way
 
     def _mac(self, password: str) -> bytes:
@@ -104,29 +146,12 @@ class IngestPasswordChecker:
         verdict = self.known(stored_hash, password)
         if verdict is not None:
             return verdict
-        pace = self._pacer(address)
-        if pace is None:
-            ok = await self._verify(stored_hash, password)
-        else:
-            async with pace.lock:
-                await trio.sleep_until(pace.next_run)
-                pace.next_run = trio.current_time() + PACED_INTERVAL
-                ok = await self._verify(stored_hash, password)
+        if await self._ledger.paced(address):
+            await self._ledger.wait_turn(address)
+        ok = await self._verify(stored_hash, password)
         if not ok:
-            failures = self._failures.setdefault(address, [])
-            now = trio.current_time()
-            failures[:] = [t for t in failures if now - t < FAILURE_WINDOW][-FREE_FAILURES:]
-            failures.append(now)
-            while len(self._failures) > self.REJECTED_MEMORY:
-                self._failures.pop(next(iter(self._failures)))
+            await self._ledger.failed(address)
         return ok
-
-    def _pacer(self, address: str) -> _Pace | None:
-        now = trio.current_time()
-        recent = [t for t in self._failures.get(address, []) if now - t < FAILURE_WINDOW]
-        if len(recent) < FREE_FAILURES:
-            return None
-        return self._paces.setdefault(address, _Pace())
 
     async def _verify(self, stored_hash: str, password: str) -> bool:
         key = (stored_hash, self._mac(password))

@@ -22,6 +22,8 @@ from photochangerd.db.tables import (
     admin_session,
     admin_user,
     app_settings,
+    ingest_failure,
+    ingest_pace,
     job,
     login_failure,
     login_lock,
@@ -750,3 +752,42 @@ def clear_login_failures(conn: Connection, keys: Sequence[str]) -> None:
 def prune_login_throttle(conn: Connection, now: float, window: float) -> None:
     conn.execute(sa.delete(login_failure).where(login_failure.c.failed_at <= now - window))
     conn.execute(sa.delete(login_lock).where(login_lock.c.locked_until <= now))
+
+
+# -- ingest password pacing (auth/ingest_pacing.py) -------------------------------------------
+
+
+def ingest_failures_since(conn: Connection, address: str, since: float) -> int:
+    return int(
+        conn.scalar(
+            sa.select(sa.func.count()).where(
+                ingest_failure.c.address == address, ingest_failure.c.failed_at > since
+            )
+        )
+        or 0
+    )
+
+
+@single_statement
+def add_ingest_failure(conn: Connection, address: str, now: float) -> None:
+    conn.execute(sa.insert(ingest_failure).values(address=address, failed_at=now))
+
+
+def reserve_ingest_turn(conn: Connection, address: str, now: float, interval: float) -> float:
+    """The start of ``address``'s next paced turn (now, or after the turns already taken)."""
+    conn.execute(_insert_ignore(conn, ingest_pace).values(address=address, next_run=now))
+    query = sa.select(ingest_pace.c.next_run).where(ingest_pace.c.address == address)
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update()  # instances queue on the row
+    start = max(float(conn.scalar(query) or now), now)
+    conn.execute(
+        sa.update(ingest_pace)
+        .where(ingest_pace.c.address == address)
+        .values(next_run=start + interval)
+    )
+    return start
+
+
+def prune_ingest_pacing(conn: Connection, now: float, window: float) -> None:
+    conn.execute(sa.delete(ingest_failure).where(ingest_failure.c.failed_at <= now - window))
+    conn.execute(sa.delete(ingest_pace).where(ingest_pace.c.next_run <= now - window))

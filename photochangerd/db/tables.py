@@ -164,3 +164,17 @@ login_lock = sa.Table(
     sa.Column("key", sa.Text, primary_key=True),
     sa.Column("locked_until", Timestamp, nullable=False),
 )
+
+ingest_failure = sa.Table(
+    "ingest_failure",
+    metadata,
+    sa.Column("address", sa.Text, nullable=False),
+    sa.Column("failed_at", Timestamp, nullable=False),
+)
+
+ingest_pace = sa.Table(
+    "ingest_pace",
+    metadata,
+    sa.Column("address", sa.Text, primary_key=True),
+    sa.Column("next_run", Timestamp, nullable=False),
+)

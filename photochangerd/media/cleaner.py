@@ -15,6 +15,7 @@ from pathlib import Path
 
 import trio
 
+from photochangerd.auth.passwords import FAILURE_WINDOW
 from photochangerd.auth.throttle import WINDOW_SECONDS as THROTTLE_WINDOW
 from photochangerd.clock import WallClock
 from photochangerd.db import repositories
@@ -107,6 +108,7 @@ class Cleaner:
             await self.db.write(
                 repositories.prune_login_throttle, self.clock.now(), THROTTLE_WINDOW
             )
+            await self.db.write(repositories.prune_ingest_pacing, self.clock.now(), FAILURE_WINDOW)
         if expired or orphans or media:
             event(
                 log,
