@@ -631,7 +631,6 @@ async def test_the_instance_names_itself(nursery: trio.Nursery, tmp_path: Path) 
         set_log_instance(None)
 
 
-
 async def test_a_forged_token_with_every_claim_is_accepted(
     daemon: RunningDaemon, client: httpx.AsyncClient
 ) -> None:
