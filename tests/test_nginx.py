@@ -9,157 +9,28 @@ address (login throttle) and the https scheme (Secure cookie) — from nginx onl
 
 from __future__ import annotations
 
-import datetime
-import os
-import shutil
-import signal
-import subprocess
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 import trio
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
-from tests.conftest import ADMIN_PASSWORD, INGEST_PASSWORD, free_port, make_config, start_daemon
+from tests.conftest import ADMIN_PASSWORD, INGEST_PASSWORD, make_config, start_daemon
 from tests.support.dslr import dslr_upload
 from tests.support.images import make_jpeg
-
-REPO = Path(__file__).resolve().parents[1]
-EXAMPLE = REPO / "deploy" / "nginx" / "photochanger.conf"
-INGEST_SNIPPET = REPO / "deploy" / "nginx" / "photochanger-ingest.conf"
-
-
-def _nginx() -> str:
-    found = shutil.which("nginx") or (
-        "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
-    )
-    if found:
-        return found
-    message = "nginx not found: nginx tests skipped (tests/support/ensure_nginx.sh)"
-    if os.environ.get("PHOTOCHANGER_REQUIRE_NGINX") == "1":
-        pytest.fail(message + " — and PHOTOCHANGER_REQUIRE_NGINX=1")
-    pytest.skip(message)
-
-
-def _self_signed(directory: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "booth.test")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
-
-
-def render_example(daemon_port: int, http_port: int, https_port: int, directory: Path) -> str:
-    """The shipped file with test ports, certificate and snippet path; nothing else changed."""
-    cert, key = _self_signed(directory)
-    text = EXAMPLE.read_text()
-    replacements = {
-        "server 127.0.0.1:8080;": f"server 127.0.0.1:{daemon_port};",
-        "listen 80;": f"listen 127.0.0.1:{http_port};",
-        "listen 443 ssl;": f"listen 127.0.0.1:{https_port} ssl;",
-        "/etc/letsencrypt/live/booth.example.com/fullchain.pem": str(cert),
-        "/etc/letsencrypt/live/booth.example.com/privkey.pem": str(key),
-        "/etc/nginx/snippets/photochanger-ingest.conf": str(INGEST_SNIPPET),
-    }
-    for old, new in replacements.items():
-        assert old in text, f"the example no longer contains {old!r}"
-        text = text.replace(old, new)
-    # No IPv6 listeners in the test (the host may have no ::1).
-    return "\n".join(line for line in text.splitlines() if "listen [::]" not in line)
-
-
-@dataclass
-class Nginx:
-    http_port: int
-    https_port: int
-    directory: Path
-
-
-def _run_nginx(daemon_port: int, directory: Path) -> Iterator[Nginx]:
-    nginx = _nginx()
-    http_port, https_port = free_port(), free_port()
-    for name in ("body", "proxy", "fastcgi", "uwsgi", "scgi", "logs"):
-        (directory / name).mkdir(parents=True, exist_ok=True)
-    user = "user root root;\n" if os.geteuid() == 0 else ""
-    conf = directory / "nginx.conf"
-    conf.write_text(
-        f"{user}daemon off;\nworker_processes 1;\npid {directory}/nginx.pid;\n"
-        f"error_log {directory}/logs/error.log warn;\n"
-        "events { worker_connections 256; }\n"
-        "http {\n"
-        "  access_log off;\n"
-        f"  client_body_temp_path {directory}/body;\n  proxy_temp_path {directory}/proxy;\n"
-        f"  fastcgi_temp_path {directory}/fastcgi;\n  uwsgi_temp_path {directory}/uwsgi;\n"
-        f"  scgi_temp_path {directory}/scgi;\n"
-        + render_example(daemon_port, http_port, https_port, directory)
-        + "\n}\n"
-    )
-    check = subprocess.run(
-        [nginx, "-t", "-p", str(directory), "-c", str(conf)], capture_output=True, text=True
-    )
-    assert check.returncode == 0, check.stderr
-    proc = subprocess.Popen(
-        [nginx, "-p", str(directory), "-c", str(conf)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                httpx.get(f"http://127.0.0.1:{http_port}/", timeout=1)
-                break
-            except httpx.HTTPError:
-                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-                assert time.monotonic() < deadline, "nginx did not start"
-                time.sleep(0.05)
-        yield Nginx(http_port, https_port, directory)
-    finally:
-        proc.send_signal(signal.SIGQUIT)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-        if proc.stderr:
-            proc.stderr.close()
+from tests.support.nginx import Nginx, nginx_binary, run_nginx
 
 
 @pytest.mark.slow
 async def test_booth_uploads_and_logins_through_nginx(
     nursery: trio.Nursery, tmp_path: Path
 ) -> None:
-    _nginx()
+    nginx_binary()
     config = make_config(
         tmp_path, trusted_proxies=("127.0.0.1/32",), public_base_url="http://booth.test"
     )
     daemon = await start_daemon(nursery, config)
-    proxy = _run_nginx(daemon.port, tmp_path / "nginx")
+    proxy = run_nginx([daemon.port], tmp_path / "nginx")
     server = await trio.to_thread.run_sync(next, proxy)
     try:
         await _check_booth_contract(server)
