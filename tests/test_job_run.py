@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 import trio
+import trio.testing
 
 from photochangerd.clock import WallClock
 from photochangerd.db import repositories
@@ -327,3 +328,22 @@ async def test_waiting_for_the_answers_ends_once_the_loop_is_quiet(autojump_cloc
         await _after_the_answers()
         assert passes == 5  # the answer ran to its end before the write may start
         nursery.cancel_scope.cancel()
+
+
+async def test_a_look_never_takes_the_worker_promised_to_a_hand_over() -> None:
+    """One idle worker: a LOOK queued for it means no submission may count on it as well (the
+    hand-over would wait behind another instance's job, past its deadline)."""
+    from photochangerd.jobs.queue import LOOK, WorkQueue
+
+    queue = WorkQueue()
+    taken: list[object] = []
+
+    async def worker() -> None:
+        taken.append(await queue.next())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(worker)
+        await trio.testing.wait_all_tasks_blocked()
+        queue.look()
+        assert not queue.reserve()  # the only idle worker is about to take the LOOK
+    assert taken == [LOOK]

@@ -216,6 +216,7 @@ async def test_idle_instances_leave_the_database_alone(
     config = make_config(tmp_path, database_url=url, workers=30, sweep_interval_seconds=5.0)
     daemon = await start_daemon(nursery, config)
     await _wait_listening(daemon)
+    await trio.sleep(1.0)  # the cleaner's first round, at start
     operations: list[float] = []
     pool = daemon.context.db._async_engine.sync_engine.pool
     on_checkout = lambda *_: operations.append(trio.current_time())  # noqa: E731
@@ -398,3 +399,33 @@ async def test_ingest_password_pacing_is_shared_by_instances(
         for attempt, daemon in ((20, a), (21, b), (22, a)):
             guesses.start_soon(guess, daemon, attempt)
     assert trio.current_time() - started >= 1.9
+
+
+async def test_a_silent_listener_connection_is_noticed(
+    nursery: trio.Nursery,
+    tmp_path: Path,
+    own_cluster: PostgresCluster,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A connection that stops answering without closing (here: the server paused) no longer
+    vouches for the in-memory configuration once a heartbeat is missed; it is replaced when
+    the server answers again."""
+    from photochangerd.db import notify
+
+    monkeypatch.setattr(notify, "HEARTBEAT_SECONDS", 0.3)
+    monkeypatch.setattr(notify, "HEARTBEAT_TIMEOUT", 0.5)
+    daemon = await start_daemon(
+        nursery,
+        make_config(tmp_path, database_url=own_cluster.dsn(), db_connect_timeout_seconds=1.0),
+    )
+    await _wait_listening(daemon)
+    assert daemon.context.db.config_trusted
+    await trio.to_thread.run_sync(own_cluster.pause)
+    try:
+        with trio.fail_after(5):
+            while daemon.context.db.config_trusted:
+                await trio.sleep(0.05)
+    finally:
+        await trio.to_thread.run_sync(own_cluster.resume)
+    await _wait_listening(daemon, timeout=20)
+    assert daemon.context.db.config_trusted

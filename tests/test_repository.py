@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Any
 
 import pytest
@@ -387,3 +388,46 @@ def test_migrations_split_on_semicolons_outside_dollar_quotes() -> None:
     assert len(statements) == 3
     assert statements[1].startswith("CREATE FUNCTION") and "RETURN NULL;" in statements[1]
     assert statements[1].endswith("$$ LANGUAGE plpgsql")
+
+
+async def test_paced_turns_queue_at_most_max_wait_ahead(db: Database) -> None:
+    """Abandoned requests cannot push an address's turns (and a booth's behind the same NAT)
+    minutes out: past ``max_wait`` nothing is reserved."""
+    now = 1000.0
+    starts = [
+        await db.write(repositories.reserve_ingest_turn, "10.0.0.9", now, 1.0, 5.0)
+        for _ in range(8)
+    ]
+    assert starts == [1000.0, 1001.0, 1002.0, 1003.0, 1004.0, 1005.0, None, None]
+    later = await db.write(repositories.reserve_ingest_turn, "10.0.0.9", now + 10, 1.0, 5.0)
+    assert later == now + 10  # the queue drained meanwhile
+    other = await db.write(repositories.reserve_ingest_turn, "10.0.0.7", now, 1.0, 5.0)
+    assert other == now  # per address
+
+
+async def test_concurrent_lockouts_of_one_key_do_not_collide(db: Database) -> None:
+    """Two instances' tenth failure at once: the lock is an upsert, not a duplicate key."""
+    keys = ["user:igor"]
+    for _ in range(9):
+        await db.write(
+            repositories.record_login_failure,
+            keys,
+            100.0,
+            window=900.0,
+            max_failures=10,
+            lock_seconds=900.0,
+        )
+    async with trio.open_nursery() as nursery:
+        for _ in range(2):
+            nursery.start_soon(
+                partial(
+                    db.write,
+                    repositories.record_login_failure,
+                    keys,
+                    101.0,
+                    window=900.0,
+                    max_failures=10,
+                    lock_seconds=900.0,
+                )
+            )
+    assert await db.read(repositories.login_locked_until, keys, 102.0) == 1001.0

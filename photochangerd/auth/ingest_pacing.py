@@ -13,7 +13,13 @@ from __future__ import annotations
 
 import trio
 
-from photochangerd.auth.passwords import FAILURE_WINDOW, FREE_FAILURES, PACED_INTERVAL
+from photochangerd.auth.passwords import (
+    FAILURE_WINDOW,
+    FREE_FAILURES,
+    MAX_PACED_WAIT,
+    PACED_INTERVAL,
+    PacedOut,
+)
 from photochangerd.clock import WallClock
 from photochangerd.db import repositories
 from photochangerd.db.engine import Database
@@ -31,8 +37,14 @@ class DatabasePaceLedger:
 
     async def wait_turn(self, address: str) -> None:
         start = await self._db.write(
-            repositories.reserve_ingest_turn, address, self._clock.now(), PACED_INTERVAL
+            repositories.reserve_ingest_turn,
+            address,
+            self._clock.now(),
+            PACED_INTERVAL,
+            MAX_PACED_WAIT,
         )
+        if start is None:
+            raise PacedOut(address)
         await trio.sleep(max(0.0, start - self._clock.now()))
 
     async def failed(self, address: str) -> None:

@@ -61,6 +61,13 @@ def generate_password() -> str:
 FREE_FAILURES = 20
 FAILURE_WINDOW = 15 * 60.0
 PACED_INTERVAL = 1.0
+# A paced address queues at most this far ahead; past it new candidates are refused (429)
+# instead of queued: abandoned requests must not push its turns (and a booth's) minutes out.
+MAX_PACED_WAIT = 5.0
+
+
+class PacedOut(Exception):
+    """An address's queue of paced KDF turns is full: refuse, retry later."""
 
 
 class PaceLedger(Protocol):
@@ -70,7 +77,8 @@ class PaceLedger(Protocol):
         """Whether ``address`` sent ``FREE_FAILURES`` new wrong passwords within the window."""
 
     async def wait_turn(self, address: str) -> None:
-        """Sleep until ``address`` may run its next KDF (one per ``PACED_INTERVAL``)."""
+        """Sleep until ``address`` may run its next KDF (one per ``PACED_INTERVAL``); raise
+        :class:`PacedOut` when that is more than ``MAX_PACED_WAIT`` away."""
 
     async def failed(self, address: str) -> None:
         """Count a new wrong password from ``address``."""
@@ -98,6 +106,8 @@ class MemoryPaceLedger:
 
     async def wait_turn(self, address: str) -> None:
         pace = self._paces.setdefault(address, _Pace())
+        if pace.next_run - trio.current_time() > MAX_PACED_WAIT:
+            raise PacedOut(address)
         async with pace.lock:
             await trio.sleep_until(pace.next_run)
             pace.next_run = trio.current_time() + PACED_INTERVAL

@@ -88,6 +88,8 @@ def _is_unavailable(exc: BaseException) -> bool:
             return False
         if isinstance(seen, OSError | TimeoutError | ConnectionError):
             return True
+        if isinstance(seen, sa.exc.TimeoutError):  # no pooled connection in time: saturated
+            return True
         if isinstance(seen, sa.exc.DBAPIError) and (
             seen.connection_invalidated
             or isinstance(seen, sa.exc.OperationalError | sa.exc.InterfaceError)

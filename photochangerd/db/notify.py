@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -39,6 +40,8 @@ CHANNEL = "photochanger_jobs"
 CONFIG_CHANNEL = "photochanger_config"
 RECONNECT_FIRST = 0.5
 RECONNECT_MAX = 30.0
+HEARTBEAT_SECONDS = 30.0
+HEARTBEAT_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +83,7 @@ class JobEventListener:
         self._handler = handler
         self.listening = False
         self.received = 0
+        self.heartbeat_failed = False
         self._started = False
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -104,7 +108,29 @@ class JobEventListener:
             await trio.sleep(delay)
             delay = min(delay * 2, RECONNECT_MAX)
 
+    async def _heartbeat(self, connection: Any, loop: Any, scope: trio.CancelScope) -> None:
+        import trio_asyncio
+
+        while True:
+            await trio.sleep(HEARTBEAT_SECONDS)
+            with trio.move_on_after(HEARTBEAT_TIMEOUT):
+                await trio_asyncio.aio_as_trio(connection.fetchval, loop=loop)("SELECT 1")
+                continue
+            self._db.config_trusted = False
+            self.heartbeat_failed = True
+            event(log, logging.WARNING, "db.listen_heartbeat_missed")
+            scope.cancel()
+            return
+
+    async def _guarded(self, handling: Awaitable[None]) -> None:
+        """A handler's failure is logged, never the end of the listener (or the daemon)."""
+        try:
+            await handling
+        except Exception:
+            log.exception("db.listen_handler_failed")
+
     async def _listen_once(self, task_status: trio.TaskStatus[None]) -> None:
+        self.heartbeat_failed = False
         import asyncpg
         import trio_asyncio
 
@@ -119,6 +145,9 @@ class JobEventListener:
                 send.send_nowait(payload)
 
         def on_termination(_conn: Any) -> None:
+            # At once, not after the events queued before it: the copy is no longer covered.
+            db.config_trusted = False
+            db.config_changed()
             send.send_nowait(None)
 
         connection = await trio_asyncio.aio_as_trio(asyncpg.connect, loop=loop)(
@@ -139,14 +168,22 @@ class JobEventListener:
             if not self._started:
                 self._started = True
                 task_status.started()
-            await self._handler.catch_up()
-            async for payload in receive:
-                if payload is None:  # the server closed the connection (a restart)
-                    event(log, logging.WARNING, "db.listen_lost")
-                    return
-                self.received += 1
-                job_event = parse_job_event(payload)
-                if job_event is not None:
-                    await self._handler.on_job_event(job_event)
+            async with trio.open_nursery() as nursery:
+                # A connection dropped without a FIN (a NAT or firewall forgetting an idle
+                # flow) would otherwise look alive forever while notifications stop: a
+                # round trip on it now and then proves it, or ends this connection.
+                nursery.start_soon(self._heartbeat, connection, loop, nursery.cancel_scope)
+                await self._guarded(self._handler.catch_up())
+                async for payload in receive:
+                    if payload is None:  # the server closed the connection (a restart)
+                        event(log, logging.WARNING, "db.listen_lost")
+                        break
+                    self.received += 1
+                    job_event = parse_job_event(payload)
+                    if job_event is not None:
+                        await self._guarded(self._handler.on_job_event(job_event))
+                nursery.cancel_scope.cancel()
+            if self.heartbeat_failed:
+                raise TimeoutError("the listening connection stopped answering")
         finally:
             connection.terminate()  # synchronous; no network wait on cancellation

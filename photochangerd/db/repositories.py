@@ -736,11 +736,18 @@ def record_login_failure(
         .group_by(login_failure.c.key)
     )
     full = [key for key, count in counts if count >= max_failures]
-    if full:
-        conn.execute(sa.delete(login_lock).where(login_lock.c.key.in_(full)))
+    for key in full:  # an upsert: two instances may lock the same key at once
+        conn.execute(_insert_ignore(conn, login_lock).values(key=key, locked_until=0.0))
         conn.execute(
-            sa.insert(login_lock), [{"key": k, "locked_until": now + lock_seconds} for k in full]
+            sa.update(login_lock)
+            .where(login_lock.c.key == key)
+            .values(locked_until=sa.func.max(login_lock.c.locked_until, now + lock_seconds))
+            if conn.dialect.name == "sqlite"
+            else sa.update(login_lock)
+            .where(login_lock.c.key == key)
+            .values(locked_until=sa.func.greatest(login_lock.c.locked_until, now + lock_seconds))
         )
+    if full:
         conn.execute(sa.delete(login_failure).where(login_failure.c.key.in_(full)))
 
 
@@ -773,13 +780,18 @@ def add_ingest_failure(conn: Connection, address: str, now: float) -> None:
     conn.execute(sa.insert(ingest_failure).values(address=address, failed_at=now))
 
 
-def reserve_ingest_turn(conn: Connection, address: str, now: float, interval: float) -> float:
-    """The start of ``address``'s next paced turn (now, or after the turns already taken)."""
+def reserve_ingest_turn(
+    conn: Connection, address: str, now: float, interval: float, max_wait: float
+) -> float | None:
+    """The start of ``address``'s next paced turn (now, or after the turns already taken);
+    None, and nothing reserved, when that is more than ``max_wait`` away."""
     conn.execute(_insert_ignore(conn, ingest_pace).values(address=address, next_run=now))
     query = sa.select(ingest_pace.c.next_run).where(ingest_pace.c.address == address)
     if conn.dialect.name == "postgresql":
         query = query.with_for_update()  # instances queue on the row
     start = max(float(conn.scalar(query) or now), now)
+    if start - now > max_wait:
+        return None
     conn.execute(
         sa.update(ingest_pace)
         .where(ingest_pace.c.address == address)

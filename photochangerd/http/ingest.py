@@ -22,6 +22,7 @@ import trio
 from quart import Blueprint, Response, jsonify, request
 from werkzeug.http import parse_options_header
 
+from photochangerd.auth.passwords import MAX_PACED_WAIT, PacedOut
 from photochangerd.db import repositories
 from photochangerd.db.engine import DatabaseUnavailable
 from photochangerd.domain.models import Outcome, Slot, new_job_id
@@ -334,7 +335,15 @@ async def _ingest(
     async def on_field(name: str, value: str) -> None:
         nonlocal password_ok
         if name == PASSWORD_FIELD and mode.password_required:
-            password_ok = await app.ingest_passwords.check(password_hash, value, req.remote_addr)
+            try:
+                password_ok = await app.ingest_passwords.check(
+                    password_hash, value, req.remote_addr
+                )
+            except PacedOut:
+                raise RateLimited(
+                    "too many new wrong passwords from this address; try again in a few seconds",
+                    headers={"Retry-After": str(int(MAX_PACED_WAIT))},
+                ) from None
             if not password_ok:
                 raise InvalidPassword("wrong ingest password")
 

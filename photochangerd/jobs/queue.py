@@ -28,9 +28,13 @@ class WorkQueue:
         self._looking = False  # a LOOK is queued and not yet taken
         self._wanted = False  # a LOOK was asked for while no worker was idle
 
+    def _free(self) -> int:
+        """Idle workers neither promised to a submission nor about to take the queued LOOK."""
+        return self._idle - self._reserved - (1 if self._looking else 0)
+
     def reserve(self) -> bool:
         """Promise an idle worker to one submission; pair with :meth:`release`."""
-        if self._idle > self._reserved:
+        if self._free() > 0:
             self._reserved += 1
             return True
         return False
@@ -52,7 +56,7 @@ class WorkQueue:
         job asks again, so a backlog is drained one by one."""
         if self._looking:
             return
-        if self._idle > self._reserved:
+        if self._free() > 0:
             self._looking = True
             self._send.send_nowait(LOOK)
         else:

@@ -11,6 +11,7 @@ from quart import g, request
 from quart_schema import validate_request, validate_response
 
 from photochangerd.auth.passwords import hash_password, needs_rehash, verify_password
+from photochangerd.auth.tokens import LEEWAY_SECONDS
 from photochangerd.db import repositories
 from photochangerd.db.engine import DatabaseUnavailable
 from photochangerd.http.admin import Unauthorized, admin_name, bp
@@ -82,8 +83,11 @@ async def logout() -> tuple[str, int]:
     principal = g.get("principal")
     try:
         if principal is not None:
+            # Kept until the token could no longer pass verification at all (exp + leeway).
             await app.db.write(
-                repositories.revoke_token, principal.token_id, float(principal.expires_at)
+                repositories.revoke_token,
+                principal.token_id,
+                float(principal.expires_at + LEEWAY_SECONDS),
             )
         else:
             await app.sessions.close(request.cookies.get(COOKIE, ""))
