@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 from functools import partial
@@ -431,3 +432,21 @@ async def test_concurrent_lockouts_of_one_key_do_not_collide(db: Database) -> No
                 )
             )
     assert await db.read(repositories.login_locked_until, keys, 102.0) == 1001.0
+
+
+async def test_only_an_unusable_database_is_unavailable(tmp_path: Any) -> None:
+    """503 is for a database that cannot be used right now; SQLite's own OperationalError for
+    a defect ("no such table") is not that (it is a 500 with a traceback)."""
+    from photochangerd.db.engine import DatabaseUnavailable
+
+    def broken(conn: sa.Connection) -> None:
+        conn.execute(sa.text("SELECT * FROM no_such_table"))
+
+    async with trio_asyncio.open_loop(), open_database(f"sqlite:///{tmp_path / 'x.db'}") as db:
+        with pytest.raises(sa.exc.OperationalError):
+            await db.read(broken)
+    locked = sa.exc.OperationalError("BEGIN", {}, sqlite3.OperationalError("database is locked"))
+    from photochangerd.db.engine import _is_unavailable
+
+    assert _is_unavailable(locked)
+    assert not isinstance(locked, DatabaseUnavailable)

@@ -27,6 +27,7 @@ answers with 503.
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
@@ -71,6 +72,15 @@ def single_statement(fn: Callable[..., T]) -> Callable[..., T]:
     return fn
 
 
+# What sqlite3 says when the database file cannot be used right now.
+_SQLITE_UNAVAILABLE = (
+    "database is locked",
+    "unable to open database file",
+    "disk i/o error",
+    "database or disk is full",
+    "readonly database",
+)
+
 # SQLSTATEs meaning "the server is not there right now": class 08 (connection exception),
 # 57P01-57P03 (admin shutdown, crash shutdown, cannot connect now).
 _UNAVAILABLE_STATES = ("08", "57P01", "57P02", "57P03")
@@ -94,7 +104,12 @@ def _is_unavailable(exc: BaseException) -> bool:
             seen.connection_invalidated
             or isinstance(seen, sa.exc.OperationalError | sa.exc.InterfaceError)
         ):
-            return True
+            # SQLite raises OperationalError for its own mistakes too ("no such table", a
+            # syntax error): only a file that cannot be used right now is "unavailable" (503);
+            # the rest is a defect (500, logged with its traceback).
+            if not isinstance(seen.orig, sqlite3.Error):
+                return True
+            return any(sign in str(seen.orig).lower() for sign in _SQLITE_UNAVAILABLE)
         state = getattr(seen, "sqlstate", None) or getattr(seen, "pgcode", None)
         if isinstance(state, str) and state.startswith(_UNAVAILABLE_STATES):
             return True
