@@ -9,7 +9,11 @@ constant-time compare; a repeated wrong one the same; new wrong ones at most one
 at most ``kdf_threads`` running at once.  An address that has sent :data:`FREE_FAILURES` new
 wrong passwords within :data:`FAILURE_WINDOW` is paced to one KDF run per
 :data:`PACED_INTERVAL` seconds — slowed, not locked out: a booth behind the same NAT as a
-guesser still gets its (new) correct password checked within a second or so.
+guesser still gets its (new) correct password checked within a few seconds; past
+:data:`MAX_PACED_WAIT` of queued turns a new candidate is refused (429) rather than queued.
+Where the failures are counted is a :class:`PaceLedger`: the daemon's is in the database
+(:mod:`photochangerd.auth.ingest_pacing`, shared by instances), :class:`MemoryPaceLedger` is
+this process's own (unit tests, embedding).
 """
 
 from __future__ import annotations

@@ -247,7 +247,7 @@ def configure_slots(daemon: BenchDaemon, pg: PostgresCluster | None, database: s
     """Every slot gemini/edit, PNG kept as it is; by hand in the database, like an operator.
 
     SQLite: the daemon caches slots, so ``BenchDaemon.sql`` sends SIGHUP.  PostgreSQL: the
-    daemon reads the slot on every ingest (no cache), nothing to reload.
+    daemon hears of the commit (``NOTIFY`` on photochanger_config) and drops its copy.
     """
     settings = '{"prompt": "%s", "output_format": "png"}' % PROMPT  # noqa: UP031 - SQL literal
     ids = ", ".join(f"'{slot}'" for slot in SLOT_IDS)
