@@ -133,7 +133,10 @@ class IngestPasswordState(_Out):
 
 class ProviderKeyState(_Out):
     configured: bool
-    source: Literal["settings", "environment", "none"]
+    source: Literal["settings", "credentials", "environment", "none"] = Field(
+        description="settings: stored through the API (editable); credentials: a systemd "
+        "credential; environment: an environment variable; none: not configured"
+    )
     updated_at: float | None
 
 

@@ -156,7 +156,7 @@ async def test_provider_keys_stored_then_credentials_then_environment(tmp_path: 
     assert await keys.get("openai") == "openai-env"
     assert await keys.get("turbotext") is None
     assert keys.source("gemini") == "credentials" and keys.source("openai") == "environment"
-    assert keys.environment_has("gemini") and not keys.environment_has("turbotext")
+    assert keys.source("turbotext") is None
     stored["gemini"] = "from-api"
     assert await keys.get("gemini") == "from-api"
 
@@ -266,7 +266,7 @@ async def test_the_daemon_takes_its_secrets_from_credentials(
         auth = {"Authorization": f"Bearer {token}"}
         settings = (await client.get("/api/settings", headers=auth)).json()
         assert settings["provider_keys"]["gemini"]["configured"] is True
-        assert settings["provider_keys"]["gemini"]["source"] == "environment"  # not stored
+        assert settings["provider_keys"]["gemini"]["source"] == "credentials"  # not stored
         assert settings["provider_keys"]["openai"]["configured"] is False
         slot = await client.put(
             "/api/slots/slot-003",

@@ -14,6 +14,7 @@ decrypting the stored keys on every job cost a database round trip per photo.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
+from typing import Literal
 
 from photochangerd.credentials import Credentials
 
@@ -49,13 +50,9 @@ class ProviderKeys:
             return value
         return self._environ.get(ENV_VARIABLES.get(provider, ""), "").strip() or None
 
-    def environment_has(self, provider: str) -> bool:
-        """A key came with the service's start (credential or environment variable): the API
-        reports both as ``source: "environment"`` — not stored, not editable through it."""
-        return self._from_service(provider) is not None
-
-    def source(self, provider: str) -> str | None:
-        """``"credentials"``, ``"environment"`` or None: where the start-up key comes from."""
+    def source(self, provider: str) -> Literal["credentials", "environment"] | None:
+        """``"credentials"``, ``"environment"`` or None: where the start-up key comes from
+        (the API reports it as such: not stored, not editable through it)."""
         if self._credentials.provider_key(provider):
             return "credentials"
         return "environment" if self._from_service(provider) else None

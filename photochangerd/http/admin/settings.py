@@ -38,10 +38,8 @@ async def current_settings(app: AdminHandles) -> SettingsOut:
             keys[provider] = ProviderKeyState(
                 configured=True, source="settings", updated_at=stored_keys[provider][1]
             )
-        elif app.keys.environment_has(provider):
-            keys[provider] = ProviderKeyState(
-                configured=True, source="environment", updated_at=None
-            )
+        elif (origin := app.keys.source(provider)) is not None:
+            keys[provider] = ProviderKeyState(configured=True, source=origin, updated_at=None)
         else:
             keys[provider] = ProviderKeyState(configured=False, source="none", updated_at=None)
     config = app.config

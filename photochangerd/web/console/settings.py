@@ -187,7 +187,10 @@ async def set_provider_key(provider: str) -> Response:
     label = PROVIDER_LABELS.get(provider, provider)
     if clear:
         state = result.provider_keys[provider]
-        now = "from the environment" if state.source == "environment" else "not configured"
+        now = {
+            "environment": "from the environment",
+            "credentials": "from a systemd credential",
+        }.get(state.source, "not configured")
         return back(SETTINGS_PATH, f"{label} key removed (now: {now})")
     return back(SETTINGS_PATH, f"{label} key stored")
 
