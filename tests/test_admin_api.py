@@ -93,6 +93,19 @@ async def test_brute_force_is_throttled(client: httpx.AsyncClient) -> None:
     assert 800 < int(locked.headers["retry-after"]) <= 901
 
 
+def _valid_claims(now: int) -> dict[str, Any]:
+    """Every claim a token needs, right: each tampered case changes one of them."""
+    return {
+        "sub": "serg",
+        "scope": "admin",
+        "iat": now,
+        "exp": now + 600,
+        "iss": "photochangerd",
+        "aud": "photochanger-admin",
+        "jti": "forged-token-id",
+    }
+
+
 def _forge(claims: dict[str, Any], key: bytes | str, algorithm: str = "HS256") -> str:
     return jwt.encode(claims, key, algorithm=algorithm)
 
@@ -115,15 +128,7 @@ async def test_tampered_tokens_are_401(
     daemon: RunningDaemon, client: httpx.AsyncClient, case: str
 ) -> None:
     now = int(time.time())
-    good = {
-        "sub": "serg",
-        "scope": "admin",
-        "iat": now,
-        "exp": now + 600,
-        "iss": "photochangerd",
-        "aud": "photochanger-admin",
-        "jti": "forged-token-id",
-    }
+    good = _valid_claims(now)
     key = _jwt_key(daemon)
     token = {
         "none": lambda: _forge(good, "", algorithm="none"),
@@ -635,17 +640,7 @@ async def test_a_forged_token_with_every_claim_is_accepted(
     daemon: RunningDaemon, client: httpx.AsyncClient
 ) -> None:
     """The control for the cases above: they fail for their own reason, not a missing claim."""
-    now = int(time.time())
-    claims = {
-        "sub": "serg",
-        "scope": "admin",
-        "iat": now,
-        "exp": now + 600,
-        "iss": "photochangerd",
-        "aud": "photochanger-admin",
-        "jti": "forged-token-id",
-    }
-    token = _forge(claims, _jwt_key(daemon))
+    token = _forge(_valid_claims(int(time.time())), _jwt_key(daemon))
     response = await client.get("/api/slots", headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 200
 

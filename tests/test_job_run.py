@@ -21,6 +21,7 @@ from photochangerd.jobs.record import ANSWERS_FIRST_PASSES, _after_the_answers, 
 from photochangerd.jobs.run import Deadline, JobRun, JobSettings, Party
 from photochangerd.jobs.service import JobService
 from shared.errors import JobFailure
+from tests.support.jobs import claimed_job
 
 DEADLINE = 48.0
 WRITE_SECONDS = 5.0  # how long the (fake) database takes for the final write
@@ -98,24 +99,8 @@ def _job(
         job_id, deadline, settings or JobSettings(), data=b"photo", input_path=f"/in/{job_id}"
     )
     service.runs[run.job_id] = run
-    values: dict[str, Any] = {name: None for name in Job.__dataclass_fields__}
-    values.update(
-        id=job_id,
-        slot_id="slot-001",
-        source="ingest",
-        status="processing",
-        is_finalized=False,
-        provider="gemini",
-        operation="edit",
-        settings={},
-        created_at=now,
-        deadline=deadline.wall,
-        attempts=1,
-        client_metadata={},
-        input_path=f"/in/{job_id}",
-        input_mime_type="image/jpeg",
-    )
-    return Job(**values), run
+    job = claimed_job(job_id, created_at=now, deadline=deadline.wall, input_mime_type="image/jpeg")
+    return job, run
 
 
 async def _forever() -> Outcome:

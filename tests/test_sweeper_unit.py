@@ -22,6 +22,7 @@ from photochangerd.jobs.run import Deadline, JobRun, JobSettings, Party
 from photochangerd.jobs.service import JobService
 from photochangerd.jobs.worker import run_sweeper
 from shared.errors import JobFailure
+from tests.support.jobs import claimed_job
 
 EPOCH = 1_800_000_000.0
 GRACE = 10.0
@@ -125,23 +126,7 @@ def _live_run(service: JobService, job_id: str, trio_deadline: float) -> tuple[J
     deadline = Deadline(EPOCH + trio_deadline, trio_deadline)
     run = JobRun(job_id, deadline, JobSettings(), data=b"photo", input_path=f"/in/{job_id}")
     service.runs[job_id] = run
-    values: dict[str, Any] = {name: None for name in Job.__dataclass_fields__}
-    values.update(
-        id=job_id,
-        slot_id="slot-001",
-        source="ingest",
-        status="processing",
-        is_finalized=False,
-        provider="gemini",
-        operation="edit",
-        settings={},
-        created_at=EPOCH,
-        deadline=deadline.wall,
-        attempts=1,
-        client_metadata={},
-        input_path=f"/in/{job_id}",
-    )
-    return Job(**values), run
+    return claimed_job(job_id, created_at=EPOCH, deadline=deadline.wall), run
 
 
 async def test_only_rows_past_deadline_plus_grace_are_swept(autojump_clock: object) -> None:
