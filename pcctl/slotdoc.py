@@ -11,6 +11,7 @@ reported without a round trip.
 
 from __future__ import annotations
 
+import math
 import tomllib
 import types
 import typing
@@ -24,6 +25,7 @@ from pydantic.fields import FieldInfo
 from pcctl.errors import LocalInvalid
 from shared.api_models import SlotDetail, SlotUpdate
 from shared.catalogue import CATALOGUE, TEMPLATE_ROLES
+from shared.fallbacks import MAX_FALLBACKS, FallbackStep, validate_fallbacks
 from shared.slot_settings import (
     REQUIRED_TEMPLATE_ROLES,
     SETTINGS_MODELS,
@@ -131,6 +133,13 @@ def schema_comment() -> list[str]:
         f'  {provider}/{operation} needs role "{role}"'
         for (provider, operation), role in REQUIRED_TEMPLATE_ROLES.items()
     ]
+    lines += [
+        "",
+        f"[[fallbacks]] — up to {MAX_FALLBACKS} steps, tried in order when the step before fails",
+        "  or runs out of its time: provider, operation, reserve_seconds (the time the step keeps",
+        "  out of the deadline; default 2 for local, 15 for the others), settings = { … },",
+        '  templates = [{ role = "…", template_id = "…" }]. The reserves must fit the deadline.',
+    ]
     return lines
 
 
@@ -147,10 +156,25 @@ def document_values(slot: SlotDetail) -> dict[str, Any]:
         "size_limit_mb": slot.size_limit_mb,
         "settings": {k: v for k, v in slot.settings.items() if v is not None},
     }
+    if slot.fallbacks:
+        values["fallbacks"] = [_step_values(step) for step in slot.fallbacks]
     if slot.template_media:
         values["template_media"] = [
             {"role": b.role, "template_id": b.template_id} for b in slot.template_media
         ]
+    return values
+
+
+def _step_values(step: FallbackStep) -> dict[str, Any]:
+    values: dict[str, Any] = {
+        "provider": step.provider,
+        "operation": step.operation,
+        "reserve_seconds": step.reserve,
+    }
+    if step.settings:
+        values["settings"] = {k: v for k, v in step.settings.items() if v is not None}
+    if step.templates:
+        values["templates"] = [t.model_dump() for t in step.templates]
     return values
 
 
@@ -187,6 +211,15 @@ def render(slot: SlotDetail) -> str:
         out.append("")
         out.append("[[template_media]]")
         out.append(tomli_w.dumps(binding).rstrip("\n"))
+    for step in values.get("fallbacks", []):
+        out.append("")
+        out.append("[[fallbacks]]")
+        scalars = {k: v for k, v in step.items() if k != "settings"}
+        out.append(tomli_w.dumps(scalars).rstrip("\n"))
+        if "settings" in step:  # inline: a [fallbacks.settings] header would be easy to break
+            out.append(f"settings = {_toml_value(step['settings'])}")
+    if not values.get("fallbacks"):
+        out += ["", "# [[fallbacks]]", '# provider = "local"', '# operation = "enhance"']
     return "\n".join(out) + "\n"
 
 
@@ -220,7 +253,7 @@ def parse(text: str) -> dict[str, Any]:
 def update_from_document(values: Mapping[str, Any], slot: SlotDetail) -> SlotUpdate:
     """The full update a document describes, checked locally (:class:`LocalInvalid`)."""
     errors: dict[str, str] = {}
-    known = {*READ_ONLY, *EDITABLE, "settings", "template_media"}
+    known = {*READ_ONLY, *EDITABLE, "settings", "template_media", "fallbacks"}
     for key in values:
         if key not in known:
             errors[key] = "unknown key (allowed: " + ", ".join(sorted(known)) + ")"
@@ -233,6 +266,7 @@ def update_from_document(values: Mapping[str, Any], slot: SlotDetail) -> SlotUpd
     body: dict[str, Any] = {k: values[k] for k in EDITABLE if k in values}
     body["settings"] = values.get("settings", {})
     body["template_media"] = values.get("template_media", [])
+    body["fallbacks"] = values.get("fallbacks", [])
     update: SlotUpdate = model_or_errors(SlotUpdate, body)
     check_update(update, slot)
     return update
@@ -261,10 +295,18 @@ def check_update(update: SlotUpdate, slot: SlotDetail) -> None:
             update.template_media if update.template_media is not None else slot.template_media
         )
     ]
+    errors: dict[str, str] = {}
     try:
         validate_slot(provider, operation, settings, roles)
     except SlotSettingsError as exc:
-        raise LocalInvalid(exc.errors) from None
+        errors.update(exc.errors)
+    if update.fallbacks is not None:
+        try:  # whether the reserves fit the deadline is the server's to say
+            validate_fallbacks(update.fallbacks, math.inf)
+        except SlotSettingsError as exc:
+            errors.update(exc.errors)
+    if errors:
+        raise LocalInvalid(errors)
 
 
 # -- flag edits -----------------------------------------------------------------------------

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from photochangerd.domain.models import Outcome
 
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 15, 20, 30, 45, 60)
 
@@ -27,8 +30,15 @@ class Metrics:
         )
         self.provider_errors = Counter(
             "photochanger_provider_errors",
-            "Jobs that ended with a provider error, by provider and HTTP status answered.",
+            "Failed provider calls (each step of a fallback chain counts), by provider and "
+            "the HTTP status it maps to.",
             ["provider", "status"],
+            registry=self.registry,
+        )
+        self.fallbacks_served = Counter(
+            "photochanger_fallbacks_served",
+            "Jobs answered with a fallback's result, by slot and provider/operation.",
+            ["slot_id", "provider"],
             registry=self.registry,
         )
         self.cleanup = Counter(
@@ -42,6 +52,24 @@ class Metrics:
             "Ingests admitted and not yet answered in this instance.",
             registry=self.registry,
         )
+
+    def observe_job(
+        self,
+        provider: str,
+        slot_id: str,
+        outcome: Outcome,
+        attempts: Sequence[Mapping[str, Any]],
+        seconds: float,
+    ) -> None:
+        """A job's end: its duration, each failed provider call, a fallback that served it."""
+        label = outcome.failure.value if outcome.failure else "success"
+        self.job_duration.labels(provider=provider, outcome=label).observe(seconds)
+        for attempt in attempts:
+            if attempt["outcome"] == "provider_error":
+                status = str(attempt["status"])
+                self.provider_errors.labels(provider=attempt["provider"], status=status).inc()
+        if outcome.fallback_step:
+            self.fallbacks_served.labels(slot_id=slot_id, provider=outcome.served_by).inc()
 
     def track_in_flight(self, read: Callable[[], float]) -> None:
         self.in_flight.set_function(read)

@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.fallbacks import FallbackStep
+
 PROVIDER_NAMES = ("gemini", "turbotext", "openai")
 
 
@@ -85,6 +87,9 @@ class SlotDetail(SlotSummary):
     settings: dict[str, Any]
     size_limit_mb: int
     template_media: list[TemplateBindingOut]
+    fallbacks: list[FallbackStep] = Field(
+        default=[], description="tried in order when the step before fails or runs out of time"
+    )
     recent_results: list[RecentResult]
 
 
@@ -102,6 +107,11 @@ class SlotUpdate(_Model):
     size_limit_mb: int | None = Field(default=None, ge=1, le=20)
     settings: dict[str, Any] | None = None
     template_media: list[TemplateBindingIn] | None = None
+    fallbacks: list[FallbackStep] | None = Field(
+        default=None,
+        description="up to 3 steps tried in order when the step before fails (an empty list "
+        "removes them)",
+    )
 
 
 class TemplateMedia(_Out):
@@ -198,6 +208,23 @@ class ClientMetadata(_Out):
     dropped_fields: int = Field(default=0, description="text parts past the bounds, not kept")
 
 
+class JobAttempt(_Out):
+    """One step of a job's chain: the slot's provider, then its fallbacks."""
+
+    step: int = Field(description="0: the slot's own provider; 1–3: its fallbacks in order")
+    provider: str
+    operation: str
+    outcome: Literal[
+        "success", "provider_error", "timeout", "skipped", "cancelled", "internal_error"
+    ] = Field(
+        description="skipped: the step's share of the deadline was already used up; "
+        "timeout: it ran out of its share (or the whole deadline)"
+    )
+    details: str | None = None
+    status: int | None = Field(default=None, description="the HTTP status its failure maps to")
+    duration_seconds: float
+
+
 class JobOut(_Out):
     job_id: str
     slot_id: str
@@ -220,6 +247,13 @@ class JobOut(_Out):
     result: dict[str, Any] | None
     public_result_url: str | None
     guest_url: str | None = Field(default=None, description=_GUEST_URL)
+    served_by: str | None = Field(
+        default=None,
+        description="provider/operation that made the result (the slot's own or a fallback's)",
+    )
+    attempts: list[JobAttempt] = Field(
+        default=[], description="every step tried, in order (GET /api/jobs/{job_id})"
+    )
     client_metadata: ClientMetadata | None = Field(
         default=None, description="GET /api/jobs/{job_id} only (null in lists)"
     )
@@ -249,6 +283,12 @@ class Stats(_Out):
     cancelled: int
     in_progress: int
     rejected: dict[str, int]
+    fallbacks_served: int = Field(
+        default=0, description="successes answered with a fallback's result (in `successes`)"
+    )
+    fallbacks_by_provider: dict[str, int] = Field(
+        default={}, description="those, by the provider/operation that made them"
+    )
     success_rate: float | None
     timeout_rate: float | None
     p50_duration_seconds: float | None

@@ -239,3 +239,27 @@ def test_editor_precedence() -> None:
         "-x",
     ]
     assert editor_command({}) == ["vi"]
+
+
+def test_fallbacks_are_edited_in_the_document(pcctl: Pcctl, editor: ScriptedEditor) -> None:
+    step = '\n[[fallbacks]]\nprovider = "local"\noperation = "enhance"\nreserve_seconds = 3\n'
+    bad = '\n[[fallbacks]]\nprovider = "local"\noperation = "paint"\n'
+    steps = [
+        {"append": step + bad},  # the second step is refused locally; the editor reopens
+        {"replace": [[bad, ""]]},
+    ]
+    data = pcctl.json("slot", "edit", "slot-005", env=editor.env(steps))
+    assert "fallbacks.1.operation: local supports:" in editor.seen(1)
+    assert data["fallbacks"] == [
+        {
+            "provider": "local",
+            "operation": "enhance",
+            "settings": {},
+            "templates": [],
+            "reserve_seconds": 3.0,
+        }
+    ]
+    shown = pcctl.ok("slot", "show", "slot-005", "--output", "plain").stdout
+    assert "fallback.1\tlocal/enhance reserve=3s" in shown
+    pcctl.ok("slot", "edit", "slot-005", env=editor.env([]))  # presented as it was stored
+    assert step.replace("= 3\n", "= 3.0\n") in editor.seen(2)

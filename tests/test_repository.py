@@ -26,10 +26,10 @@ async def db(database_url: str) -> AsyncIterator[Database]:
         if database.dialect == "postgresql":  # + the notification triggers
             expected = ["0001_initial", "0002_admin_session", "0003_job_events"]
             expected += ["0004_config_events", "0005_revoked_token", "0006_login_throttle"]
-            expected += ["0007_ingest_pacing"]
+            expected += ["0007_ingest_pacing", "0008_fallbacks"]
         else:
             expected = ["0001_initial", "0002_admin_session", "0003_revoked_token"]
-            expected += ["0004_login_throttle", "0005_ingest_pacing"]
+            expected += ["0004_login_throttle", "0005_ingest_pacing", "0006_fallbacks"]
         assert await migrate(database) == expected
         assert await migrate(database) == []  # idempotent
         yield database

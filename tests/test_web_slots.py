@@ -212,7 +212,6 @@ def test_edit_provider_operation_and_prompt(browser: Any, web_daemon: Any) -> No
     settings.get_by_label("Image size").select_option("2K")
     if "qr_stamp" in CommonSettings.model_fields:
         settings.get_by_label("Size percent").fill("20")
-    page.screenshot(path=screenshot_path("console-slot-edit"), full_page=True)
     page.get_by_role("button", name="Save").click()
     page.wait_for_url(re.compile(r".*/admin/slots/slot-004\?notice=Saved\.$"))
     assert page.locator(".notice").inner_text() == "Saved."
@@ -231,6 +230,9 @@ def test_edit_provider_operation_and_prompt(browser: Any, web_daemon: Any) -> No
     # The page shows what was saved.
     assert visible_settings(page).get_by_label("Prompt").input_value().startswith("Turn the")
     assert page.get_by_label("Provider").input_value() == "gemini"
+    # Last: after a full-page capture of this tall page, Chromium delivered the next click
+    # off its target (measured: the Save click reached the form, nothing was submitted).
+    page.screenshot(path=screenshot_path("console-slot-edit"), full_page=True)
 
 
 @pytest.mark.slow
@@ -261,6 +263,36 @@ def test_invalid_values_show_their_errors_and_save_nothing(browser: Any, web_dae
     after = slot_json(web_daemon, "slot-006")
     assert after["version"] == before["version"] and after["provider"] == "local"
     assert after["display_name"] == before["display_name"]
+
+
+def test_fallbacks_are_edited_on_the_slot_page(browser: Any, web_daemon: Any) -> None:
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    sign_in(page, web_daemon)
+    page.goto(_url(web_daemon, "/admin/slots/slot-007"))
+    section = page.locator("#fallbacks")
+    assert "No fallbacks" in section.inner_text()
+    editor = page.get_by_label("Chain (JSON, up to 3 steps)")
+    assert editor.input_value() == "[]"
+    # Refused with the API's message, the text kept as typed, nothing saved.
+    wrong = '[{"provider": "local", "operation": "paint"}]'
+    editor.fill(wrong)
+    page.get_by_role("button", name="Update fallbacks").click()
+    page.wait_for_load_state()
+    error = page.locator("#fallbacks-error")
+    assert "fallbacks.0.operation: local supports:" in error.inner_text()
+    assert page.get_by_label("Chain (JSON, up to 3 steps)").input_value() == wrong
+    assert slot_json(web_daemon, "slot-007")["fallbacks"] == []
+    page.get_by_label("Chain (JSON, up to 3 steps)").fill(
+        '[{"provider": "local", "operation": "sepia", "reserve_seconds": 4}]'
+    )
+    page.get_by_role("button", name="Update fallbacks").click()
+    page.wait_for_load_state()
+    assert "Fallbacks saved." in page.content()
+    assert "local/sepia" in page.locator("#fallbacks li").inner_text()
+    assert "keeps 4 s" in page.locator("#fallbacks li").inner_text()
+    page.screenshot(path=screenshot_path("console-slot-fallbacks"), full_page=True)
+    [step] = slot_json(web_daemon, "slot-007")["fallbacks"]
+    assert (step["operation"], step["reserve_seconds"]) == ("sepia", 4.0)
 
 
 @pytest.mark.slow
@@ -435,6 +467,7 @@ def test_every_slot_post_needs_the_csrf_token(web_daemon: Any) -> None:
         ("/admin/slots/slot-012/templates/bind", {"data": {"role": "frame", "template_id": "x"}}),
         ("/admin/slots/slot-012/templates/unbind", {"data": {"position": "0", "template_id": "x"}}),
         ("/admin/slots/slot-012/test-run", {"files": photo}),
+        ("/admin/slots/slot-012/fallbacks", {"data": {"fallbacks": "[]"}}),
     ]
     for path, body in routes:
         refused = http.post(path, **body)

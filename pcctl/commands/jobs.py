@@ -114,7 +114,12 @@ def show_job(out: Output, data: JobOut) -> None:
         ("duration_seconds", data.duration_seconds, Text(seconds(data.duration_seconds))),
         ("provider_job_reference", data.provider_job_reference, None),
         ("claimed_by", data.claimed_by, None),
+        ("served_by", data.served_by, None),
     ]
+    for a in data.attempts:
+        took = f"{a.duration_seconds:g} s"
+        text = f"{a.provider}/{a.operation} {a.outcome} after {took}"
+        pairs.append((f"attempt.{a.step}", text + (f": {a.details}" if a.details else ""), None))
     for key, value in (data.result or {}).items():
         shown = iso(value) if key == "expires_at" and isinstance(value, int | float) else value
         pairs.append((f"result.{key}", shown, None))

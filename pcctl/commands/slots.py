@@ -165,6 +165,10 @@ def show_plain(out: Output, detail: SlotDetail) -> None:
     pairs = _summary_pairs(detail, frozenset())
     pairs += [(f"settings.{k}", v, None) for k, v in detail.settings.items()]
     pairs += [(f"template_media.{b.role}", b.template_id, None) for b in detail.template_media]
+    pairs += [
+        (f"fallback.{n}", f"{step.label} reserve={step.reserve:g}s", None)
+        for n, step in enumerate(detail.fallbacks, start=1)
+    ]
     out.fields(pairs, detail.id)
     for r in detail.recent_results:
         out.line(
@@ -210,6 +214,23 @@ def show_table(out: Output, detail: SlotDetail, keyless: frozenset[str]) -> None
         console.print(out.rich_fields(templates, "Templates (role → template id)"))
     else:
         console.print(Text("Templates", style="italic"), dim("none"))
+    console.print()
+    steps = [
+        (
+            str(n),
+            step.label,
+            Text.assemble(
+                step.label,
+                (f"  keeps {step.reserve:g} s", "dim"),
+                (f"  {dict(step.settings)}" if step.settings else "", "dim"),
+            ),
+        )
+        for n, step in enumerate(detail.fallbacks, start=1)
+    ]
+    if steps:
+        console.print(out.rich_fields(steps, "Fallbacks (tried in order)"))
+    else:
+        console.print(Text("Fallbacks", style="italic"), dim("none"))
     console.print()
     out.table(RESULT_COLUMNS, detail.recent_results, title="Recent results", empty="no results yet")
     link = _public_link_pattern(detail)

@@ -226,6 +226,9 @@ def finalize_job(
     details: str | None,
     result: StoredResult | None,
     result_ttl_seconds: float,
+    attempt_log: list[dict[str, Any]] | None = None,
+    served_by: str | None = None,
+    fallback_step: int | None = None,
 ) -> bool:
     """Finalize ``job_id`` unless someone already did; True when this call won.
 
@@ -239,6 +242,9 @@ def finalize_job(
         "response_status": response_status,
         "finalized_at": now,
         "input_path": None,  # the caller removes the input copy once this commits
+        "attempt_log": attempt_log or [],
+        "served_by": served_by,
+        "fallback_step": fallback_step,
     }
     if result is not None:
         values.update(
@@ -441,10 +447,20 @@ def put_provider_secret(
 
 def list_templates(conn: Connection) -> list[tuple[sa.Row[Any], list[str]]]:
     rows = conn.execute(sa.select(template_media).order_by(template_media.c.created_at))
+    usage = _template_usage(conn)
+    return [(row, sorted(set(usage.get(row.id, [])))) for row in rows]
+
+
+def _template_usage(conn: Connection) -> dict[str, list[str]]:
+    """Template id → the slots using it (bound to the slot, or in one of its fallbacks)."""
     usage: dict[str, list[str]] = {}
     for binding in conn.execute(sa.select(slot_template.c.template_id, slot_template.c.slot_id)):
         usage.setdefault(binding.template_id, []).append(binding.slot_id)
-    return [(row, sorted(set(usage.get(row.id, [])))) for row in rows]
+    for row in conn.execute(sa.select(slot.c.id, slot.c.fallbacks)):
+        for step in row.fallbacks or []:
+            for template in step.get("templates", []):
+                usage.setdefault(template["template_id"], []).append(row.id)
+    return usage
 
 
 def get_template(conn: Connection, template_id: str) -> sa.Row[Any] | None:
@@ -456,13 +472,7 @@ def delete_template_if_unused(conn: Connection, template_id: str) -> list[str] |
     or None when there was no such template."""
     if get_template(conn, template_id) is None:
         return None
-    users = sorted(
-        set(
-            conn.execute(
-                sa.select(slot_template.c.slot_id).where(slot_template.c.template_id == template_id)
-            ).scalars()
-        )
-    )
+    users = sorted(set(_template_usage(conn).get(template_id, [])))
     if not users:
         conn.execute(sa.delete(template_media).where(template_media.c.id == template_id))
     return users
@@ -492,13 +502,17 @@ def update_slot_checked(
     values: Mapping[str, Any],
     bindings: Sequence[tuple[str, str]] | None,
     expected_version: int | None,
+    fallback_templates: Sequence[str] = (),
 ) -> str:
-    """Apply an admin's slot update: ``"ok"``, ``"conflict"`` (If-Match mismatch) or
-    ``"missing_template"``."""
+    """Apply an admin's slot update: ``"ok"``, ``"conflict"`` (If-Match mismatch),
+    ``"missing_template"`` or ``"missing_fallback_template"``."""
     if bindings is not None:
         for _role, template_id in bindings:
             if get_template(conn, template_id) is None:
                 return "missing_template"
+    for template_id in fallback_templates:
+        if get_template(conn, template_id) is None:
+            return "missing_fallback_template"
     query = sa.update(slot).where(slot.c.id == slot_id)
     if expected_version is not None:
         query = query.where(slot.c.version == expected_version)
@@ -641,8 +655,14 @@ def stats_rows(conn: Connection, since: float, bucket_seconds: float) -> dict[st
         .where(job.c.result_file_path.is_not(None))
         .group_by(job.c.slot_id)
     ).all()
+    fallbacks = conn.execute(
+        sa.select(job.c.slot_id, job.c.served_by, sa.func.count())
+        .where(job.c.created_at >= since, is_ok, job.c.fallback_step > 0)
+        .group_by(job.c.slot_id, job.c.served_by)
+    ).all()
     return {
         "counts": counts,
+        "fallbacks": fallbacks,
         "durations": durations,
         "rejected": rejected,
         "buckets": buckets,

@@ -27,6 +27,7 @@ slot = sa.Table(
     sa.Column("version", sa.Integer, nullable=False),
     sa.Column("updated_at", Timestamp),
     sa.Column("updated_by", sa.Text),
+    sa.Column("fallbacks", JSONType, nullable=False),
 )
 
 job = sa.Table(
@@ -58,6 +59,10 @@ job = sa.Table(
     sa.Column("result_size_bytes", sa.BigInteger),
     sa.Column("result_checksum", sa.Text),
     sa.Column("result_expires_at", Timestamp),
+    sa.Column("fallbacks", JSONType, nullable=False),
+    sa.Column("attempt_log", JSONType, nullable=False),
+    sa.Column("served_by", sa.Text),
+    sa.Column("fallback_step", sa.Integer),
 )
 
 template_media = sa.Table(

@@ -42,6 +42,7 @@ class Slot:
     version: int
     updated_at: float | None
     updated_by: str | None
+    fallbacks: list[dict[str, Any]] = field(default_factory=list)  # shared/fallbacks.py
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +89,10 @@ class Job:
     result_size_bytes: int | None
     result_checksum: str | None
     result_expires_at: float | None
+    fallbacks: list[dict[str, Any]] = field(default_factory=list)  # the slot's, as submitted
+    attempt_log: list[dict[str, Any]] = field(default_factory=list)  # see JobAttempt
+    served_by: str | None = None  # "provider/operation" of the step that made the result
+    fallback_step: int | None = None  # 0: the slot's own provider; 1–3: a fallback
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +110,8 @@ class Outcome:
     result: StoredResult | None = None
     data: bytes | None = field(default=None, repr=False)
     provider_seconds: float | None = None  # time spent inside the provider (this process)
+    served_by: str | None = None  # "provider/operation" of the step that made the result
+    fallback_step: int | None = None  # which step made it (0: the slot's own provider)
 
     @property
     def ok(self) -> bool:

@@ -52,6 +52,10 @@ def build_stats(
                 ):
                     totals[name] += int(getattr(row, name) or 0)
         durations = [float(row.seconds) for row in rows["durations"] if mine(row.slot_id)]
+        fallbacks: dict[str, int] = defaultdict(int)
+        for row_slot, served_by, count in rows["fallbacks"]:
+            if mine(row_slot):
+                fallbacks[served_by or "unknown"] += int(count)
         rejected: dict[str, int] = defaultdict(int)
         for row_slot, reason, count in rows["rejected"]:
             if mine(row_slot):
@@ -97,6 +101,8 @@ def build_stats(
             cancelled=totals["cancelled"],
             in_progress=totals["in_progress"],
             rejected=dict(sorted(rejected.items())),
+            fallbacks_served=sum(fallbacks.values()),
+            fallbacks_by_provider=dict(sorted(fallbacks.items())),
             success_rate=round(totals["successes"] / finished, 4) if finished else None,
             timeout_rate=round(totals["timeouts"] / finished, 4) if finished else None,
             p50_duration_seconds=percentile(durations, 50),

@@ -128,6 +128,8 @@ def _success_answer(job_id: str, outcome: Outcome, data: bytes, guest: str) -> A
         "Link": f'</public/results/{job_id}>; rel="alternate", '
         f'<{guest}>; rel="alternate"; type="text/html"',
     }
+    if outcome.served_by:  # who made it: the slot's provider or one of its fallbacks
+        headers["X-Provider"] = outcome.served_by
     return Answer(200, data, outcome.result.mime_type, headers)
 
 

@@ -8,6 +8,8 @@ work stops structurally at the job's deadline or when another party settles the 
 from __future__ import annotations
 
 import dataclasses
+import math
+from typing import Any
 
 import trio
 
@@ -30,11 +32,14 @@ from photochangerd.media.store import MediaStore
 from photochangerd.media.structure import check_structure
 from photochangerd.providers.base import (
     ImageInput,
+    ProviderError,
     ProviderRejected,
     ProviderRequest,
+    ProviderResult,
     TemplateInput,
 )
 from photochangerd.providers.registry import ProviderRegistry
+from shared.fallbacks import parse_fallbacks
 
 OUTPUT_MAX_PIXELS = 200_000_000  # a provider's output: generous, but not a decompression bomb
 
@@ -60,6 +65,36 @@ def _final_image(data: bytes, output_format: str, passthrough: bool) -> tuple[by
         raise UnsupportedImage(f"image does not decode ({type(exc).__name__})") from None
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Step:
+    """One provider call of a job's chain: the slot's own (index 0) or a fallback."""
+
+    index: int
+    provider: str
+    operation: str
+    settings: dict[str, Any]
+    templates: tuple[tuple[str, str], ...] | None  # (role, template_id); None: the slot's own
+    ends_before_deadline: float  # seconds the steps after this one keep for themselves
+
+    @property
+    def label(self) -> str:
+        return f"{self.provider}/{self.operation}"
+
+
+def chain_of(job: Job) -> list[Step]:
+    """The job's steps, each with the reserve of the steps after it (docs/jobs.md)."""
+    fallbacks = parse_fallbacks(job.fallbacks)
+    reserves = [step.reserve for step in fallbacks]
+    steps = [Step(0, job.provider, job.operation, job.settings, None, sum(reserves))]
+    for number, step in enumerate(fallbacks, start=1):
+        templates = tuple((t.role, t.template_id) for t in step.templates)
+        after = sum(reserves[number:])
+        steps.append(
+            Step(number, step.provider, step.operation, dict(step.settings), templates, after)
+        )
+    return steps
+
+
 @dataclasses.dataclass(slots=True)
 class Producer:
     db: Database
@@ -69,19 +104,58 @@ class Producer:
     provider_media: ProviderMedia | None = None
 
     async def produce(self, job: Job, run: JobRun) -> Outcome:
-        """Run the provider for ``job`` and store its checked result (raises on failure)."""
-        photo = await self._input(job, run)
+        """Run the job's chain and store the first checked result (raises on failure).
 
+        Each step but the last runs in its own cancel scope that ends ``ends_before_deadline``
+        before the job's deadline; a provider error or the end of its share moves on to the
+        next step.  The last step runs until the deadline (the run's own scope).
+        """
+        photo = await self._input(job, run)
+        steps = chain_of(job)
+        for step in steps:
+            last = step is steps[-1]  # runs until the deadline: the run's scope ends it
+            ends_at = math.inf if last else run.deadline.trio - step.ends_before_deadline
+            if trio.current_time() >= ends_at:
+                run.attempts.skip(step.index, step.provider, step.operation, "no time left")
+                continue
+            run.attempts.begin(step.index, step.provider, step.operation)
+            try:
+                with trio.move_on_at(ends_at) as share:
+                    result = await self._call(job, run, step, photo)
+                if share.cancelled_caught:
+                    kept = f"{step.ends_before_deadline:g} s kept for the next steps"
+                    run.attempts.end("timeout", f"ran out of its share of the deadline ({kept})")
+                    continue
+                data, mime = await self._final(job, run, step, photo, result)
+            except ProviderError as exc:
+                run.attempts.end("provider_error", str(exc), exc.http_status)
+                if last:
+                    raise
+                continue
+            run.attempts.end("success")
+            stored = await self.store.write_result(job.id, data, EXT_BY_MIME[mime], mime)
+            return Outcome(
+                None,
+                200,
+                result=stored,
+                data=data,
+                provider_seconds=run.attempts.done[-1]["duration_seconds"],
+                served_by=step.label,
+                fallback_step=step.index,
+            )
+        raise AssertionError("the last step returns or raises")  # pragma: no cover
+
+    async def _call(self, job: Job, run: JobRun, step: Step, photo: ImageInput) -> ProviderResult:
         async def report_reference(reference: str) -> None:
             await self.db.write(repositories.set_provider_reference, job.id, reference)
 
         request = ProviderRequest(
             job.id,
             job.slot_id,
-            job.operation,
-            job.settings,
+            step.operation,
+            step.settings,
             photo,
-            await self._templates(job),
+            await self._templates(job, step),
             report_reference=report_reference,
             wait=run.gate_wait,
         )
@@ -89,25 +163,23 @@ class Producer:
             request = dataclasses.replace(
                 request, publish=self.provider_media.publisher(job.id, run.deadline.wall)
             )
-        provider_started = trio.current_time()
-        result = await self.providers.get(job.provider).process(request)
-        provider_seconds = trio.current_time() - provider_started
+        return await self.providers.get(step.provider).process(request)
+
+    async def _final(
+        self, job: Job, run: JobRun, step: Step, photo: ImageInput, result: ProviderResult
+    ) -> tuple[bytes, str]:
+        """The provider's output checked and converted to the slot's output format."""
         if result.data is photo.data:  # handed back untouched: the input was checked at ingest
-            data, mime = photo.data, photo.mime_type
-        else:
-            try:
-                data, mime = await self.images.run(
-                    _final_image,
-                    result.data,
-                    run.settings.output_format,
-                    job.operation == "passthrough",
-                )
-            except UnsupportedImage as exc:
-                raise ProviderRejected(
-                    f"the provider's output is not a usable image: {exc}"
-                ) from None
-        stored = await self.store.write_result(job.id, data, EXT_BY_MIME[mime], mime)
-        return Outcome(None, 200, result=stored, data=data, provider_seconds=provider_seconds)
+            return photo.data, photo.mime_type
+        try:
+            return await self.images.run(
+                _final_image,
+                result.data,
+                str(step.settings.get("output_format", run.settings.output_format)),
+                step.operation == "passthrough",
+            )
+        except UnsupportedImage as exc:
+            raise ProviderRejected(f"the provider's output is not a usable image: {exc}") from None
 
     async def _input(self, job: Job, run: JobRun) -> ImageInput:
         photo_bytes = run.data
@@ -118,11 +190,20 @@ class Producer:
             raise RuntimeError("job has no input")
         return ImageInput(photo_bytes, job.input_mime_type)
 
-    async def _templates(self, job: Job) -> list[TemplateInput]:
-        if job.provider == "local" and job.operation != "frame":  # the others use no templates
+    async def _templates(self, job: Job, step: Step) -> list[TemplateInput]:
+        if step.provider == "local" and step.operation != "frame":  # the others use none
             return []
-        bindings = await self.db.read(repositories.slot_templates, job.slot_id)
+        if step.templates is None:  # the slot's own bindings
+            bindings = await self.db.read(repositories.slot_templates, job.slot_id)
+            pairs = [(b.role, b.path, b.mime_type) for b in bindings]
+        else:
+            pairs = []
+            for role, template_id in step.templates:
+                row = await self.db.read(repositories.get_template, template_id)
+                if row is None:
+                    raise ProviderRejected(f"template {template_id!r} no longer exists")
+                pairs.append((role, row.path, row.mime_type))
         return [
-            TemplateInput(b.role, ImageInput(await self.store.read(b.path), b.mime_type))
-            for b in bindings
+            TemplateInput(role, ImageInput(await self.store.read(path), mime))
+            for role, path, mime in pairs
         ]

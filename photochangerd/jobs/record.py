@@ -52,7 +52,9 @@ def outcome_of(job: Job) -> Outcome:
             job.result_size_bytes or 0,
             job.result_checksum or "",
         )
-        return Outcome(None, 200, result=result)
+        return Outcome(
+            None, 200, result=result, served_by=job.served_by, fallback_step=job.fallback_step
+        )
     return Outcome(failure, job.response_status or 500, job.failure_details)
 
 
@@ -191,6 +193,9 @@ class Recorder:
             "details": outcome.details,
             "result": outcome.result,
             "result_ttl_seconds": run.settings.result_ttl_seconds,
+            "attempt_log": run.attempts.entries(outcome),
+            "served_by": outcome.served_by,
+            "fallback_step": outcome.fallback_step,
         }
 
     async def _won(self, run: JobRun) -> None:

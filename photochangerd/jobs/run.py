@@ -22,6 +22,7 @@ import trio
 
 from photochangerd.clock import WallClock
 from photochangerd.domain.models import Job, Outcome, Slot
+from photochangerd.jobs.attempts import AttemptLog
 from photochangerd.providers.gate import GateWait
 from shared.errors import JobFailure
 
@@ -127,6 +128,7 @@ class JobRun:
         self.input_path = input_path
         self.scope = trio.CancelScope(deadline=deadline.trio)
         self.gate_wait = GateWait()  # shared: whoever settles a timeout names the cap
+        self.attempts = AttemptLog()  # the chain's steps (the producer opens and closes them)
         self.outcome: Outcome | None = None
         self.settled_by: Party | None = None
         self.settled_at = now  # wall clock; set again by settle()

@@ -141,6 +141,8 @@ class JobService:
             "client_metadata": metadata,
             "input_path": input_path,
             "input_mime_type": image.mime_type,
+            "fallbacks": slot.fallbacks,
+            "attempt_log": [],
         }
         settings = settings.with_slot(slot)  # the slot as submitted (a test run's overrides)
         run = JobRun(job_id, deadline, settings, data=data, input_path=input_path, now=created_at)
@@ -277,14 +279,8 @@ class JobService:
         outcome = run.outcome
         assert outcome is not None
         if self.metrics is not None:
-            label = outcome.failure.value if outcome.failure else "success"
-            self.metrics.job_duration.labels(provider=job.provider, outcome=label).observe(
-                max(0.0, self.clock.now() - job.created_at)
-            )
-            if outcome.failure is JobFailure.PROVIDER_ERROR:
-                self.metrics.provider_errors.labels(
-                    provider=job.provider, status=str(outcome.response_status)
-                ).inc()
+            seconds = max(0.0, self.clock.now() - job.created_at)
+            self.metrics.observe_job(job.provider, job.slot_id, outcome, run.attempts.done, seconds)
         event(
             log,
             logging.DEBUG,

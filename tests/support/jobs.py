@@ -23,6 +23,8 @@ def claimed_job(job_id: str, *, created_at: float, deadline: float, **fields: An
         attempts=1,
         client_metadata={},
         input_path=f"/in/{job_id}",
-        **fields,
+        fallbacks=[],
+        attempt_log=[],
     )
+    values.update(fields)
     return Job(**values)

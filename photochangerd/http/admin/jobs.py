@@ -15,7 +15,7 @@ from photochangerd.http.admin.slots import _check_slot_id, job_status
 from photochangerd.http.context import AdminHandles, admin
 from photochangerd.http.errors import NotFound
 from photochangerd.web.guest import guest_url
-from shared.api_models import ClientMetadata, JobList, JobOut, SlotStatsList, Stats
+from shared.api_models import ClientMetadata, JobAttempt, JobList, JobOut, SlotStatsList, Stats
 from shared.catalogue import JOB_STATUS_FILTERS
 from shared.errors import FailureReason
 
@@ -71,6 +71,8 @@ def job_out(app: AdminHandles, job: Job, *, with_metadata: bool = False) -> JobO
         client_metadata=(
             ClientMetadata.model_validate(job.client_metadata) if with_metadata else None
         ),
+        served_by=job.served_by,
+        attempts=[JobAttempt.model_validate(a) for a in job.attempt_log] if with_metadata else [],
     )
 
 

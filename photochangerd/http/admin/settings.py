@@ -15,6 +15,7 @@ from photochangerd.auth.passwords import hash_password
 from photochangerd.db import repositories
 from photochangerd.http.admin import admin_name, bp
 from photochangerd.http.context import AdminHandles, admin
+from photochangerd.http.validation import ValidationFailed
 from photochangerd.logs import event
 from shared.api_models import (
     PROVIDER_NAMES,
@@ -24,6 +25,7 @@ from shared.api_models import (
     SettingsOut,
     SettingsUpdate,
 )
+from shared.fallbacks import parse_fallbacks, reserve_problem
 
 log = logging.getLogger("photochangerd.admin")
 
@@ -80,6 +82,7 @@ async def apply_settings(app: AdminHandles, data: SettingsUpdate, who: str) -> S
     The one place settings change: ``PUT /api/settings`` and the console's settings page."""
     now = app.clock.now()
     if data.sync_response_seconds is not None:
+        await _check_fallbacks_fit(app, data.sync_response_seconds)
         await app.db.write(
             repositories.put_setting, "sync_response_seconds", data.sync_response_seconds, now, who
         )
@@ -112,3 +115,14 @@ async def apply_settings(app: AdminHandles, data: SettingsUpdate, who: str) -> S
             by=who,
         )
     return await current_settings(app)
+
+
+async def _check_fallbacks_fit(app: AdminHandles, deadline: float) -> None:
+    """A shorter deadline must still leave every slot's fallbacks their reserves (422)."""
+    problems = []
+    for slot in await app.db.read(repositories.list_slots):
+        problem = reserve_problem(parse_fallbacks(slot.fallbacks), deadline)
+        if problem:
+            problems.append(f"{slot.id}: {problem}")
+    if problems:
+        raise ValidationFailed({"sync_response_seconds": "; ".join(problems)})

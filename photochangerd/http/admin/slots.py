@@ -15,6 +15,7 @@ from photochangerd.http.context import AdminHandles, admin
 from photochangerd.http.errors import ApiError, NotFound
 from photochangerd.http.ingest import handle_test_run
 from photochangerd.http.validation import ValidationFailed
+from photochangerd.jobs.run import DEFAULT_SYNC_RESPONSE_SECONDS
 from shared.api_models import (
     CleanupResult,
     JobSummary,
@@ -26,6 +27,7 @@ from shared.api_models import (
     TemplateBindingOut,
 )
 from shared.errors import FailureReason
+from shared.fallbacks import FallbackStep, validate_fallbacks
 from shared.slot_settings import SlotSettingsError
 from shared.slots import is_slot_id
 
@@ -87,6 +89,7 @@ async def slot_detail(app: AdminHandles, slot_id: str) -> SlotDetail:
         **_summary(app, slot, last),
         settings=slot.settings,
         size_limit_mb=slot.size_limit_mb,
+        fallbacks=[FallbackStep.model_validate(step) for step in slot.fallbacks],
         template_media=[
             TemplateBindingOut(
                 role=b.role,
@@ -146,10 +149,21 @@ async def apply_slot_update(
     else:
         current = await app.db.read(repositories.slot_bindings_detail, slot_id)
         roles, bindings = [b.role for b in current], None
+    errors: dict[str, str] = {}
     try:
         new = effective_slot(slot, data, roles)
     except SlotSettingsError as exc:
-        raise ValidationFailed(exc.errors) from None
+        errors.update(exc.errors)
+    fallbacks: list[FallbackStep] = []
+    if data.fallbacks is not None:
+        runtime = await app.db.read(repositories.get_settings)
+        deadline = float(runtime.get("sync_response_seconds", DEFAULT_SYNC_RESPONSE_SECONDS))
+        try:
+            fallbacks = validate_fallbacks(data.fallbacks, deadline)
+        except SlotSettingsError as exc:
+            errors.update(exc.errors)
+    if errors:
+        raise ValidationFailed(errors)
     values = {
         "display_name": new.display_name,
         "provider": new.provider,
@@ -160,11 +174,21 @@ async def apply_slot_update(
         "updated_at": app.clock.now(),
         "updated_by": admin_name(),
     }
+    if data.fallbacks is not None:
+        values["fallbacks"] = [step.stored() for step in fallbacks]
+    fallback_templates = [t.template_id for step in fallbacks for t in step.templates]
     outcome = await app.db.write(
-        repositories.update_slot_checked, slot_id, values, bindings, expected_version
+        repositories.update_slot_checked,
+        slot_id,
+        values,
+        bindings,
+        expected_version,
+        fallback_templates,
     )
     if outcome == "missing_template":
         raise ValidationFailed({"template_media": "unknown template id"})
+    if outcome == "missing_fallback_template":
+        raise ValidationFailed({"fallbacks": "unknown template id"})
     if outcome == "conflict":
         raise Conflict("the slot changed since you read it (version mismatch)")
 

@@ -81,6 +81,25 @@ def back(to: str, notice: str = "") -> Response:
 
 
 # Page modules register their routes on ``bp`` when imported.
-from photochangerd.web.console import dashboard, jobs, login, settings, slots, stats  # noqa: E402
+from photochangerd.web.console import (  # noqa: E402
+    dashboard,
+    fallbacks,
+    jobs,
+    login,
+    settings,
+    slots,
+    stats,
+)
 
-__all__ = ["bp", "dashboard", "jobs", "login", "page", "session", "settings", "slots", "stats"]
+__all__ = [
+    "bp",
+    "dashboard",
+    "fallbacks",
+    "jobs",
+    "login",
+    "page",
+    "session",
+    "settings",
+    "slots",
+    "stats",
+]

@@ -46,6 +46,7 @@ from photochangerd.web.console.slot_form import (
 )
 from shared.api_models import PROVIDER_NAMES, SlotUpdate, TemplateBindingIn
 from shared.catalogue import CATALOGUE, TEMPLATE_ROLES
+from shared.fallbacks import parse_fallbacks
 from shared.slot_settings import REQUIRED_TEMPLATE_ROLES
 from shared.slots import is_slot_id
 
@@ -172,6 +173,8 @@ async def render_slot(
     template_error: str = "",
     upload_error: str = "",
     test_error: str = "",
+    fallbacks_text: str | None = None,
+    fallbacks_error: str = "",
 ) -> Response:
     """The slot page; after a failed POST with the submitted ``form`` and its ``errors``."""
     app = admin()
@@ -242,8 +245,16 @@ async def render_slot(
         test=await _test_result(app, slot_id, request.args.get("test_job")),
         test_error=test_error,
         gallery=[_gallery_item(app, job) for job in recent],
+        fallbacks=parse_fallbacks(slot.fallbacks),
+        fallbacks_text=fallbacks_json(slot) if fallbacks_text is None else fallbacks_text,
+        fallbacks_error=fallbacks_error,
         updated=when(slot.updated_at),
     )
+
+
+def fallbacks_json(slot: Slot) -> str:
+    """The slot's chain as the console's editor shows it (an empty list when it has none)."""
+    return json.dumps(slot.fallbacks, indent=2) if slot.fallbacks else "[]"
 
 
 def _names(fields: tuple[FormField, ...]) -> set[str]:
