@@ -331,3 +331,43 @@ async def test_user_pass_goes_as_http_basic(autojump_clock: object) -> None:
         with pytest.raises(ProviderRejected, match="user:pass"):
             await bad.process(_request())
     assert seen == ["Basic Ym9vdGg6czNjcmV0"]
+
+
+async def test_one_job_at_a_time_and_none_sent_without_time_to_finish(
+    autojump_clock: object,
+) -> None:
+    async def long_job(request: httpx.Request) -> httpx.Response:
+        await trio.sleep(7)  # _success adds 2 s: 9 s on the GPU
+        return await _success(request)
+
+    backend = Backend(long_job, [_state(active=True)])
+    client = httpx.AsyncClient(transport=httpx.MockTransport(backend), trust_env=False)
+    outcomes: dict[str, object] = {}
+    async with client, trio.open_nursery() as background:
+        provider = SdWebUIProvider(
+            client,
+            BASE,
+            ProviderKeys({}),
+            InlineImages(),
+            Interrupter(client, background),
+            max_response_bytes=1 << 24,
+            concurrency=1,
+        )
+
+        async def job(name: str, deadline: float) -> None:
+            with trio.move_on_after(deadline):
+                try:
+                    outcomes[name] = await provider.process(_request())
+                except ProviderError as exc:
+                    outcomes[name] = exc
+
+        start = trio.current_time()
+        async with trio.open_nursery() as jobs:
+            jobs.start_soon(job, "first", 10)
+            await trio.sleep(0.1)
+            jobs.start_soon(job, "second", 9.5)  # gets the GPU at 9 s with 0.6 s left
+    assert isinstance(outcomes["first"], ProviderResult)
+    second = outcomes["second"]
+    assert isinstance(second, ProviderUnavailable) and "not sent" in str(second)
+    assert [t - start for t in backend.times("/sdapi/v1/img2img")] == pytest.approx([0])
+    assert backend.times("/sdapi/v1/interrupt") == []

@@ -7,7 +7,7 @@ maps), checked structurally, and scaled back to the photo's size when the slot a
 
 One GPU runs one job at a time: at most ``sdwebui_concurrency`` jobs are sent at once, the
 others wait in our gate within their own deadline (a job whose deadline passes there was never
-sent).  A call that ends without an answer (the deadline above all) leaves the job running on
+sent, nor is one that gets the GPU with under :data:`MIN_GPU_SECONDS` left: 503).  A call that ends without an answer (the deadline above all) leaves the job running on
 the GPU, so the driver hands its task id to the :class:`~.sdwebui_interrupt.Interrupter`,
 which interrupts it in the background if it is ours.
 
@@ -57,6 +57,7 @@ from photochangerd.providers.vendor_http import (
     VendorResponse,
     VendorUnreachable,
     decode_base64,
+    remaining,
     send,
     truncate,
 )
@@ -68,6 +69,8 @@ log = logging.getLogger("photochangerd.providers.sdwebui")
 # 502/503.  Back-off 1, 2, 4 s while at least 2 s remain for the attempt.
 RETRY_POLICY = RetryPolicy(max_attempts=4, backoff=1.0, max_backoff=4.0, min_attempt=2.0)
 RESULT_MAX_PIXELS = 50_000_000
+# A job that gets the GPU with less time left than this is not sent (it could not finish).
+MIN_GPU_SECONDS = 1.0
 CONNECT_FAILURES = ("ConnectError", "ConnectTimeout")
 OOM_MARKERS = ("out of memory", "outofmemory", "cuda oom")
 
@@ -110,6 +113,11 @@ class SdWebUIProvider(CloudProvider):
         task_id = f"task(photochanger-{request.job_id}-{secrets.token_hex(3)})"
         body = _request_body(settings, working, task_id)
         async with self._gate.slot(request.wait):
+            left = remaining()
+            if left < MIN_GPU_SECONDS:  # the GPU would only start on it to be interrupted
+                raise ProviderUnavailable(
+                    f"sdwebui: {max(left, 0):.1f} s left after waiting for the GPU; not sent"
+                )
             response = await self._call(request.job_id, task_id, headers, body)
         data = _image_from(response)
         try:
