@@ -7,9 +7,10 @@ maps), checked structurally, and scaled back to the photo's size when the slot a
 
 One GPU runs one job at a time: at most ``sdwebui_concurrency`` jobs are sent at once, the
 others wait in our gate within their own deadline (a job whose deadline passes there was never
-sent, nor is one that gets the GPU with under :data:`MIN_GPU_SECONDS` left: 503).  A call that ends without an answer (the deadline above all) leaves the job running on
-the GPU, so the driver hands its task id to the :class:`~.sdwebui_interrupt.Interrupter`,
-which interrupts it in the background if it is ours.
+sent, nor is one that gets the GPU with under :data:`MIN_GPU_SECONDS` left: 503).  A call
+that ends without an answer (the deadline above all) leaves the job running on the GPU, so the
+driver hands its task id to the :class:`~.sdwebui_interrupt.Interrupter`, which interrupts it
+in the background if it is ours.
 
 Outcomes (docs/providers.md, "Stable Diffusion WebUI"):
 
