@@ -240,6 +240,7 @@ async def test_second_job_times_out_in_our_queue_and_never_reaches_the_gpu(
     assert late.status == 504 and late.elapsed < 2
     job = await daemon.job(late.headers["x-job-id"])
     assert "sdwebui slot" in (job.failure_details or ""), job.failure_details
+    assert "sdwebui_concurrency = 1" in (job.failure_details or "")
     assert fake.jobs[0].ended_at is not None
     await trio.sleep(0.5)  # the first job is done: a second one still queued would be sent now
     assert len(fake.img2img_calls()) == 1 and len(fake.jobs) == 1

@@ -50,6 +50,7 @@ from photochangerd.providers.base import (
     ProviderUnavailable,
 )
 from photochangerd.providers.cloud import CloudProvider
+from photochangerd.providers.gate import ProviderGate
 from photochangerd.providers.keys import ProviderKeys
 from photochangerd.providers.retry import Retry, RetryPolicy, with_retries
 from photochangerd.providers.sdwebui_interrupt import Interrupter
@@ -99,6 +100,8 @@ class SdWebUIProvider(CloudProvider):
             concurrency=concurrency,
         )
         self._interrupter = interrupter
+        # One GPU: its own cap (default 1), not the cloud providers' provider_concurrency.
+        self._gate = ProviderGate(self.name, concurrency, setting="sdwebui_concurrency")
 
     async def process(self, request: ProviderRequest) -> ProviderResult:
         if not self._base_url:

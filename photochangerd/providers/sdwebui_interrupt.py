@@ -34,7 +34,7 @@ import httpx
 import trio
 
 from photochangerd.logs import event
-from photochangerd.providers.vendor_http import VendorResponse, VendorUnreachable, send
+from photochangerd.providers.vendor_http import VendorResponse, send
 
 log = logging.getLogger("photochangerd.providers.sdwebui")
 
@@ -90,7 +90,17 @@ class Interrupter:
     ) -> None:
         """Start stopping ``task_id`` in the background; returns at once (sync: safe to call
         from a ``finally`` of a cancelled job)."""
-        self._nursery.start_soon(self._stop, base_url, dict(headers), task_id, job_id)
+        try:
+            self._nursery.start_soon(self._stop, base_url, dict(headers), task_id, job_id)
+        except RuntimeError:  # the providers are closing (shutdown): too late to ask
+            event(
+                log,
+                logging.WARNING,
+                "sdwebui.abandoned_task",
+                job_id=job_id,
+                task_id=task_id,
+                outcome="not checked: shutting down",
+            )
 
     async def _stop(
         self, base_url: str, headers: dict[str, str], task_id: str, job_id: str
@@ -117,7 +127,7 @@ class Interrupter:
                 task_id=task_id,
                 outcome=f"still queued after {WATCH_SECONDS:.0f} s: not interrupted",
             )
-        except (VendorUnreachable, ValueError, httpx.HTTPError, _CallTimedOut) as exc:
+        except Exception as exc:  # logged: a failed interrupt must not take the daemon down
             event(
                 log,
                 logging.WARNING,
