@@ -168,10 +168,13 @@ async def test_backend_down_is_503(nursery: trio.Nursery, tmp_path: Path) -> Non
     assert "backend down" in (job.failure_details or ""), job.failure_details
 
 
+@pytest.mark.parametrize("legacy", [False, True], ids=["webui-1.6+", "older-webui"])
 async def test_hang_is_504_with_the_interrupt_sent_at_the_deadline(
-    nursery: trio.Nursery, tmp_path: Path
+    nursery: trio.Nursery, tmp_path: Path, legacy: bool
 ) -> None:
-    daemon, fake = await _setup(nursery, tmp_path, deadline=3)
+    """A WebUI before 1.6 ignores our task id: the job is interrupted because it is busy."""
+    fake = FakeSdWebUI(auth=AUTH, legacy=legacy)
+    daemon, fake = await _setup(nursery, tmp_path, deadline=3, fake=fake)
     fake.script("hang")
     response = await _shoot(daemon)
     answered = trio.current_time()
@@ -185,6 +188,8 @@ async def test_hang_is_504_with_the_interrupt_sent_at_the_deadline(
     assert abs(interrupt - answered) <= 0.5  # ...and the booth's 504 did not wait for it
     hung = fake.jobs[0]
     assert hung.interrupted and hung.ended_at is not None
+    # 1.6+: our task id said "active"; older: the task was unknown and the WebUI was busy.
+    assert bool(fake.calls("/sdapi/v1/progress")) == legacy
     # The GPU is free again: the next photo is processed at once.
     second = await _shoot(daemon)
     assert second.status == 200 and second.elapsed < 2
