@@ -164,7 +164,7 @@ class SdWebUIProvider(CloudProvider):
                     answered = True  # nothing reached the backend
                     return Retry(ProviderUnavailable(f"sdwebui backend down ({exc})"))
                 answered = response.status != 504
-                return self._outcome(job_id, number, response, started)
+                return self._outcome(job_id, task_id, number, response, started)
             finally:
                 if not answered:  # the deadline, a dropped connection, a 504: it may still run
                     self._interrupter.schedule(self._base_url, headers, task_id, job_id)
@@ -174,10 +174,11 @@ class SdWebUIProvider(CloudProvider):
         return result
 
     def _outcome(
-        self, job_id: str, number: int, response: VendorResponse, started: float
+        self, job_id: str, task_id: str, number: int, response: VendorResponse, started: float
     ) -> VendorResponse | Retry:
         fields = {
             "job_id": job_id,
+            "task_id": task_id,
             "attempt": number,
             "status": response.status,
             "seconds": round(trio.current_time() - started, 3),
