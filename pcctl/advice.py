@@ -16,13 +16,13 @@ from urllib.parse import urlsplit
 
 from pcctl.client import ApiClient
 from pcctl.output import Output
-from shared.api_models import PROVIDER_NAMES
+from shared.api_models import KEY_OPTIONAL, PROVIDER_NAMES
 
 
 def providers_without_key(client: ApiClient, providers: Iterable[str]) -> frozenset[str]:
     """The cloud providers among ``providers`` the server says have no API key (it is only
     asked when there is one)."""
-    cloud = {p for p in providers if p in PROVIDER_NAMES}
+    cloud = {p for p in providers if p in PROVIDER_NAMES and p not in KEY_OPTIONAL}
     if not cloud:
         return frozenset()
     keys = client.get_settings().provider_keys

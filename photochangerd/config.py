@@ -128,6 +128,16 @@ class Config:
     turbotext_poll_interval_seconds: float = _setting(
         2.5, "Pause between Turbotext get_result polls."
     )
+    sdwebui_base_url: str = _setting(
+        "",
+        "AUTOMATIC1111 / Forge / SD.Next API base, e.g. http://gpu-box:7860 (the driver appends "
+        "/sdapi/v1/...). Empty: sdwebui slots fail their jobs with a provider_error.",
+    )
+    sdwebui_concurrency: int = _setting(
+        1,
+        "Jobs sent to the sdwebui backend at once (1 = one GPU); more wait here, within "
+        "their deadline.",
+    )
 
     # -- derived paths -------------------------------------------------------------------
     @property
@@ -211,6 +221,7 @@ def _validate(config: Config) -> None:
         "db_connect_timeout_seconds",
         "provider_max_response_mb",
         "turbotext_poll_interval_seconds",
+        "sdwebui_concurrency",
         "admin_token_ttl_minutes",
     )
     for name in positive:

@@ -9,8 +9,9 @@ file the service's dynamic user could read.  The files read, each optional:
   of) ``PHOTOCHANGER_INITIAL_ADMIN_PASSWORD`` / ``PHOTOCHANGER_INITIAL_INGEST_PASSWORD``;
 - ``jwt-secret``, ``secret-key``, ``database-url``: instead of the settings ``jwt_secret``,
   ``secret_key``, ``database_url`` (and of the key files generated into ``<data_dir>/keys/``);
-- ``gemini-api-key``, ``turbotext-api-key``, ``openai-api-key``: provider keys, instead of
-  ``GEMINI_API_KEY`` …; a key stored through the admin API still wins over both.
+- ``gemini-api-key``, ``turbotext-api-key``, ``openai-api-key``, ``sdwebui-auth``: provider
+  keys, instead of ``GEMINI_API_KEY`` … ``SDWEBUI_AUTH``; a key stored through the admin API
+  still wins over both.
 
 A file that is present must be readable UTF-8 text and not empty: anything else stops the start
 (and ``check-config``) with one line naming the file.  Trailing line breaks are dropped
@@ -40,6 +41,7 @@ PROVIDER_KEYS = {
     "gemini": "gemini-api-key",
     "turbotext": "turbotext-api-key",
     "openai": "openai-api-key",
+    "sdwebui": "sdwebui-auth",
 }
 # Config settings a credential replaces.
 CONFIG_SETTINGS = {"jwt_secret": JWT_SECRET, "secret_key": SECRET_KEY, "database_url": DATABASE_URL}

@@ -9,7 +9,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shared.fallbacks import FallbackStep
 
-PROVIDER_NAMES = ("gemini", "turbotext", "openai")
+PROVIDER_NAMES = ("gemini", "turbotext", "openai", "sdwebui")
+# Providers that work without a key: the sdwebui key is the WebUI's optional HTTP Basic
+# "user:pass" (--api-auth).
+KEY_OPTIONAL = ("sdwebui",)
 
 
 class _Model(BaseModel):
@@ -172,7 +175,7 @@ class SettingsUpdate(_Model):
     # pass through here and may be weaker, like the ones booths already use.
     ingest_password: str | None = Field(default=None, min_length=8, max_length=256)
     # provider → new key; an empty string removes the stored key
-    provider_keys: dict[Literal["gemini", "turbotext", "openai"], str] | None = None
+    provider_keys: dict[Literal["gemini", "turbotext", "openai", "sdwebui"], str] | None = None
 
 
 _GUEST_URL = "the result's guest page (what its QR codes open): {public_base_url}/r/{job_id}"

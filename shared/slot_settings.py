@@ -117,6 +117,43 @@ class OpenAIEditSettings(CommonSettings):
     background: Literal["auto", "opaque", "transparent"] = "auto"
 
 
+class SdWebUIImg2ImgSettings(CommonSettings):
+    """AUTOMATIC1111 / Forge / SD.Next ``img2img`` (docs/providers.md, "Stable Diffusion WebUI")."""
+
+    prompt: Prompt
+    negative_prompt: str = Field(default="", max_length=32_000)
+    denoising_strength: float = Field(
+        default=0.5, ge=0, le=1, description="How far the result may move from the photo (0-1)."
+    )
+    steps: int = Field(default=20, ge=1, le=150)
+    cfg_scale: float = Field(default=7.0, ge=1, le=30)
+    sampler_name: str | None = Field(
+        default=None, min_length=1, max_length=100, description="Backend default when unset."
+    )
+    scheduler: str | None = Field(
+        default=None, min_length=1, max_length=100, description="Backend default when unset."
+    )
+    seed: int = Field(default=-1, ge=-1, le=2**32 - 1, description="-1: a random seed.")
+    checkpoint: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=300,
+        description="Model checkpoint (override_settings.sd_model_checkpoint); unset: loaded one.",
+    )
+    working_pixels: int = Field(
+        default=1_048_576,
+        ge=65_536,
+        le=4_194_304,
+        description="Pixel budget of the working size the photo is scaled to (sides multiples "
+        "of 8, aspect ratio kept).",
+    )
+    result_size: Literal["working", "photo"] = Field(
+        default="working",
+        description="working: the result as the backend made it; photo: upscaled back to the "
+        "booth photo's size.",
+    )
+
+
 SETTINGS_MODELS: dict[tuple[str, str], type[CommonSettings]] = {
     ("local", "passthrough"): LocalSettings,
     ("local", "enhance"): LocalSettings,
@@ -128,6 +165,7 @@ SETTINGS_MODELS: dict[tuple[str, str], type[CommonSettings]] = {
     ("turbotext", "mix_images"): TurbotextMixImagesSettings,
     ("turbotext", "face_swap"): TurbotextFaceSwapSettings,
     ("openai", "edit"): OpenAIEditSettings,
+    ("sdwebui", "img2img"): SdWebUIImg2ImgSettings,
 }
 
 # Template roles an operation cannot run without.

@@ -287,6 +287,35 @@ async def _check_last_job_status(daemon: RunningDaemon, admin: httpx.AsyncClient
         ({"provider": "gemini"}, "operation"),
         ({"size_limit_mb": 50}, "size_limit_mb"),
         ({"settings": {"nonsense": 1}}, "settings.nonsense"),
+        (
+            {
+                "provider": "sdwebui",
+                "operation": "img2img",
+                "settings": {"prompt": "x", "denoising_strength": 1.5},
+            },
+            "settings.denoising_strength",
+        ),
+        (
+            {
+                "provider": "sdwebui",
+                "operation": "img2img",
+                "settings": {"prompt": "x", "steps": 0},
+            },
+            "settings.steps",
+        ),
+        (
+            {"provider": "sdwebui", "operation": "img2img", "settings": {"prompt": "x", "cfg": 7}},
+            "settings.cfg",
+        ),
+        (
+            {
+                "provider": "sdwebui",
+                "operation": "img2img",
+                "settings": {"prompt": "x", "working_pixels": 10_000_000},
+            },
+            "settings.working_pixels",
+        ),
+        ({"provider": "sdwebui", "operation": "txt2img"}, "operation"),
     ],
 )
 async def test_slot_update_validation_is_422(

@@ -40,7 +40,7 @@ from tests.support.images import make_frame_png, make_jpeg
 REPO = Path(__file__).resolve().parent.parent
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00$")  # plain and JSON times
 LOCAL_TIME = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d")  # table times
-PROVIDER_KEY_VARIABLES = ("GEMINI_API_KEY", "TURBOTEXT_API_KEY", "OPENAI_API_KEY")
+PROVIDER_KEY_VARIABLES = ("GEMINI_API_KEY", "TURBOTEXT_API_KEY", "OPENAI_API_KEY", "SDWEBUI_AUTH")
 SLOT_FIELDS = list(SlotList.model_json_schema()["$defs"]["SlotSummary"]["properties"])
 M = TypeVar("M", bound=BaseModel)
 
@@ -788,6 +788,27 @@ def test_provider_key(pcctl: Pcctl) -> None:
     pcctl.ok("settings", "provider-key", "openai", "--remove")
     assert pcctl.json("settings", "show")["provider_keys"]["openai"]["configured"] is False
     assert pcctl("settings", "provider-key", "midjourney", "--stdin").exit_code == 2
+
+
+def test_sdwebui_key_and_img2img_slot(pcctl: Pcctl) -> None:
+    """The README's worked example: the WebUI's user:pass as a provider key, an img2img slot."""
+    result = pcctl.ok("settings", "provider-key", "sdwebui", "--stdin", input="booth:s3cret\n")
+    assert "sdwebui key stored" in result.stderr and "s3cret" not in result.output
+    state = pcctl.json("settings", "show")["provider_keys"]["sdwebui"]
+    assert state["configured"] is True and state["source"] == "settings"
+    pcctl.ok("settings", "provider-key", "sdwebui", "--remove")
+    edited = pcctl.ok(
+        "slot", "edit", "slot-008", "--provider", "sdwebui", "--prompt", "oil painting",
+        "--set", "negative_prompt=blurry, deformed", "--set", "denoising_strength=0.45",
+        "--set", "sampler_name=DPM++ 2M", "--set", "result_size=photo",
+    )  # fmt: skip
+    assert "API key" not in edited.stderr  # the key is optional: no warning without it
+    shown = pcctl.json("slot", "show", "slot-008")
+    assert shown["provider"] == "sdwebui" and shown["operation"] == "img2img"
+    assert shown["settings"]["sampler_name"] == "DPM++ 2M"
+    assert shown["settings"]["denoising_strength"] == 0.45
+    refused = pcctl("slot", "edit", "slot-008", "--set", "steps=0")
+    assert refused.exit_code == 1 and "settings.steps" in refused.stderr
 
 
 # -- jobs, results, templates, cleanup, stats -----------------------------------------------

@@ -22,6 +22,7 @@ ENV_VARIABLES = {
     "gemini": "GEMINI_API_KEY",
     "turbotext": "TURBOTEXT_API_KEY",
     "openai": "OPENAI_API_KEY",
+    "sdwebui": "SDWEBUI_AUTH",  # HTTP Basic "user:pass" of the WebUI's --api-auth
 }
 
 StoredKeyLookup = Callable[[str], Awaitable[str | None]]

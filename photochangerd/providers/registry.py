@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 
+import trio
+
 from photochangerd.config import Config
 from photochangerd.media.imaging import ImageWorkers
 from photochangerd.providers.base import Provider, ProviderRejected
@@ -12,6 +14,8 @@ from photochangerd.providers.gemini import GeminiProvider
 from photochangerd.providers.keys import ProviderKeys
 from photochangerd.providers.local import LocalProvider
 from photochangerd.providers.openai_images import OpenAIImagesProvider
+from photochangerd.providers.sdwebui import SdWebUIProvider
+from photochangerd.providers.sdwebui_interrupt import Interrupter
 from photochangerd.providers.turbotext import TurbotextProvider
 from photochangerd.providers.vendor_http import make_client
 
@@ -37,13 +41,21 @@ async def open_providers(
     keys: ProviderKeys,
     extra: Mapping[str, Provider] | None = None,
 ) -> AsyncIterator[ProviderRegistry]:
-    """All providers, each cloud one with its own pooled HTTP client (closed on exit)."""
+    """All providers, each cloud one with its own pooled HTTP client (closed on exit).
+
+    The providers' background nursery runs work that outlives a job and must not delay its
+    answer (sdwebui's interrupt of a job cut off by its deadline).  On exit, what is still
+    running there gets :data:`BACKGROUND_GRACE_SECONDS`, then is cancelled.
+    """
     limit = config.provider_max_response_mb * 1024 * 1024
     common = {"max_response_bytes": limit, "concurrency": config.effective_provider_concurrency}
     async with AsyncExitStack() as stack:
         gemini_http = await stack.enter_async_context(make_client())
         turbotext_http = await stack.enter_async_context(make_client())
         openai_http = await stack.enter_async_context(make_client())
+        sdwebui_http = await stack.enter_async_context(make_client())
+        background = await stack.enter_async_context(trio.open_nursery())
+        stack.callback(_cancel_after_grace, background)
         providers: dict[str, Provider] = {
             "local": LocalProvider(images),
             "gemini": GeminiProvider(gemini_http, config.gemini_base_url, keys, images, **common),
@@ -58,6 +70,24 @@ async def open_providers(
             "openai": OpenAIImagesProvider(
                 openai_http, config.openai_base_url, keys, images, **common
             ),
+            "sdwebui": SdWebUIProvider(
+                sdwebui_http,
+                config.sdwebui_base_url,
+                keys,
+                images,
+                Interrupter(sdwebui_http, background),
+                max_response_bytes=limit,
+                concurrency=config.sdwebui_concurrency,
+            ),
         }
         providers.update(extra or {})
         yield ProviderRegistry(providers)
+
+
+BACKGROUND_GRACE_SECONDS = 3.0
+
+
+def _cancel_after_grace(nursery: trio.Nursery) -> None:
+    nursery.cancel_scope.deadline = min(
+        nursery.cancel_scope.deadline, trio.current_time() + BACKGROUND_GRACE_SECONDS
+    )

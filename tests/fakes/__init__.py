@@ -1,4 +1,5 @@
-"""Fake HTTP servers of the AI vendors (Gemini, Turbotext, OpenAI images) for driver tests.
+"""Fake HTTP servers of the AI vendors (Gemini, Turbotext, OpenAI images) and self-hosted
+backends (AUTOMATIC1111 WebUI) for driver tests.
 
 Each speaks the vendor's wire format as described in the provider spec, is scripted per
 request and records what it received; see ``base`` for the shared API.
@@ -16,15 +17,18 @@ from tests.fakes.base import (
 from tests.fakes.gemini import FakeGemini
 from tests.fakes.images import looks_derived_from
 from tests.fakes.openai_images import FakeOpenAIImages
+from tests.fakes.sdwebui import FakeSdWebUI, GpuJob
 from tests.fakes.turbotext import FakeTurbotext, Fetch, TurbotextJob
 
 __all__ = [
     "Exchange",
     "FakeGemini",
     "FakeOpenAIImages",
+    "FakeSdWebUI",
     "FakeServer",
     "FakeTurbotext",
     "Fetch",
+    "GpuJob",
     "Outcome",
     "RecordedRequest",
     "TurbotextJob",

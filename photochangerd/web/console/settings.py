@@ -32,7 +32,12 @@ SETTINGS_PATH = "/admin/settings"
 # format as `pcctl settings rotate-ingest-password --generate`).
 PASSWORD_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"  # noqa: S105 - an alphabet
 PASSWORD_GROUPS, PASSWORD_GROUP_LEN = 4, 5  # 20 characters ≈ 99 bits
-PROVIDER_LABELS = {"gemini": "Gemini", "turbotext": "Turbotext", "openai": "OpenAI"}
+PROVIDER_LABELS = {
+    "gemini": "Gemini",
+    "turbotext": "Turbotext",
+    "openai": "OpenAI",
+    "sdwebui": "Stable Diffusion WebUI (user:pass)",
+}
 FORM_FIELDS = {
     "sync_response_seconds",
     "result_ttl_hours",

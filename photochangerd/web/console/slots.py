@@ -44,7 +44,7 @@ from photochangerd.web.console.slot_form import (
     values_from_form,
     values_from_settings,
 )
-from shared.api_models import PROVIDER_NAMES, SlotUpdate, TemplateBindingIn
+from shared.api_models import KEY_OPTIONAL, PROVIDER_NAMES, SlotUpdate, TemplateBindingIn
 from shared.catalogue import CATALOGUE, TEMPLATE_ROLES
 from shared.fallbacks import parse_fallbacks
 from shared.slot_settings import REQUIRED_TEMPLATE_ROLES
@@ -110,6 +110,8 @@ def result_available(app: AdminHandles, job: Job) -> bool:
 
 def missing_key(provider: str, configured: Mapping[str, bool]) -> bool:
     """A cloud provider without an API key (stored or from the environment)."""
+    if provider in KEY_OPTIONAL:
+        return False
     return provider in PROVIDER_NAMES and not configured.get(provider, False)
 
 
