@@ -14,6 +14,7 @@ CATALOGUE: Final[dict[str, tuple[str, ...]]] = {
     "gemini": ("edit",),
     "turbotext": ("image2image", "mix_images", "face_swap"),
     "openai": ("edit",),
+    "comfyui": ("workflow",),
 }
 
 OUTPUT_FORMATS: Final = ("jpeg", "png", "webp", "original")

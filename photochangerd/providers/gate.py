@@ -26,6 +26,7 @@ class GateWait:
     until: float | None = None  # when it got the slot (None: still waiting)
     in_flight: int = 0
     capacity: int = 0
+    setting: str = "provider_concurrency"  # the setting that sets ``capacity``
 
     def describe(self, now: float) -> str | None:
         """The timeout's details when the job had to wait for a slot, else None.
@@ -36,7 +37,7 @@ class GateWait:
         if self.since is None:
             return None
         calls = "call" if self.in_flight == 1 else "calls"
-        why = f"({self.in_flight} {calls} in flight, provider_concurrency = {self.capacity})"
+        why = f"({self.in_flight} {calls} in flight, {self.setting} = {self.capacity})"
         if self.until is None:
             return f"waited {now - self.since:.1f} s for a {self.provider} slot {why}"
         return (
@@ -48,8 +49,9 @@ class GateWait:
 class ProviderGate:
     """A :class:`trio.CapacityLimiter` per provider that says who waited for it."""
 
-    def __init__(self, provider: str, capacity: int) -> None:
+    def __init__(self, provider: str, capacity: int, setting: str = "provider_concurrency") -> None:
         self.provider = provider
+        self.setting = setting
         self._limiter = trio.CapacityLimiter(capacity)
 
     @property
@@ -65,6 +67,7 @@ class ProviderGate:
             wait.since = trio.current_time()
             wait.in_flight = self.in_flight
             wait.capacity = int(self._limiter.total_tokens)
+            wait.setting = self.setting
         await self._limiter.acquire()
         if wait.since is not None:
             wait.until = trio.current_time()

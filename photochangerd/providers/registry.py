@@ -5,9 +5,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 
+import trio
+
 from photochangerd.config import Config
 from photochangerd.media.imaging import ImageWorkers
 from photochangerd.providers.base import Provider, ProviderRejected
+from photochangerd.providers.comfyui import ComfyUIProvider
+from photochangerd.providers.comfyui_cancel import ServerCancels
 from photochangerd.providers.gemini import GeminiProvider
 from photochangerd.providers.keys import ProviderKeys
 from photochangerd.providers.local import LocalProvider
@@ -37,13 +41,20 @@ async def open_providers(
     keys: ProviderKeys,
     extra: Mapping[str, Provider] | None = None,
 ) -> AsyncIterator[ProviderRegistry]:
-    """All providers, each cloud one with its own pooled HTTP client (closed on exit)."""
+    """All providers, each cloud one with its own pooled HTTP client (closed on exit).
+
+    The nursery is the providers' own, for work that outlives a job: cancelling a ComfyUI
+    prompt on the server after the job's deadline (each such task has a short limit of its own,
+    so leaving this context waits a few seconds at most).
+    """
     limit = config.provider_max_response_mb * 1024 * 1024
     common = {"max_response_bytes": limit, "concurrency": config.effective_provider_concurrency}
     async with AsyncExitStack() as stack:
         gemini_http = await stack.enter_async_context(make_client())
         turbotext_http = await stack.enter_async_context(make_client())
         openai_http = await stack.enter_async_context(make_client())
+        comfyui_http = await stack.enter_async_context(make_client())
+        background = await stack.enter_async_context(trio.open_nursery())
         providers: dict[str, Provider] = {
             "local": LocalProvider(images),
             "gemini": GeminiProvider(gemini_http, config.gemini_base_url, keys, images, **common),
@@ -57,6 +68,14 @@ async def open_providers(
             ),
             "openai": OpenAIImagesProvider(
                 openai_http, config.openai_base_url, keys, images, **common
+            ),
+            "comfyui": ComfyUIProvider(
+                comfyui_http,
+                config.comfyui_base_url,
+                images,
+                ServerCancels(background, comfyui_http, config.comfyui_base_url),
+                max_response_bytes=limit,
+                concurrency=config.comfyui_concurrency,
             ),
         }
         providers.update(extra or {})

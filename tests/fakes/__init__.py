@@ -1,4 +1,5 @@
-"""Fake HTTP servers of the AI vendors (Gemini, Turbotext, OpenAI images) for driver tests.
+"""Fake HTTP servers of the AI vendors (Gemini, Turbotext, OpenAI images) and of self-hosted
+backends (ComfyUI) for driver tests.
 
 Each speaks the vendor's wire format as described in the provider spec, is scripted per
 request and records what it received; see ``base`` for the shared API.
@@ -13,15 +14,19 @@ from tests.fakes.base import (
     outcome,
     slow,
 )
+from tests.fakes.comfyui import CancelCall, FakeComfyUI, FakePrompt
 from tests.fakes.gemini import FakeGemini
 from tests.fakes.images import looks_derived_from
 from tests.fakes.openai_images import FakeOpenAIImages
 from tests.fakes.turbotext import FakeTurbotext, Fetch, TurbotextJob
 
 __all__ = [
+    "CancelCall",
     "Exchange",
+    "FakeComfyUI",
     "FakeGemini",
     "FakeOpenAIImages",
+    "FakePrompt",
     "FakeServer",
     "FakeTurbotext",
     "Fetch",
