@@ -11,6 +11,7 @@ reported without a round trip.
 
 from __future__ import annotations
 
+import json
 import tomllib
 import types
 import typing
@@ -35,6 +36,10 @@ from shared.slot_settings import (
 EDITABLE = ("display_name", "provider", "operation", "is_active", "size_limit_mb")
 READ_ONLY = ("id", "version")
 ERROR_PREFIX = "# !"  # lines pcctl adds (and removes again) when it reopens the editor
+# Settings that are JSON documents of their own (a ComfyUI workflow: node ids as keys, links as
+# lists, nulls): TOML cannot hold them faithfully inline, so the document carries them as JSON
+# text in a multi-line string, parsed back when the document is read.
+JSON_SETTINGS = ("workflow",)
 
 
 # -- describing the schema ------------------------------------------------------------------
@@ -172,11 +177,15 @@ def render(slot: SlotDetail) -> str:
     out.append("")
     out.append("[settings]")
     settings = values["settings"]
-    scalars = {k: v for k, v in settings.items() if not isinstance(v, Mapping)}
+    scalars = {
+        k: v for k, v in settings.items() if not isinstance(v, Mapping) and k not in JSON_SETTINGS
+    }
     if scalars:
         out.append(tomli_w.dumps(scalars).rstrip("\n"))
     for key, value in settings.items():  # tables inline: a [settings.x] header would end [settings]
-        if isinstance(value, Mapping):
+        if key in JSON_SETTINGS:
+            out.append(f"{key} = {_json_text(value)}")
+        elif isinstance(value, Mapping):
             out.append(f"{key} = {_toml_value(value)}")
     model = SETTINGS_MODELS.get((slot.provider, slot.operation))
     if model is not None:
@@ -209,12 +218,28 @@ def is_blank(text: str) -> bool:
     return all(not line.strip() or line.lstrip().startswith("#") for line in text.splitlines())
 
 
+def _json_text(value: Any) -> str:
+    """``value`` as JSON in a TOML multi-line literal string (a basic string if it cannot be)."""
+    text = value if isinstance(value, str) else json.dumps(value, indent=2, ensure_ascii=False)
+    if "'''" in text:
+        return tomli_w.dumps({"v": text})[4:].rstrip("\n")
+    return "'''\n" + text + "'''"
+
+
 def parse(text: str) -> dict[str, Any]:
     """The document's values; :class:`LocalInvalid` for TOML syntax errors."""
     try:
-        return tomllib.loads(text)
+        values = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise LocalInvalid({"document": f"not valid TOML: {exc}"}) from None
+    settings = values.get("settings")
+    for key in JSON_SETTINGS:
+        if isinstance(settings, dict) and isinstance(settings.get(key), str):
+            try:
+                settings[key] = json.loads(settings[key])
+            except ValueError as exc:
+                raise LocalInvalid({f"settings.{key}": f"not valid JSON: {exc}"}) from None
+    return values
 
 
 def update_from_document(values: Mapping[str, Any], slot: SlotDetail) -> SlotUpdate:

@@ -7,7 +7,7 @@ no history entry for a queued or running prompt), then ``{prompt_id: {"outputs":
 
 Poll timing (:func:`poll_delay`): 0.1 s after queueing, then a quarter of the time waited so
 far, at most 1 s, and at most a quarter of the time left before the deadline — a photo that
-takes 6 s on the GPU is seen within ~1 s of its end, at ~10 requests; one that finishes just
+takes 6 s on the GPU is seen within ~1 s of its end, at ~17 requests; one that finishes just
 before the deadline is still seen in time.  The loop runs in the job's cancel scope: at the
 deadline it stops where it is (the server-side cancel is :mod:`comfyui_cancel`'s job).
 """
