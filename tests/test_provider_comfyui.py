@@ -228,6 +228,41 @@ async def test_second_job_waits_for_the_one_gpu(nursery: trio.Nursery, tmp_path:
     assert fake.cancels == []
 
 
+@pytest.mark.slow
+async def test_a_job_waiting_for_the_gpu_times_out_in_the_gate_and_says_so(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    daemon, fake = await _setup(nursery, tmp_path, deadline=1.5)
+    fake.default = "hang"
+    answers: list[DslrResponse] = []
+
+    async def shoot() -> None:
+        answers.append(await _shoot(daemon))
+
+    async with trio.open_nursery() as booths:
+        booths.start_soon(shoot)
+        await fake.wait_until(lambda: bool(fake.prompts))
+        booths.start_soon(shoot)
+    assert [a.status for a in answers] == [504, 504]
+    waited = await daemon.wait_job_final(answers[1].headers["x-job-id"])
+    assert waited.failure_details is not None
+    assert "for a comfyui slot (1 call in flight, comfyui_concurrency = 1)" in (
+        waited.failure_details
+    )
+    # The second job got the GPU gate when the first timed out, with too little time left: its
+    # prompt, queued behind the first (still being interrupted), is deleted too.
+    with trio.fail_after(3):
+        await fake.wait_until(
+            lambda: all(p.state in ("interrupted", "deleted") for p in fake.prompts.values())
+        )
+    effects = {c.effect for c in fake.cancels}  # (a delete that lost a race to the GPU: "nothing")
+    for prompt in fake.prompts.values():
+        assert (
+            f"{'interrupted' if prompt.state == 'interrupted' else 'deleted'} {prompt.prompt_id}"
+            in effects
+        )
+
+
 # -- validated on save -----------------------------------------------------------------------
 
 
