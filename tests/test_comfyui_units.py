@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import trio
 
+from photochangerd.config import ConfigError, load_config
 from photochangerd.providers.base import ProviderRejected, ProviderUnavailable
 from photochangerd.providers.comfyui_cancel import SubmittedPrompt, find
 from photochangerd.providers.comfyui_history import (
@@ -65,6 +66,10 @@ def test_poll_delay_grows_with_the_wait_and_shrinks_near_the_deadline() -> None:
     assert poll_delay(30, 0.1) == MIN_POLL
 
 
+def _prompt() -> SubmittedPrompt:
+    return SubmittedPrompt("job", "client", "p1")
+
+
 def _answer(document: Any, status: int = 200) -> VendorResponse:
     return VendorResponse(status, {}, json.dumps(document).encode())
 
@@ -84,8 +89,9 @@ async def test_polls_until_the_entry_appears_then_soon_after_it(autojump_clock: 
         return _answer({"p1": DONE} if trio.current_time() >= finished_at else {})
 
     start = trio.current_time()
-    entry = await wait_for_history("p1", fetch)
-    assert entry == DONE
+    prompt = _prompt()
+    entry = await wait_for_history(prompt, fetch)
+    assert entry == DONE and prompt.ended
     offsets = [t - start for t in polls]
     assert offsets[0] == pytest.approx(MIN_POLL)
     gaps = [b - a for a, b in itertools.pairwise(offsets)]
@@ -106,7 +112,7 @@ async def test_polling_stops_at_the_deadline_and_polls_faster_before_it(
 
     start = trio.current_time()
     with trio.move_on_after(10) as scope:
-        await wait_for_history("p1", fetch)
+        await wait_for_history(_prompt(), fetch)
     assert scope.cancelled_caught
     assert polls[-1] <= start + 10
     await trio.sleep(5)
@@ -131,8 +137,10 @@ async def test_five_failed_polls_in_a_row_are_503(autojump_clock: object) -> Non
             raise VendorUnreachable("ConnectError")
         return answers.pop(0)
 
+    prompt = _prompt()
     with pytest.raises(ProviderUnavailable, match="failed 5 times in a row"):
-        await wait_for_history("p1", fetch)
+        await wait_for_history(prompt, fetch)
+    assert not prompt.ended  # it may still be on the GPU: the driver cancels it
     assert calls == 7  # the good answer in between reset the count
 
 
@@ -160,8 +168,10 @@ async def test_an_error_entry_is_raised(autojump_clock: object) -> None:
     async def fetch() -> VendorResponse:
         return _answer({"p1": error})
 
+    prompt = _prompt()
     with pytest.raises(ProviderRejected, match=r"at node 3 \(KSampler\): RuntimeError: boom"):
-        await wait_for_history("p1", fetch)
+        await wait_for_history(prompt, fetch)
+    assert prompt.ended  # it ended on the server: nothing to cancel
 
 
 # -- error texts and outputs -------------------------------------------------------------------
@@ -240,3 +250,22 @@ def test_find_by_prompt_id_or_by_client_id() -> None:
     assert find(queue, SubmittedPrompt("j", "c-9", "theirs")) == ("running", "theirs")
     assert find(queue, SubmittedPrompt("j", "c-9", "gone")) == ("absent", None)
     assert find({"error": "x"}, SubmittedPrompt("j", "c-9")) == ("absent", None)
+
+
+# -- configuration ------------------------------------------------------------------------------
+
+
+def test_comfyui_settings() -> None:
+    config = load_config(environ={})
+    assert config.comfyui_base_url == "" and config.comfyui_concurrency == 1
+    config = load_config(
+        environ={
+            "PHOTOCHANGER_COMFYUI_BASE_URL": "http://gpu-box:8188",
+            "PHOTOCHANGER_COMFYUI_CONCURRENCY": "2",
+        }
+    )
+    assert config.comfyui_base_url == "http://gpu-box:8188" and config.comfyui_concurrency == 2
+    with pytest.raises(ConfigError, match="comfyui_base_url: an http"):
+        load_config(environ={"PHOTOCHANGER_COMFYUI_BASE_URL": "gpu-box:8188"})
+    with pytest.raises(ConfigError, match="comfyui_concurrency: must be positive"):
+        load_config(environ={"PHOTOCHANGER_COMFYUI_CONCURRENCY": "0"})

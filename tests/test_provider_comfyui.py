@@ -113,7 +113,7 @@ async def test_node_errors_at_run_time_are_502_naming_the_node(
     assert "dreamshaper_8.safetensors" in details
     job = await daemon.job(response.headers["x-job-id"])
     assert job.failure_reason == "provider_error" and job.failure_details == details
-    assert fake.prompts == {}
+    assert fake.prompts == {} and fake.calls("/queue") == []  # nothing queued, nothing to cancel
 
 
 @pytest.mark.parametrize(
@@ -136,7 +136,7 @@ async def test_execution_errors(
     response = await _shoot(daemon)
     assert response.status == status, response.body[:300]
     assert text in response.json()["details"]
-    assert fake.cancels == []  # it ended on the server: nothing to cancel
+    assert fake.calls("/queue") == []  # it ended on the server: nothing to cancel
 
 
 async def test_unconfigured_and_unreachable_backends(nursery: trio.Nursery, tmp_path: Path) -> None:

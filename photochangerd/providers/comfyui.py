@@ -103,7 +103,7 @@ class ComfyUIProvider(CloudProvider):
             )
             prompt = SubmittedPrompt(request.job_id, uuid.uuid4().hex)
             try:
-                prompt.prompt_id = await self._queue(workflow, prompt.client_id)
+                prompt.prompt_id = await self._queue(workflow, prompt)
                 await request.report_reference(prompt.prompt_id)
                 event(
                     log,
@@ -112,10 +112,9 @@ class ComfyUIProvider(CloudProvider):
                     job_id=request.job_id,
                     prompt_id=prompt.prompt_id,
                 )
-                entry = await wait_for_history(prompt.prompt_id, self._history(prompt.prompt_id))
-                prompt.ended = True
+                entry = await wait_for_history(prompt, self._history(prompt.prompt_id))
             finally:
-                if not prompt.ended:  # deadline, refusal, unreachable: free the GPU
+                if not prompt.ended:  # the deadline, most often: free the GPU
                     self._cancels.cancel_soon(prompt)
             return await self._download(first_image(entry))
 
@@ -149,8 +148,8 @@ class ComfyUIProvider(CloudProvider):
         name = str(document["name"])
         return f"{subfolder}/{name}" if subfolder else name
 
-    async def _queue(self, workflow: dict[str, Any], client_id: str) -> str:
-        body = orjson.dumps({"prompt": workflow, "client_id": client_id})
+    async def _queue(self, workflow: dict[str, Any], prompt: SubmittedPrompt) -> str:
+        body = orjson.dumps({"prompt": workflow, "client_id": prompt.client_id})
         queue = self._client.build_request(
             "POST",
             f"{self._base_url}/prompt",
@@ -160,6 +159,7 @@ class ComfyUIProvider(CloudProvider):
         response = await self._send(queue)
         document = _json_or_none(response)
         if response.status == 400:
+            prompt.ended = True  # nothing was queued
             raise refusal(document)
         if response.status != 200 or not isinstance(document, dict):
             raise ProviderRejected(

@@ -48,7 +48,8 @@ class SubmittedPrompt:
     job_id: str
     client_id: str
     prompt_id: str | None = None
-    ended: bool = False  # the history says it finished (nothing left to cancel)
+    # Nothing of it left on the server: its history entry is in, or ComfyUI refused to queue it.
+    ended: bool = False
 
 
 def find(queue: Any, prompt: SubmittedPrompt) -> tuple[Place, str | None]:

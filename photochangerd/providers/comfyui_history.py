@@ -21,6 +21,7 @@ from typing import Any
 import trio
 
 from photochangerd.providers.base import ProviderError, ProviderRejected, ProviderUnavailable
+from photochangerd.providers.comfyui_cancel import SubmittedPrompt
 from photochangerd.providers.vendor_http import VendorResponse, VendorUnreachable, truncate
 
 MIN_POLL = 0.1
@@ -44,9 +45,12 @@ class OutputImage:
 Fetch = Callable[[], Awaitable[VendorResponse]]
 
 
-async def wait_for_history(prompt_id: str, fetch: Fetch) -> Mapping[str, Any]:
+async def wait_for_history(prompt: SubmittedPrompt, fetch: Fetch) -> Mapping[str, Any]:
     """Poll with ``fetch`` (one ``GET /history/{prompt_id}``) until the prompt has an entry
-    that says it is done; returns it, or raises the error it reports."""
+    that says it is done; returns it, or raises the error it reports.  ``prompt.ended`` is set
+    once the entry is there (nothing left to cancel on the server)."""
+    prompt_id = prompt.prompt_id
+    assert prompt_id is not None
     queued = trio.current_time()
     errors = 0
     while True:
@@ -68,6 +72,7 @@ async def wait_for_history(prompt_id: str, fetch: Fetch) -> Mapping[str, Any]:
             continue  # queued or running
         status = entry.get("status")
         status = status if isinstance(status, Mapping) else {}
+        prompt.ended = True
         if status.get("status_str") == "error":
             raise run_error(status.get("messages"))
         if status.get("completed") or status.get("status_str") == "success":
