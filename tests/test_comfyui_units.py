@@ -23,6 +23,7 @@ from photochangerd.providers.comfyui_history import (
     wait_for_history,
 )
 from photochangerd.providers.vendor_http import VendorResponse, VendorUnreachable
+from photochangerd.web.console.slot_form import fields_for, parse_settings, values_from_settings
 from shared.comfyui_workflow import WorkflowError, fill_workflow, parse_workflow
 from tests.support.comfyui import img2img_workflow
 
@@ -269,3 +270,19 @@ def test_comfyui_settings() -> None:
         load_config(environ={"PHOTOCHANGER_COMFYUI_BASE_URL": "gpu-box:8188"})
     with pytest.raises(ConfigError, match="comfyui_concurrency: must be positive"):
         load_config(environ={"PHOTOCHANGER_COMFYUI_CONCURRENCY": "0"})
+
+
+# -- the web console's slot form ------------------------------------------------------------------
+
+
+def test_console_form_shows_the_workflow_as_json_and_reads_it_back() -> None:
+    fields = fields_for("comfyui", "workflow")
+    [workflow_field] = [f for f in fields if f.name == "workflow"]
+    assert workflow_field.kind == "textarea" and workflow_field.value_type == "json"
+    workflow = img2img_workflow()
+    shown = values_from_settings(fields, {"workflow": workflow, "prompt": "anime"})
+    assert json.loads(str(shown["workflow"])) == workflow and shown["prompt"] == "anime"
+    form = {name: str(value) for name, value in shown.items() if not isinstance(value, bool)}
+    settings = parse_settings(fields, form)
+    assert settings["workflow"] == workflow and settings["prompt"] == "anime"
+    assert parse_settings(fields, {"workflow": "{oops"})["workflow"] == "{oops"  # the API says why
