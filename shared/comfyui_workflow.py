@@ -21,6 +21,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
+
 IMAGE_LOADER = "LoadImage"
 # Core ComfyUI nodes whose history entry lists ``images`` the API can download with /view.
 # SaveImage writes to the output folder (type "output"); PreviewImage to the temp folder.
@@ -63,7 +65,10 @@ def parse_workflow(value: Any) -> Workflow:
         raise WorkflowError("has no nodes")
     if len(value) > MAX_NODES:
         raise WorkflowError(f"has {len(value)} nodes (at most {MAX_NODES})")
-    size = len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode())
+    try:  # orjson: what the driver sends it with (and ~10x faster than json.dumps here)
+        size = len(orjson.dumps(value))
+    except TypeError as exc:  # orjson.JSONEncodeError: e.g. an integer beyond 64 bits
+        raise WorkflowError(f"has a value that cannot be sent as JSON ({exc})") from None
     if size > MAX_WORKFLOW_BYTES:
         raise WorkflowError(f"is {size // 1024} KB (at most {MAX_WORKFLOW_BYTES // 1024} KB)")
     for node_id, node in value.items():

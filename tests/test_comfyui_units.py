@@ -52,6 +52,10 @@ def test_parse_workflow_takes_json_text_and_names_a_bad_node() -> None:
         parse_workflow({**workflow, "3": {"inputs": {}}})
     with pytest.raises(WorkflowError, match="not valid JSON"):
         parse_workflow("{'3': 1}")
+    huge_seed = img2img_workflow()
+    huge_seed["3"]["inputs"]["seed"] = 2**70  # json.loads takes it; the driver could not send it
+    with pytest.raises(WorkflowError, match="cannot be sent as JSON"):
+        parse_workflow(huge_seed)
     with pytest.raises(WorkflowError, match="KB"):
         parse_workflow({"1": {"class_type": "LoadImage", "inputs": {"image": "x" * 3_000_000}}})
 
