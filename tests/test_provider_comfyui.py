@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -189,9 +190,11 @@ async def test_pending_prompt_is_deleted_at_the_deadline(
 
 @pytest.mark.slow
 async def test_running_prompt_is_interrupted_at_the_deadline_and_the_gpu_freed(
-    nursery: trio.Nursery, tmp_path: Path
+    nursery: trio.Nursery, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     daemon, fake = await _setup(nursery, tmp_path, deadline=1.5)
+    logging.getLogger().addHandler(caplog.handler)  # the daemon's start replaced the handlers
+    caplog.set_level(logging.INFO, logger="photochangerd.providers.comfyui")
     fake.script("hang")
     sent = trio.current_time()
     response = await _shoot(daemon)
@@ -207,6 +210,16 @@ async def test_running_prompt_is_interrupted_at_the_deadline_and_the_gpu_freed(
         await fake.wait_until(lambda: fake.running is None)
     assert ours.state == "interrupted"
     assert fake.history[ours.prompt_id]["status"]["status_str"] == "error"
+
+    def logged() -> list[dict[str, Any]]:
+        return [getattr(r, "fields", {}) for r in caplog.records if r.msg == "comfyui.cancel"]
+
+    with trio.fail_after(2):  # logged once the interrupt's answer is in
+        while not logged():
+            await trio.sleep(0.02)
+    [cancel_log] = logged()
+    assert cancel_log["prompt_id"] == ours.prompt_id and cancel_log["outcome"] == "interrupted"
+    assert cancel_log["job_id"] == response.headers["x-job-id"]
     # The GPU is free: the next photo is served at once.
     assert (await _shoot(daemon)).status == 200
 
