@@ -11,6 +11,7 @@ reported without a round trip.
 
 from __future__ import annotations
 
+import json
 import math
 import tomllib
 import types
@@ -37,6 +38,10 @@ from shared.slot_settings import (
 EDITABLE = ("display_name", "provider", "operation", "is_active", "size_limit_mb")
 READ_ONLY = ("id", "version")
 ERROR_PREFIX = "# !"  # lines pcctl adds (and removes again) when it reopens the editor
+# Settings that are JSON documents of their own (a ComfyUI workflow: node ids as keys, links as
+# lists, nulls): TOML cannot hold them faithfully inline, so the document carries them as JSON
+# text in a multi-line string, parsed back when the document is read.
+JSON_SETTINGS = ("workflow",)
 
 
 # -- describing the schema ------------------------------------------------------------------
@@ -165,6 +170,23 @@ def document_values(slot: SlotDetail) -> dict[str, Any]:
     return values
 
 
+def _settings_lines(settings: Mapping[str, Any]) -> list[str]:
+    """The lines of a settings table: scalars, then JSON documents (a ComfyUI workflow) and
+    tables, inline (a ``[settings.x]`` header would end the settings table)."""
+    lines = []
+    scalars = {
+        k: v for k, v in settings.items() if not isinstance(v, Mapping) and k not in JSON_SETTINGS
+    }
+    if scalars:
+        lines.append(tomli_w.dumps(scalars).rstrip("\n"))
+    for key, value in settings.items():
+        if key in JSON_SETTINGS:
+            lines.append(f"{key} = {_json_text(value)}")
+        elif isinstance(value, Mapping):
+            lines.append(f"{key} = {_toml_value(value)}")
+    return lines
+
+
 def _step_values(step: FallbackStep) -> dict[str, Any]:
     values: dict[str, Any] = {
         "provider": step.provider,
@@ -196,12 +218,7 @@ def render(slot: SlotDetail) -> str:
     out.append("")
     out.append("[settings]")
     settings = values["settings"]
-    scalars = {k: v for k, v in settings.items() if not isinstance(v, Mapping)}
-    if scalars:
-        out.append(tomli_w.dumps(scalars).rstrip("\n"))
-    for key, value in settings.items():  # tables inline: a [settings.x] header would end [settings]
-        if isinstance(value, Mapping):
-            out.append(f"{key} = {_toml_value(value)}")
+    out += _settings_lines(settings)
     model = SETTINGS_MODELS.get((slot.provider, slot.operation))
     if model is not None:
         for name, info in model.model_fields.items():
@@ -216,8 +233,9 @@ def render(slot: SlotDetail) -> str:
         out.append("[[fallbacks]]")
         scalars = {k: v for k, v in step.items() if k != "settings"}
         out.append(tomli_w.dumps(scalars).rstrip("\n"))
-        if "settings" in step:  # inline: a [fallbacks.settings] header would be easy to break
-            out.append(f"settings = {_toml_value(step['settings'])}")
+        if "settings" in step:  # the settings of the [[fallbacks]] step just above
+            out.append("[fallbacks.settings]")
+            out += _settings_lines(step["settings"])
     if not values.get("fallbacks"):
         out += ["", "# [[fallbacks]]", '# provider = "local"', '# operation = "enhance"']
     return "\n".join(out) + "\n"
@@ -242,12 +260,36 @@ def is_blank(text: str) -> bool:
     return all(not line.strip() or line.lstrip().startswith("#") for line in text.splitlines())
 
 
+def _json_text(value: Any) -> str:
+    """``value`` as JSON in a TOML multi-line literal string (a basic string if it cannot be)."""
+    text = value if isinstance(value, str) else json.dumps(value, indent=2, ensure_ascii=False)
+    if "'''" in text:
+        return tomli_w.dumps({"v": text})[4:].rstrip("\n")
+    return "'''\n" + text + "'''"
+
+
 def parse(text: str) -> dict[str, Any]:
     """The document's values; :class:`LocalInvalid` for TOML syntax errors."""
     try:
-        return tomllib.loads(text)
+        values = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise LocalInvalid({"document": f"not valid TOML: {exc}"}) from None
+    _json_back(values.get("settings"), "settings")
+    steps = values.get("fallbacks")
+    for index, step in enumerate(steps if isinstance(steps, list) else []):
+        if isinstance(step, dict):
+            _json_back(step.get("settings"), f"fallbacks.{index}.settings")
+    return values
+
+
+def _json_back(settings: Any, where: str) -> None:
+    """The JSON documents of a settings table (carried as JSON text) parsed back, in place."""
+    for key in JSON_SETTINGS:
+        if isinstance(settings, dict) and isinstance(settings.get(key), str):
+            try:
+                settings[key] = json.loads(settings[key])
+            except ValueError as exc:
+                raise LocalInvalid({f"{where}.{key}": f"not valid JSON: {exc}"}) from None
 
 
 def update_from_document(values: Mapping[str, Any], slot: SlotDetail) -> SlotUpdate:

@@ -138,6 +138,14 @@ class Config:
         "Jobs sent to the sdwebui backend at once (1 = one GPU); more wait here, within "
         "their deadline.",
     )
+    comfyui_base_url: str = _setting(
+        "",
+        "Your ComfyUI server, e.g. http://gpu-box:8188 (no authentication: keep it on a "
+        "LAN/VPN or behind a proxy). Empty: comfyui slots fail their jobs (provider_error).",
+    )
+    comfyui_concurrency: int = _setting(
+        1, "Workflows queued on ComfyUI at once (1 = one GPU); more wait within their deadline."
+    )
 
     # -- derived paths -------------------------------------------------------------------
     @property
@@ -222,6 +230,7 @@ def _validate(config: Config) -> None:
         "provider_max_response_mb",
         "turbotext_poll_interval_seconds",
         "sdwebui_concurrency",
+        "comfyui_concurrency",
         "admin_token_ttl_minutes",
     )
     for name in positive:
@@ -235,6 +244,8 @@ def _validate(config: Config) -> None:
         raise ConfigError(f"trusted_proxies: {exc}") from None
     if config.provider_concurrency < 0:
         raise ConfigError("provider_concurrency: 0 (no cap) or a positive number")
+    if config.comfyui_base_url and not config.comfyui_base_url.startswith(("http://", "https://")):
+        raise ConfigError("comfyui_base_url: an http:// or https:// URL (or empty)")
     if config.log_format not in ("text", "json"):
         raise ConfigError("log_format: text or json")
     if config.log_level not in ("debug", "info", "warning", "error"):

@@ -15,6 +15,7 @@ CATALOGUE: Final[dict[str, tuple[str, ...]]] = {
     "turbotext": ("image2image", "mix_images", "face_swap"),
     "openai": ("edit",),
     "sdwebui": ("img2img",),
+    "comfyui": ("workflow",),
 }
 
 OUTPUT_FORMATS: Final = ("jpeg", "png", "webp", "original")

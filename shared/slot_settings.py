@@ -14,6 +14,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from shared.comfyui_workflow import (
+    WorkflowError,
+    check_prompt_target,
+    check_slot_workflow,
+    parse_workflow,
+)
+
 OutputFormat = Literal["jpeg", "png", "webp", "original"]
 GEMINI_MODELS = ("gemini-2.5-flash-image", "gemini-3-pro-image-preview")
 GEMINI_ASPECT_RATIOS = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9")
@@ -154,6 +161,45 @@ class SdWebUIImg2ImgSettings(CommonSettings):
     )
 
 
+class ComfyUIWorkflowSettings(CommonSettings):
+    """A ComfyUI workflow in the API format (shared/comfyui_workflow.py)."""
+
+    workflow: dict[str, Any] = Field(
+        description="The workflow in ComfyUI's API format (Export (API)): exactly one "
+        "LoadImage node (gets the photo), at least one SaveImage/PreviewImage node.",
+    )
+    prompt: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=32_000,
+        description="Goes into prompt_node's text input, else replaces every {{prompt}}.",
+    )
+    prompt_node: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        description="Id of the node whose text input gets the prompt (e.g. a CLIPTextEncode).",
+    )
+
+    @field_validator("workflow", mode="before")
+    @classmethod
+    def _api_format(cls, value: Any) -> dict[str, Any]:
+        try:
+            workflow = parse_workflow(value)
+            check_slot_workflow(workflow)
+        except WorkflowError as exc:
+            raise ValueError(f"the workflow {exc}") from None
+        return workflow
+
+    @model_validator(mode="after")
+    def _prompt_has_a_place(self) -> ComfyUIWorkflowSettings:
+        try:
+            check_prompt_target(self.workflow, self.prompt, self.prompt_node)
+        except WorkflowError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+
 SETTINGS_MODELS: dict[tuple[str, str], type[CommonSettings]] = {
     ("local", "passthrough"): LocalSettings,
     ("local", "enhance"): LocalSettings,
@@ -166,6 +212,7 @@ SETTINGS_MODELS: dict[tuple[str, str], type[CommonSettings]] = {
     ("turbotext", "face_swap"): TurbotextFaceSwapSettings,
     ("openai", "edit"): OpenAIEditSettings,
     ("sdwebui", "img2img"): SdWebUIImg2ImgSettings,
+    ("comfyui", "workflow"): ComfyUIWorkflowSettings,
 }
 
 # Template roles an operation cannot run without.

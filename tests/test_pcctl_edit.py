@@ -242,7 +242,10 @@ def test_editor_precedence() -> None:
 
 
 def test_fallbacks_are_edited_in_the_document(pcctl: Pcctl, editor: ScriptedEditor) -> None:
-    step = '\n[[fallbacks]]\nprovider = "local"\noperation = "enhance"\nreserve_seconds = 3\n'
+    step = (
+        '\n[[fallbacks]]\nprovider = "local"\noperation = "enhance"\nreserve_seconds = 3\n'
+        '[fallbacks.settings]\noutput_format = "png"\n'
+    )
     bad = '\n[[fallbacks]]\nprovider = "local"\noperation = "paint"\n'
     steps = [
         {"append": step + bad},  # the second step is refused locally; the editor reopens
@@ -254,7 +257,7 @@ def test_fallbacks_are_edited_in_the_document(pcctl: Pcctl, editor: ScriptedEdit
         {
             "provider": "local",
             "operation": "enhance",
-            "settings": {},
+            "settings": {"output_format": "png"},
             "templates": [],
             "reserve_seconds": 3.0,
         }

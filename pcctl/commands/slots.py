@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -284,6 +285,12 @@ def show(state: State, slot_id: str) -> None:
 )
 @click.option("--unset", "removals", multiple=True, metavar="KEY", help="Remove a setting.")
 @click.option(
+    "--workflow",
+    "workflow_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="comfyui: the workflow, a JSON file in ComfyUI's API format (Export (API)).",
+)
+@click.option(
     "--template",
     "template_file",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -307,6 +314,7 @@ def edit(
     size_limit_mb: int | None,
     assignments: tuple[str, ...],
     removals: tuple[str, ...],
+    workflow_file: Path | None,
     template_file: Path | None,
     role: str | None,
 ) -> None:
@@ -324,6 +332,7 @@ def edit(
       pcctl slot edit slot-003 --provider gemini --prompt "watercolor portrait"
       pcctl slot edit slot-003 --set strength=60 --set seed=7 --inactive
       pcctl slot edit slot-003 --provider turbotext --operation face_swap --template face.png
+      pcctl slot edit slot-003 --provider comfyui --workflow img2img_api.json --prompt "anime"
     """
     out = state.out
     client = state.client()
@@ -338,6 +347,7 @@ def edit(
             size_limit_mb,
             template_file,
             role,
+            workflow_file,
         )
     ) or bool(assignments or removals)
     if not flags_given:
@@ -362,6 +372,7 @@ def edit(
             removals=removals,
             template=template_file is not None,
             role=role,
+            workflow=_read_workflow(workflow_file) if workflow_file is not None else None,
         )
         if template_file is not None and update.template_media:
             # Validated with a placeholder id first, so a bad edit leaves no orphan upload.
@@ -394,6 +405,7 @@ def flag_update(
     removals: tuple[str, ...] = (),
     template: bool = False,
     role: str | None = None,
+    workflow: Any = None,
 ) -> SlotUpdate:
     """The update the flags describe, checked locally.  With ``template`` the new binding
     (``role``, else the one the operation needs) comes last, with a placeholder id: the
@@ -421,6 +433,8 @@ def flag_update(
         settings[key] = value
     for key in removals:
         settings.pop(key, None)
+    if workflow is not None:
+        settings["workflow"] = workflow
     bindings: list[dict[str, str]] | None = None
     if template:
         role = role or slotdoc.default_role(new_provider, new_operation)
@@ -442,6 +456,14 @@ def flag_update(
     update: SlotUpdate = slotdoc.model_or_errors(SlotUpdate, body)
     slotdoc.check_update(update, current)
     return update
+
+
+def _read_workflow(path: Path) -> Any:
+    """A workflow file's JSON (checked as a workflow with the rest of the edit)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise LocalInvalid({"--workflow": f"{path}: not a JSON file ({exc})"}) from None
 
 
 # -- test -----------------------------------------------------------------------------------

@@ -10,6 +10,8 @@ import trio
 from photochangerd.config import Config
 from photochangerd.media.imaging import ImageWorkers
 from photochangerd.providers.base import Provider, ProviderRejected
+from photochangerd.providers.comfyui import ComfyUIProvider
+from photochangerd.providers.comfyui_cancel import ServerCancels
 from photochangerd.providers.gemini import GeminiProvider
 from photochangerd.providers.keys import ProviderKeys
 from photochangerd.providers.local import LocalProvider
@@ -44,8 +46,10 @@ async def open_providers(
     """All providers, each cloud one with its own pooled HTTP client (closed on exit).
 
     The providers' background nursery runs work that outlives a job and must not delay its
-    answer (sdwebui's interrupt of a job cut off by its deadline).  On exit, what is still
-    running there gets :data:`BACKGROUND_GRACE_SECONDS`, then is cancelled.
+    answer: stopping a self-hosted backend's work on a photo whose job ended (sdwebui's
+    interrupt, ComfyUI's queue delete or interrupt).  Each such task has a short limit of its
+    own; on exit, what is still running there gets :data:`BACKGROUND_GRACE_SECONDS`, then is
+    cancelled.
     """
     limit = config.provider_max_response_mb * 1024 * 1024
     common = {"max_response_bytes": limit, "concurrency": config.effective_provider_concurrency}
@@ -54,6 +58,7 @@ async def open_providers(
         turbotext_http = await stack.enter_async_context(make_client())
         openai_http = await stack.enter_async_context(make_client())
         sdwebui_http = await stack.enter_async_context(make_client())
+        comfyui_http = await stack.enter_async_context(make_client())
         background = await stack.enter_async_context(trio.open_nursery())
         stack.callback(_cancel_after_grace, background)
         providers: dict[str, Provider] = {
@@ -78,6 +83,14 @@ async def open_providers(
                 Interrupter(sdwebui_http, background),
                 max_response_bytes=limit,
                 concurrency=config.sdwebui_concurrency,
+            ),
+            "comfyui": ComfyUIProvider(
+                comfyui_http,
+                config.comfyui_base_url,
+                images,
+                ServerCancels(background, comfyui_http, config.comfyui_base_url),
+                max_response_bytes=limit,
+                concurrency=config.comfyui_concurrency,
             ),
         }
         providers.update(extra or {})

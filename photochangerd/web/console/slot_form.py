@@ -3,7 +3,8 @@
 A provider/operation's settings model (:data:`shared.slot_settings.SETTINGS_MODELS`) becomes a
 list of :class:`FormField`: the JSON schema's type picks the control (string → text, or a
 textarea for prompts; ``enum``/``Literal`` → select; boolean → checkbox; integer/number →
-number with the schema's bounds; an object of fields → a fieldset of its own), ``description``
+number with the schema's bounds; an object of fields → a fieldset of its own; a free-form
+object, such as a ComfyUI workflow → a textarea of JSON text), ``description``
 becomes the help text.  Field names are the API's: ``prompt``, ``qr_stamp.enabled`` …  So a new
 provider, operation or setting needs no new page.
 
@@ -13,6 +14,7 @@ API takes (empty optional fields omitted, numbers typed); validation stays the A
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -38,7 +40,7 @@ class FormField:
     kind: str  # "text", "textarea", "select", "checkbox", "number" or "group"
     help: str = ""
     required: bool = False
-    value_type: str = "string"  # "string", "integer", "number", "boolean", "object"
+    value_type: str = "string"  # "string", "integer", "number", "boolean", "object", "json"
     options: tuple[str, ...] = ()  # select
     blank_option: bool = False  # select: an empty choice (optional field, or no default)
     minimum: float | None = None
@@ -165,6 +167,8 @@ def _field(
             maximum=high,
             default=default,
         )
+    if kind_type == "object":  # a free-form JSON document (a ComfyUI workflow): JSON text
+        return FormField(path, label, "textarea", help_text, required, "json", default=default)
     max_length = schema.get("maxLength")
     kind = "textarea" if name.endswith(TEXTAREA_SUFFIX) else "text"
     return FormField(
@@ -216,6 +220,8 @@ def _display(item: FormField, value: Any) -> FormValue:
         return ""
     if item.kind == "select" and str(value) not in item.options:
         return "" if item.default is None else str(item.default)
+    if item.value_type == "json":
+        return value if isinstance(value, str) else json.dumps(value, indent=2, ensure_ascii=False)
     if isinstance(value, bool | dict | list):
         return "" if item.default is None else str(item.default)
     return str(value)
@@ -267,6 +273,15 @@ def _number(item: FormField, raw: str) -> Any:
     return number if math.isfinite(number) else raw
 
 
+def _json(raw: str) -> Any:
+    """The document a JSON field holds; the text itself when it is not JSON (the API's
+    validation then says so)."""
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
+
+
 def parse_settings(fields: tuple[FormField, ...], form: Mapping[str, str]) -> dict[str, Any]:
     """The settings object of a submitted form: empty optional fields are omitted (never
     stored as ``""``), numbers typed, checkboxes true/false, nested objects rebuilt."""
@@ -283,7 +298,9 @@ def parse_settings(fields: tuple[FormField, ...], form: Mapping[str, str]) -> di
         raw = str(form.get(item.name, ""))
         if not raw.strip():
             continue
-        if item.kind == "number":
+        if item.value_type == "json":
+            settings[item.key] = _json(raw)
+        elif item.kind == "number":
             settings[item.key] = _number(item, raw.strip())
         elif item.kind == "textarea":
             settings[item.key] = raw.replace("\r\n", "\n")
