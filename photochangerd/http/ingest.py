@@ -347,6 +347,8 @@ async def _ingest(
             if not password_ok:
                 raise InvalidPassword("wrong ingest password")
 
+    if app.store.problem is not None:  # the result could not be kept: say so now, not at the end
+        raise ServiceUnavailable(app.store.problem, headers={"Retry-After": "5"})
     spool = app.store.open_spool()
     try:
         with trio.move_on_at(deadline.trio) as body_scope:
@@ -429,6 +431,9 @@ async def _ingest(
             await spool.discard()
 
     if not outcome.ok:
+        if outcome.failure is JobFailure.INTERNAL_ERROR and app.store.problem is not None:
+            # The result could not be stored (the bucket went away during the job).
+            raise ServiceUnavailable(app.store.problem, headers={"Retry-After": "5"})
         return _failure_answer(outcome), 0
     assert outcome.result is not None and attempt.job_id is not None
     result = outcome.data if outcome.data is not None else await app.store.read(outcome.result.path)

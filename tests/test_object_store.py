@@ -1,0 +1,174 @@
+"""The media store's two backends behind one interface: a local directory and a real S3 server
+(SeaweedFS, tests/support/s3.py) — round trip, delete, missing objects, streaming, key safety,
+and the health state an unreachable store leaves behind."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trio
+
+from photochangerd.media.objects import (
+    ObjectStoreUnavailable,
+    UnsafeKey,
+    check_key,
+    is_local_reference,
+)
+from photochangerd.media.s3 import S3Objects, normalize_prefix
+from photochangerd.media.store import MediaStore
+from tests.support.s3 import REGION, SeaweedS3
+
+
+@pytest.fixture
+def s3_env(s3_server: SeaweedS3, monkeypatch: pytest.MonkeyPatch) -> SeaweedS3:
+    for key, value in s3_server.env().items():
+        monkeypatch.setenv(key, value)
+    return s3_server
+
+
+@pytest.fixture(params=["local", "s3"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MediaStore]:
+    if request.param == "local":
+        local = MediaStore(tmp_path / "media")
+        local.ensure_dirs()
+        yield local
+        return
+    server: SeaweedS3 = request.getfixturevalue("s3_env")
+    bucket = request.getfixturevalue("s3_bucket")
+    remote = MediaStore(tmp_path / "media", S3Objects(server.endpoint_url, bucket, REGION, "pc/"))
+    remote.ensure_dirs()
+    yield remote
+
+
+async def test_round_trip_and_delete(store: MediaStore) -> None:
+    data = os.urandom(300_000)
+    reference = await store.put("results/job_abc.png", data)
+    assert await store.read(reference) == data
+    stored = await store.write_result("job_def", data, "jpg", "image/jpeg")
+    assert stored.size_bytes == len(data) and len(stored.checksum) == 64
+    assert await store.read(stored.path) == data
+    await store.remove(reference, stored.path, None)
+    for gone in (reference, stored.path):
+        with pytest.raises(FileNotFoundError):
+            await store.read(gone)
+    await store.remove(reference)  # idempotent
+
+
+async def test_a_missing_object_is_none_not_an_error(store: MediaStore) -> None:
+    reference = store.objects.reference("thumbs/job_nothing.webp")
+    assert await store.open(reference) is None
+    with pytest.raises(FileNotFoundError):
+        await store.read(reference)
+
+
+async def test_streaming_reads_in_chunks_and_ranges(store: MediaStore) -> None:
+    data = os.urandom(1_500_000)
+    reference = await store.put("media/abcdefgh.jpg", data)
+    stream = await store.open(reference)
+    assert stream is not None and stream.size == len(data)
+    chunks = []
+    try:
+        chunks = [chunk for chunk in stream.chunks]
+    finally:
+        stream.close()
+    assert len(chunks) > 1 and max(len(c) for c in chunks) <= 256 * 1024
+    assert b"".join(chunks) == data
+    part = await store.open(reference, (1000, 5000))
+    assert part is not None and part.size == 4000
+    try:
+        assert b"".join(part.chunks) == data[1000:5000]
+    finally:
+        part.close()
+
+
+async def test_the_bucket_holds_the_keys_under_the_prefix(
+    s3_env: SeaweedS3, s3_bucket: str, tmp_path: Path
+) -> None:
+    store = MediaStore(tmp_path, S3Objects(s3_env.endpoint_url, s3_bucket, REGION, "/booths/"))
+    assert store.remote
+    reference = await store.put("templates/tpl_1.png", b"\x89PNG....")
+    assert reference == "templates/tpl_1.png"  # what the row holds: the key, no prefix
+    assert s3_env.keys(s3_bucket) == ["booths/templates/tpl_1.png"]
+    assert store.thumbnail_ref("job_x") == "thumbs/job_x.webp"
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "../etc/passwd",
+        "results/../../x.png",
+        "results/a/b.png",
+        "/results/a.png",
+        "results/a b.png",
+        "other/a.png",
+        "results/.png",
+        "results/a.png\n",
+        "results/" + "a" * 65 + ".png",
+    ],
+)
+def test_only_our_key_shapes_are_accepted(key: str) -> None:
+    with pytest.raises(UnsafeKey):
+        check_key(key)
+    assert is_local_reference(key)  # and a row holding it is never sent to a bucket
+
+
+def test_keys_and_paths_are_told_apart() -> None:
+    assert check_key("results/job_1.png") == "results/job_1.png"
+    assert not is_local_reference("media/Ab_-9.webp")
+    assert is_local_reference("/var/lib/photochanger/media/results/job_1.png")
+    assert is_local_reference("photochanger-data/media/results/job_1.png")  # a relative root
+    assert normalize_prefix("/a/b/") == "a/b/" and normalize_prefix("") == ""
+
+
+async def test_local_backend_keeps_the_old_layout(tmp_path: Path) -> None:
+    store = MediaStore(tmp_path)
+    store.ensure_dirs()
+    reference = await store.put("media/abc.jpg", b"x")
+    assert reference == str(tmp_path / "temp" / "media-abc.jpg")  # as rows held before
+    assert store.thumbnail_ref("job_1") == str(store.thumbnail_path("job_1"))
+    assert not store.remote and store.problem is None
+
+
+async def test_an_unreachable_store_fails_fast_and_reports_why(
+    s3_env: SeaweedS3, tmp_path: Path
+) -> None:
+    with trio.socket.socket() as sock:  # a port nobody listens on
+        await sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    objects = S3Objects(f"http://127.0.0.1:{port}", "nowhere", REGION, "")
+    store = MediaStore(tmp_path, objects)
+    started = trio.current_time()
+    with pytest.raises(ObjectStoreUnavailable):
+        await store.put("results/job_1.png", b"x")
+    assert trio.current_time() - started < 3
+    assert store.problem is not None and "unreachable" in store.problem
+    with pytest.raises(ObjectStoreUnavailable):
+        store.check_available()
+
+
+async def test_health_recovers_when_the_probe_answers(
+    s3_env: SeaweedS3, s3_bucket: str, tmp_path: Path
+) -> None:
+    objects = S3Objects(s3_env.endpoint_url, s3_bucket, REGION, "")
+    store = MediaStore(tmp_path, objects)
+    objects.health.down("object store unreachable (test)")
+    assert store.problem == "object store unreachable (test)"
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(store.watch)
+        with trio.fail_after(5):
+            while store.problem is not None:
+                await trio.sleep(0.05)
+        nursery.cancel_scope.cancel()
+
+
+async def test_wrong_credentials_are_unavailable_not_missing(
+    s3_env: SeaweedS3, s3_bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+    store = MediaStore(tmp_path, S3Objects(s3_env.endpoint_url, s3_bucket, REGION, ""))
+    with pytest.raises(ObjectStoreUnavailable):
+        await store.put("results/job_1.png", b"x")
+    assert store.problem is not None and "refused" in store.problem
