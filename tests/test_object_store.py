@@ -5,6 +5,8 @@ and the health state an unreachable store leaves behind."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from photochangerd.media.objects import (
 )
 from photochangerd.media.s3 import S3Objects, normalize_prefix
 from photochangerd.media.store import MediaStore
+from tests.support.daemon_process import REPO
 from tests.support.s3 import REGION, SeaweedS3
 
 
@@ -172,3 +175,24 @@ async def test_wrong_credentials_are_unavailable_not_missing(
     with pytest.raises(ObjectStoreUnavailable):
         await store.put("results/job_1.png", b"x")
     assert store.problem is not None and "refused" in store.problem
+
+
+def test_the_local_backend_never_imports_the_s3_client(tmp_path: Path) -> None:
+    """boto3 (≈ 160 ms, ≈ 20 MB) is paid for by the S3 backend only (in a process of its own:
+    other tests of this run have imported it)."""
+    code = (
+        "import sys, trio\n"
+        "import photochangerd.app\n"
+        "from photochangerd.config import load_config\n"
+        "from photochangerd.media.backends import open_media_store\n"
+        "from pathlib import Path\n"
+        f"config = load_config(environ={{}}, overrides={{'data_dir': Path({str(tmp_path)!r})}})\n"
+        "store = trio.run(open_media_store, config)\n"
+        "assert store.objects.name == 'local'\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('boto3', 'botocore'))\n"
+        "assert not loaded, loaded\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60
+    )
+    assert result.returncode == 0, result.stderr

@@ -2,7 +2,8 @@
 
 A DSLR-style upload is answered 200; its result link (with HEAD, range and conditional
 requests), thumbnail, guest page and picture work, streamed from the bucket; the objects are in
-the bucket under the prefix, not on the local disk; the cleaner deletes them after the expiry.
+the bucket under the prefix, not on the local disk; a backup holds the database and keys and says
+where the media are; the cleaner deletes the objects after the expiry.
 Then the store goes away: the ingest answers 503 at once, ``/readyz`` names the object store,
 a public link answers 503 with the JSON error body, and all of it recovers without a restart.
 """
@@ -15,6 +16,7 @@ import httpx
 import pytest
 import trio
 
+from photochangerd.backup import backup, read_manifest
 from photochangerd.media.cleaner import Cleaner
 from tests.conftest import INGEST_PASSWORD, RunningDaemon, make_config, s3_or_skip, start_daemon
 from tests.support.dslr import dslr_upload
@@ -93,6 +95,13 @@ async def test_results_live_in_the_bucket_and_are_served_from_it(
 
         ready = await http.get("/readyz")
         assert ready.status_code == 200 and ready.json()["media"] == "s3"
+
+        # A backup: the database and keys; the bucket is said to be backed up by its own means.
+        report = await trio.to_thread.run_sync(backup, daemon.config, tmp_path / "backup")
+        assert report.results == 0 and report.keys == 2
+        assert any(s3_bucket in warning for warning in report.warnings), report.warnings
+        manifest = read_manifest(tmp_path / "backup")
+        assert manifest["source"]["media_backend"] == "s3" and manifest["skipped"] == []
 
         # Past the expiry: the cleaner deletes result and thumbnail from the bucket.
         daemon.clock.offset = 73 * 3600
