@@ -150,6 +150,10 @@ async def test_an_unreachable_store_fails_fast_and_reports_why(
     assert store.problem is not None and "unreachable" in store.problem
     with pytest.raises(ObjectStoreUnavailable):
         store.check_available()
+    # A job discarding a late result does not fail for it; the cleaner learns it must retry.
+    await store.remove("results/job_1.png")
+    with pytest.raises(ObjectStoreUnavailable):
+        await store.delete("results/job_1.png")
 
 
 async def test_health_recovers_when_the_probe_answers(

@@ -27,6 +27,7 @@ from photochangerd.clock import WallClock
 from photochangerd.db import repositories
 from photochangerd.db.engine import Database, DatabaseUnavailable
 from photochangerd.logs import event
+from photochangerd.media.objects import ObjectStoreUnavailable
 from photochangerd.media.store import TMP_SUFFIX, MediaStore
 from photochangerd.metrics import Metrics
 
@@ -60,8 +61,8 @@ class Cleaner:
             )
             if not expired:
                 return total
-            await self.store.remove(*(path for _, path in expired))
-            await self.store.remove(*(self.store.thumbnail_ref(job_id) for job_id, _ in expired))
+            await self.store.delete(*(path for _, path in expired))
+            await self.store.delete(*(self.store.thumbnail_ref(job_id) for job_id, _ in expired))
             await self.db.write(repositories.clear_result_paths, [job_id for job_id, _ in expired])
             total += len(expired)
 
@@ -74,7 +75,7 @@ class Cleaner:
             )
             if not expired:
                 return total
-            await self.store.remove(*(path for _, path in expired))
+            await self.store.delete(*(path for _, path in expired))
             await self.db.write(
                 repositories.mark_media_cleaned,
                 [media_id for media_id, _ in expired],
@@ -138,6 +139,8 @@ class Cleaner:
                 await self.run_once()
             except DatabaseUnavailable:
                 event(log, logging.WARNING, "cleanup.db_unavailable")
+            except ObjectStoreUnavailable as exc:  # rows kept: the next round deletes them
+                event(log, logging.WARNING, "cleanup.object_store_unavailable", problem=str(exc))
             except Exception:  # maintenance must not take the daemon down; retried next round
                 log.exception("cleanup.failed")
             await trio.sleep(interval)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import secrets
 from pathlib import Path
@@ -20,6 +21,7 @@ from pathlib import Path
 import trio
 
 from photochangerd.domain.models import StoredResult
+from photochangerd.logs import event
 from photochangerd.media.objects import (
     LocalObjects,
     ObjectBackend,
@@ -27,6 +29,8 @@ from photochangerd.media.objects import (
     ObjectStream,
     is_local_reference,
 )
+
+log = logging.getLogger("photochangerd.media")
 
 TMP_SUFFIX = ".tmp"
 SPOOL_FLUSH_BYTES = 1024 * 1024
@@ -149,7 +153,19 @@ class MediaStore:
         return data
 
     async def remove(self, *references: str | Path | None) -> None:
-        """Delete objects or files that may or may not exist (idempotent)."""
+        """Delete objects or files that may or may not exist (idempotent), best effort.
+
+        A bucket that does not answer leaves its objects behind (logged; the bucket's lifecycle
+        rule collects them): a job discarding a late result must not fail for it.  The cleaner,
+        which must know, uses :meth:`delete`."""
+        try:
+            await self.delete(*references)
+        except ObjectStoreUnavailable as exc:
+            event(log, logging.WARNING, "object_store.remove_failed", problem=str(exc))
+
+    async def delete(self, *references: str | Path | None) -> None:
+        """Delete objects or files that may or may not exist; raises
+        :class:`ObjectStoreUnavailable` when the bucket does not answer."""
         texts = [str(r) for r in references if r]
         local = [r for r in texts if is_local_reference(r)]
         remote = [r for r in texts if not is_local_reference(r)]
