@@ -4,14 +4,17 @@ and the health state an unreachable store leaves behind."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 import trio
+import trio.testing
 
 from photochangerd.media.objects import (
     ObjectStoreUnavailable,
@@ -19,8 +22,8 @@ from photochangerd.media.objects import (
     check_key,
     is_local_reference,
 )
-from photochangerd.media.s3 import S3Objects, normalize_prefix
-from photochangerd.media.store import MediaStore
+from photochangerd.media.s3 import S3Objects, StoreHealth, normalize_prefix
+from photochangerd.media.store import PROBE_DOWN_SECONDS, PROBE_UP_SECONDS, MediaStore
 from tests.support.daemon_process import REPO
 from tests.support.s3 import REGION, SeaweedS3
 
@@ -200,3 +203,41 @@ def test_the_local_backend_never_imports_the_s3_client(tmp_path: Path) -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60
     )
     assert result.returncode == 0, result.stderr
+
+
+class _ScriptedStore:
+    """A backend whose HeadBucket answers as scripted (True: the store answers)."""
+
+    name = "scripted"
+
+    def __init__(self, answers: list[bool]) -> None:
+        self.health = StoreHealth(healthy=False, problem="object store unreachable (start)")
+        self.answers = answers
+        self.probed_at: list[float] = []
+
+    def probe(self) -> None:
+        self.probed_at.append(trio.current_time())
+        if self.answers.pop(0):
+            self.health.up()
+        else:
+            self.health.down("object store unreachable (scripted)")
+            raise ObjectStoreUnavailable("scripted")
+
+
+async def test_the_watch_probes_often_while_down_and_rarely_while_up(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    class InLine(MediaStore):  # the probe without a thread: the mock clock cannot wait for one
+        async def _probe(self, probe: Callable[[], None]) -> None:
+            probe()
+
+    backend = _ScriptedStore([False, False, True, True, False, True, True])
+    store = InLine(tmp_path, cast(Any, backend))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(store.watch)
+        await trio.sleep(PROBE_DOWN_SECONDS * 3 + PROBE_UP_SECONDS * 3 + 1)
+        nursery.cancel_scope.cancel()
+    gaps = [b - a for a, b in itertools.pairwise(backend.probed_at)]
+    down, up = PROBE_DOWN_SECONDS, PROBE_UP_SECONDS
+    assert gaps == pytest.approx([down, down, up, up, down, up])
+    assert store.problem is None

@@ -16,6 +16,7 @@ import hashlib
 import logging
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 
 import trio
@@ -111,8 +112,11 @@ class MediaStore:
         while True:
             # A failure is recorded in the health state by the probe itself.
             with contextlib.suppress(ObjectStoreUnavailable):
-                await trio.to_thread.run_sync(probe, abandon_on_cancel=True)
+                await self._probe(probe)
             await trio.sleep(PROBE_UP_SECONDS if self.problem is None else PROBE_DOWN_SECONDS)
+
+    async def _probe(self, probe: Callable[[], None]) -> None:
+        await trio.to_thread.run_sync(probe, abandon_on_cancel=True)
 
     async def put(self, key: str, data: bytes) -> str:
         """Store ``data`` under ``key`` (durable when this returns); the row's reference."""
