@@ -22,7 +22,12 @@ from photochangerd.media.objects import (
     check_key,
     is_local_reference,
 )
-from photochangerd.media.s3 import S3Objects, StoreHealth, normalize_prefix
+from photochangerd.media.s3 import (
+    MULTIPART_THRESHOLD,
+    S3Objects,
+    StoreHealth,
+    normalize_prefix,
+)
 from photochangerd.media.store import PROBE_DOWN_SECONDS, PROBE_UP_SECONDS, MediaStore
 from tests.support.daemon_process import REPO
 from tests.support.s3 import REGION, SeaweedS3
@@ -88,6 +93,18 @@ async def test_streaming_reads_in_chunks_and_ranges(store: MediaStore) -> None:
         assert b"".join(part.chunks) == data[1000:5000]
     finally:
         part.close()
+
+
+async def test_a_big_result_goes_up_in_parts(
+    s3_env: SeaweedS3, s3_bucket: str, tmp_path: Path
+) -> None:
+    store = MediaStore(tmp_path, S3Objects(s3_env.endpoint_url, s3_bucket, REGION, ""))
+    data = os.urandom(MULTIPART_THRESHOLD + 1_000_000)  # over the threshold: multipart
+    stored = await store.write_result("job_big", data, "png", "image/png")
+    assert await store.read(stored.path) == data
+    head = s3_env.client().head_object(Bucket=s3_bucket, Key="results/job_big.png")
+    assert head["ETag"].strip('"').endswith("-3")  # an S3 multipart ETag: three 8 MB parts
+    assert head["ContentType"] == "image/png"
 
 
 async def test_the_bucket_holds_the_keys_under_the_prefix(

@@ -97,8 +97,12 @@ class S3Objects:
         )
         from boto3.s3.transfer import TransferConfig
 
+        # Parts one after the other in the calling (worker) thread: one 8 MB part in memory
+        # beside the result, not ten at once.
         self._transfer = TransferConfig(
-            multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=8 * 1024 * 1024
+            multipart_threshold=MULTIPART_THRESHOLD,
+            multipart_chunksize=8 * 1024 * 1024,
+            use_threads=False,
         )
 
     def _key(self, reference: str) -> str:

@@ -118,6 +118,8 @@ class SeaweedS3:
             f"-s3.port.lance={p[10]}",
             f"-s3.config={self.config}",
             "-master.volumeSizeLimitMB=64",
+            # One master: no election to wait for after a restart (10 s by default).
+            "-master.electionTimeout=1s",
             "-volume.max=64",
         ]
         log = open(self.root / "weed.log", "ab")  # noqa: SIM115 - the child keeps it
