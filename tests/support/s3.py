@@ -166,6 +166,10 @@ class SeaweedS3:
     def close(self) -> None:
         self.stop()
         shutil.rmtree(self.root, ignore_errors=True)
+        # weed also listens on unix sockets named after its ports, in /tmp.
+        for port in self.ports:
+            for leftover in Path(tempfile.gettempdir()).glob(f"seaweedfs-*-{port}.sock"):
+                leftover.unlink(missing_ok=True)
 
     def __enter__(self) -> SeaweedS3:
         self.start()
