@@ -18,9 +18,16 @@ import trio
 
 from photochangerd.backup import backup, read_manifest
 from photochangerd.media.cleaner import Cleaner
-from tests.conftest import INGEST_PASSWORD, RunningDaemon, make_config, s3_or_skip, start_daemon
+from tests.conftest import (
+    ADMIN_PASSWORD,
+    INGEST_PASSWORD,
+    RunningDaemon,
+    make_config,
+    s3_or_skip,
+    start_daemon,
+)
 from tests.support.dslr import dslr_upload
-from tests.support.images import make_jpeg
+from tests.support.images import make_jpeg, make_png
 from tests.support.s3 import REGION, SeaweedS3
 
 PHOTO = make_jpeg(640, 480)
@@ -168,3 +175,51 @@ async def test_an_object_store_outage_is_503_fast_then_recovers(
         daemon.daemon.shutdown.set()
     finally:
         await trio.to_thread.run_sync(server.close)
+
+
+@pytest.mark.slow
+async def test_templates_live_in_the_bucket(
+    nursery: trio.Nursery, tmp_path: Path, s3_server: SeaweedS3, s3_bucket: str, aws_env: None
+) -> None:
+    """Uploaded through the admin API, read by a job (a frame), previewed by the console's slot
+    page, deleted from the bucket with its row."""
+    daemon = await _start(nursery, tmp_path, s3_server, s3_bucket)
+    async with httpx.AsyncClient(base_url=daemon.url, timeout=30) as admin:
+        login = await admin.post(
+            "/api/login", json={"username": "serg", "password": ADMIN_PASSWORD}
+        )
+        admin.headers["Authorization"] = f"Bearer {login.json()['access_token']}"
+        frame = make_png(200, 150, alpha=True)
+        uploaded = await admin.post(
+            "/api/template-media", files={"file": ("frame.png", frame, "image/png")}
+        )
+        assert uploaded.status_code == 201, uploaded.text
+        template_id = uploaded.json()["id"]
+        key = f"{PREFIX}templates/{template_id}.png"
+        assert s3_server.keys(s3_bucket) == [key]
+        assert list(daemon.context.store.templates.iterdir()) == []
+        bound = await admin.put(
+            "/api/slots/slot-006",
+            json={
+                "operation": "frame",
+                "template_media": [{"role": "frame", "template_id": template_id}],
+            },
+        )
+        assert bound.status_code == 200
+        framed = await dslr_upload(
+            "127.0.0.1", daemon.port, "slot-006", photo=PHOTO, password=INGEST_PASSWORD
+        )
+        assert framed is not None and framed.status == 200 and framed.body != PHOTO
+        async with httpx.AsyncClient(base_url=daemon.url, timeout=30) as console:
+            await console.post(
+                "/admin/login", data={"username": "serg", "password": ADMIN_PASSWORD}
+            )
+            preview = await console.get(f"/admin/templates/{template_id}/preview")
+            assert preview.status_code == 200, preview.text[:300]
+            assert preview.headers["content-type"] == "image/webp"
+        await admin.put(
+            "/api/slots/slot-006", json={"operation": "passthrough", "template_media": []}
+        )
+        assert (await admin.delete(f"/api/template-media/{template_id}")).status_code == 204
+        assert key not in s3_server.keys(s3_bucket)
+    daemon.daemon.shutdown.set()
