@@ -67,11 +67,11 @@ from photochangerd.jobs.admission import Admission
 from photochangerd.jobs.service import JobService
 from photochangerd.jobs.worker import run_sweeper, run_worker
 from photochangerd.logs import event, set_log_instance
+from photochangerd.media.backends import open_media_store
 from photochangerd.media.cleaner import Cleaner, startup_leftovers
 from photochangerd.media.images import configure_pillow
 from photochangerd.media.imaging import ImageWorkers
 from photochangerd.media.provider_media import ProviderMedia
-from photochangerd.media.store import MediaStore
 from photochangerd.memory import freeze_startup_objects, tune_malloc
 from photochangerd.metrics import Metrics
 from photochangerd.providers.base import Provider
@@ -209,7 +209,7 @@ async def _run_locked(
     environ = os.environ if environ is None else environ
     clock = clock or WallClock()
     configure_pillow(config.max_image_pixels)
-    store = MediaStore(config.media_root)
+    store = await open_media_store(config)
     config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
     store.ensure_dirs()
     # Keys for admin tokens and provider secrets at rest: configured, else generated once
@@ -352,6 +352,7 @@ async def _serve(
             run_sweeper, jobs, config.sweep_interval_seconds, config.sweep_grace_seconds
         )
         root.start_soon(context.cleaner.run, config.cleanup_interval_seconds)
+        root.start_soon(context.store.watch)  # a bucket's health (nothing for a local dir)
         root.start_soon(_maintenance, context, purge_requests)
         root.start_soon(_report_draining, shutdown, jobs, notifier)
         if watchdog:

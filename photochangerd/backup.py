@@ -35,6 +35,13 @@ root, in the restored database.  That is the least invasive correct fix: the dae
 writing and cleaning code and the existing data stay as they are, and a backup restored onto a
 different data dir, media dir or machine serves the same links.
 
+**Media in a bucket** (``media_backend = "s3"``).  The results, thumbnails and templates are
+then objects in the bucket, not files of this host: the backup holds the database and the keys
+only, says so in a warning and in the manifest (``source.media_backend``, ``source.s3_bucket``),
+and the bucket is backed up by the object store's own means (versioning, replication, a
+lifecycle-aware sync such as ``rclone sync``).  The rows hold bucket keys, which a restore leaves
+as they are: restored with the same bucket settings, every link works again.
+
 **PostgreSQL.**  The database is several daemons' shared state; ``pg_dump -Fc`` makes its
 consistent copy and ``pg_restore`` puts it back.  ``backup`` copies the media and keys the same
 way and prints the ``pg_dump`` command; ``restore`` (after ``pg_restore``) writes the media and
@@ -493,7 +500,14 @@ def _backup_into(config: Config, dest: Path, dialect: str, now: float) -> Backup
             )
         return relative
 
-    for job_id, stored, recorded in inventory.results:
+    in_bucket = config.media_backend == "s3"
+    if in_bucket:
+        report.warnings.append(
+            f"media_backend = s3: results, thumbnails and templates are objects in the bucket "
+            f"{config.s3_bucket!r}, not in this backup (database and keys only); back the "
+            "bucket up with the object store's own means"
+        )
+    for job_id, stored, recorded in [] if in_bucket else inventory.results:
         relative = copy_media("result", "job_id", job_id, stored, recorded)
         if relative is None:
             continue
@@ -506,7 +520,7 @@ def _backup_into(config: Config, dest: Path, dialect: str, now: float) -> Backup
             continue  # made on a gallery's first request: none yet is normal
         entry["job_id"] = job_id
         report.thumbnails += 1
-    for template_id, stored, recorded in inventory.templates:
+    for template_id, stored, recorded in [] if in_bucket else inventory.templates:
         if copy_media("template", "template_id", template_id, stored, recorded) is not None:
             report.templates += 1
 
@@ -534,6 +548,8 @@ def _backup_into(config: Config, dest: Path, dialect: str, now: float) -> Backup
             "data_dir": str(config.data_dir.absolute()),
             "media_root": str(config.media_root.absolute()),
             "media_roots": roots,
+            "media_backend": config.media_backend,
+            "s3_bucket": config.s3_bucket if in_bucket else None,
         },
         "counts": {
             "results": report.results,

@@ -53,6 +53,19 @@ class Config:
     media_dir: Path | None = _setting(
         None, "Media root (results/, temp/, templates/, spool/). Default: <data_dir>/media."
     )
+    media_backend: str = _setting(
+        "local",
+        "Where results, thumbnails, templates and provider-media live: local (the media dir) "
+        "or s3 (a bucket; several instances need it). Spools and job inputs stay local.",
+    )
+    s3_endpoint_url: str = _setting(
+        "", "S3 API endpoint (MinIO, SeaweedFS, R2, Yandex...). Empty: AWS S3 for s3_region."
+    )
+    s3_bucket: str = _setting("", "The bucket (media_backend = s3). It must exist.")
+    s3_region: str = _setting("", "The bucket's region. Empty: the AWS default chain's.")
+    s3_prefix: str = _setting(
+        "", "Key prefix inside the bucket (e.g. photochanger/). Credentials: AWS_* env or files."
+    )
     bind: tuple[str, ...] = _setting(("127.0.0.1:8080",), "host:port to listen on (a list is ok).")
     trusted_proxies: tuple[str, ...] = _setting(
         (),
@@ -250,6 +263,10 @@ def _validate(config: Config) -> None:
         raise ConfigError("log_format: text or json")
     if config.log_level not in ("debug", "info", "warning", "error"):
         raise ConfigError("log_level: debug, info, warning or error")
+    if config.media_backend not in ("local", "s3"):
+        raise ConfigError("media_backend: local or s3")
+    if config.media_backend == "s3" and not config.s3_bucket:
+        raise ConfigError("s3_bucket: needed with media_backend = s3")
     if config.shutdown_grace_seconds < 60:
         raise ConfigError("shutdown_grace_seconds: must be at least the 60 s maximum deadline")
 

@@ -12,6 +12,8 @@
     │   └── ProviderUnavailable       temporarily unavailable (quota, 503)          → 503
     ├── DatabaseUnavailable           the database cannot be reached right now      → 503
     │                                 (db/engine.py)
+    ├── ObjectStoreUnavailable        the S3 bucket cannot be used right now        → 503
+    │                                 (media/objects.py)
     ├── UnsupportedImage, ValueError  not a JPEG/PNG/WebP we accept                 → 415
     │                                 (media/images.py)
     └── StartupError                  the daemon cannot start: one line, exit status 1

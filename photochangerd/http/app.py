@@ -16,13 +16,19 @@ from photochangerd.http import admin, docs, health, ingest, public
 from photochangerd.http.asgi import ShieldedSend
 from photochangerd.http.booth import BoothRouter
 from photochangerd.http.context import EXTENSION_KEY, AppContext, Handles
-from photochangerd.http.errors import ApiError, api_error_response, error_response
+from photochangerd.http.errors import (
+    ApiError,
+    ServiceUnavailable,
+    api_error_response,
+    error_response,
+)
 from photochangerd.http.proxy import ProxyHeaders, parse_networks
 from photochangerd.http.validation import (
     ValidationFailed,
     errors_from_pydantic,
     validation_response,
 )
+from photochangerd.media.objects import ObjectStoreUnavailable
 from photochangerd.web import register_web
 from photochangerd.web.guest import OPENAPI_RESPONSES as GUEST_RESPONSES
 from shared.errors import FailureReason
@@ -91,6 +97,12 @@ def _quart_app(handles: Handles | None, config: Config) -> QuartTrio:
     @app.errorhandler(ApiError)
     async def on_api_error(error: ApiError) -> Response:
         return api_error_response(error)
+
+    @app.errorhandler(ObjectStoreUnavailable)
+    async def on_object_store_unavailable(error: ObjectStoreUnavailable) -> Response:
+        return api_error_response(
+            ServiceUnavailable("object store unavailable", headers={"Retry-After": "5"})
+        )
 
     @app.errorhandler(HTTPException)
     async def on_http_error(error: HTTPException) -> Response:

@@ -6,15 +6,21 @@ ignore it; werkzeug's parser and the span arithmetic below do it right."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import trio
 from quart import Response, request, send_file
+from quart.wrappers.response import IterableBody
 from werkzeug.datastructures import ContentRange
 from werkzeug.http import parse_range_header
 from werkzeug.sansio.http import is_resource_modified
 
 from photochangerd.http.errors import ApiError
+from photochangerd.media.objects import ObjectStream, is_local_reference
+from photochangerd.media.store import MediaStore
 from shared.errors import FailureReason
 
 FILE_CHUNK = 256 * 1024
@@ -94,3 +100,81 @@ async def send_file_ranged(path: Path, mimetype: str, **options: Any) -> Respons
     else:
         _large_reads(response)
     return response
+
+
+async def _chunks(stream: ObjectStream) -> AsyncIterator[bytes]:
+    """An object's bytes as they come from the store, one chunk in memory at a time."""
+    try:
+        while True:
+            chunk = await trio.to_thread.run_sync(next, stream.chunks, None)
+            if chunk is None:
+                return
+            yield chunk
+    finally:
+        stream.close()
+
+
+async def send_stored(
+    store: MediaStore,
+    reference: str,
+    mimetype: str,
+    *,
+    cache_timeout: int | None = None,
+    last_modified: datetime | None = None,
+) -> Response | None:
+    """Serve a stored object — a local file, or streamed from the bucket — with the same
+    conditional and range handling as :func:`send_file_ranged`; None when it is not there.
+
+    An object in a bucket is never read whole: its chunks go to the client as they arrive (a
+    range asks the store for just those bytes)."""
+    if is_local_reference(reference):
+        path = Path(reference)
+        if not await trio.to_thread.run_sync(path.is_file):
+            return None
+        return await send_file_ranged(
+            path, mimetype, cache_timeout=cache_timeout, last_modified=last_modified
+        )
+    stream = await store.open(reference)
+    if stream is None:
+        return None
+    handed_over = False
+    try:
+        response = Response(b"", mimetype=mimetype)
+        if stream.etag:
+            response.headers["ETag"] = stream.etag
+        if last_modified is None and stream.last_modified is not None:
+            last_modified = datetime.fromtimestamp(stream.last_modified, UTC)
+        if last_modified is not None:
+            response.last_modified = last_modified
+        if cache_timeout is not None:
+            response.cache_control.public = True
+            response.cache_control.max_age = cache_timeout
+            response.expires = datetime.now(UTC) + timedelta(seconds=cache_timeout)
+        await response.make_conditional(request)  # 304 / 412
+        response.headers["Accept-Ranges"] = "bytes"
+        if response.status_code != 200:
+            return response
+        size = stream.size
+        span = (
+            _requested_span(request.headers.get("Range"), size)
+            if _range_applies(response)
+            else None
+        )
+        if request.method == "HEAD":
+            response.content_length = size if span is None else span[1] - span[0]
+            return response
+        if span is not None:
+            stream.close()
+            ranged = await store.open(reference, span)
+            if ranged is None:
+                return None
+            stream = ranged
+            response.status_code = 206
+            response.content_range = ContentRange("bytes", span[0], span[1], size)
+        response.response = IterableBody(_chunks(stream))
+        response.content_length = stream.size
+        handed_over = True
+        return response
+    finally:
+        if not handed_over:
+            stream.close()

@@ -1,4 +1,5 @@
-"""``/healthz`` (the process answers) and ``/readyz`` (database reachable, media writable)."""
+"""``/healthz`` (the process answers) and ``/readyz`` (database reachable, media writable,
+the object store answering when media live in a bucket)."""
 
 from __future__ import annotations
 
@@ -31,9 +32,19 @@ async def readyz() -> Response:
     writable = await trio.to_thread.run_sync(os.access, app.store.results, os.W_OK)
     if not writable:
         return error_response(503, FailureReason.SERVICE_UNAVAILABLE, "media dir not writable")
+    problem = app.store.problem  # the bucket's health: failed calls and the store's probe
+    if problem is not None:
+        return error_response(503, FailureReason.SERVICE_UNAVAILABLE, problem)
     if not app.intake.open:
         return error_response(503, FailureReason.SERVICE_UNAVAILABLE, "shutting down")
-    return jsonify({"status": "ok", "database": app.db.dialect, "instance": app.instance_id})
+    return jsonify(
+        {
+            "status": "ok",
+            "database": app.db.dialect,
+            "media": app.store.objects.name,
+            "instance": app.instance_id,
+        }
+    )
 
 
 @bp.route("/metrics", methods=["GET"])

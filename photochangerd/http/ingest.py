@@ -45,6 +45,7 @@ from photochangerd.jobs.admission import Overloaded
 from photochangerd.jobs.run import Deadline, JobSettings
 from photochangerd.logs import event
 from photochangerd.media.images import ImageInfo, UnsupportedImage, inspect_image
+from photochangerd.media.objects import ObjectStoreUnavailable
 from photochangerd.media.qr import ANSWER_MARGIN_SECONDS, stamp_settings, stamp_within
 from photochangerd.web.guest import guest_url
 from shared.api_models import SlotUpdate, TestRunResult
@@ -349,6 +350,8 @@ async def _ingest(
             if not password_ok:
                 raise InvalidPassword("wrong ingest password")
 
+    if app.store.problem is not None:  # the result could not be kept: say so now, not at the end
+        raise ServiceUnavailable(app.store.problem, headers={"Retry-After": "5"})
     spool = app.store.open_spool()
     try:
         with trio.move_on_at(deadline.trio) as body_scope:
@@ -431,9 +434,17 @@ async def _ingest(
             await spool.discard()
 
     if not outcome.ok:
+        if outcome.failure is JobFailure.INTERNAL_ERROR and app.store.problem is not None:
+            # The result could not be stored (the bucket went away during the job).
+            raise ServiceUnavailable(app.store.problem, headers={"Retry-After": "5"})
         return _failure_answer(outcome), 0
     assert outcome.result is not None and attempt.job_id is not None
-    result = outcome.data if outcome.data is not None else await app.store.read(outcome.result.path)
+    try:  # a result made on another instance: read back from the store
+        result = (
+            outcome.data if outcome.data is not None else await app.store.read(outcome.result.path)
+        )
+    except ObjectStoreUnavailable as exc:
+        raise ServiceUnavailable(str(exc), headers={"Retry-After": "5"}) from None
     guest = guest_url(app.config.effective_public_base_url, attempt.job_id)
     stamp = stamp_settings(slot.settings) if mode is BOOTH else None
     if stamp is not None:  # the booth's copy only; the stored result stays clean

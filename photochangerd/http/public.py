@@ -1,4 +1,7 @@
-"""Public, unauthenticated links: ``GET /public/results/{job_id}`` (72 h, then 410)."""
+"""Public, unauthenticated links: ``GET /public/results/{job_id}`` (72 h, then 410).
+
+Every file is served by the daemon itself, from the media dir or streamed from the bucket
+(``media_backend = "s3"``), so a link works on whichever instance a request reaches."""
 
 from __future__ import annotations
 
@@ -14,9 +17,10 @@ from photochangerd.db.engine import DatabaseUnavailable
 from photochangerd.domain.models import JOB_ID_PATTERN, MEDIA_ID_PATTERN, Job
 from photochangerd.http.context import public
 from photochangerd.http.errors import NotFound, ResultExpired, ServiceUnavailable
-from photochangerd.http.files import send_file_ranged
+from photochangerd.http.files import send_stored
 from photochangerd.media.encode import make_thumbnail
 from photochangerd.media.images import EXT_BY_MIME
+from photochangerd.media.objects import is_local_reference
 from shared.errors import FailureReason
 
 bp = Blueprint("public", __name__)
@@ -27,8 +31,10 @@ def _not_found() -> NotFound:
     return NotFound("no result for this link", reason=FailureReason.RESULT_NOT_FOUND)
 
 
-async def _live_result(job_id: str) -> tuple[Job, Path]:
-    """The finished job and its result file, or the documented 404/410."""
+async def _live_result(job_id: str) -> tuple[Job, str]:
+    """The finished job and its result's reference, or the documented 404/410.
+
+    A local file is checked here; an object in a bucket when it is opened (one round trip)."""
     # Strict id check: nothing but a well-formed job id reaches the DB, never the file system.
     if _JOB_ID_RE.fullmatch(job_id) is None:
         raise _not_found()
@@ -45,25 +51,26 @@ async def _live_result(job_id: str) -> tuple[Job, Path]:
         raise ResultExpired("this result has expired")
     if job.result_file_path is None:  # removed by the cleaner
         raise ResultExpired("this result has expired")
-    path = Path(job.result_file_path)
-    if not await trio.to_thread.run_sync(path.is_file):
+    reference = job.result_file_path
+    if is_local_reference(reference) and not await trio.to_thread.run_sync(Path(reference).is_file):
         raise ResultExpired("this result is no longer stored")
-    return job, path
+    return job, reference
 
 
 @bp.route("/public/results/<job_id>", methods=["GET", "HEAD"])
 async def result(job_id: str) -> Response:
-    job, path = await _live_result(job_id)
+    job, reference = await _live_result(job_id)
     assert job.result_mime_type is not None
     extension = EXT_BY_MIME.get(job.result_mime_type, "bin")
-    response = await send_file_ranged(
-        path,
+    response = await send_stored(
+        public().store,
+        reference,
         job.result_mime_type,
-        as_attachment=True,
-        attachment_filename=f"{job_id}.{extension}",
         last_modified=datetime.fromtimestamp(job.finalized_at or 0, UTC),
         cache_timeout=3600,
     )
+    if response is None:
+        raise ResultExpired("this result is no longer stored")
     # Quoted, as docs/booth-contract.md shows it (the name is ours: a job id and a known
     # extension).
     response.headers["Content-Disposition"] = f'attachment; filename="{job_id}.{extension}"'
@@ -87,10 +94,9 @@ async def provider_media(media_id: str) -> Response:
         raise NotFound("no such media")
     if row.cleaned_at is not None or row.expires_at <= app.clock.now():
         raise ResultExpired("this media link has expired")
-    path = Path(row.path)
-    if not await trio.to_thread.run_sync(path.is_file):
+    response = await send_stored(app.store, row.path, row.mime_type)
+    if response is None:
         raise ResultExpired("this media link has expired")
-    response = await send_file_ranged(path, row.mime_type)
     response.headers["Cache-Control"] = "no-store"
     return response
 
@@ -98,11 +104,18 @@ async def provider_media(media_id: str) -> Response:
 @bp.route("/public/results/<job_id>/thumbnail", methods=["GET", "HEAD"])
 async def thumbnail(job_id: str) -> Response:
     """A small WebP preview (gallery), made on first request and kept beside the result."""
-    job, path = await _live_result(job_id)
+    job, reference = await _live_result(job_id)
     app = public()
-    thumb = app.store.thumbnail_path(job.id)
-    if not await trio.to_thread.run_sync(thumb.is_file):
-        data = await app.store.read(path)
+    thumb = app.store.thumbnail_ref(job.id)
+    response = await send_stored(app.store, thumb, "image/webp", cache_timeout=3600)
+    if response is None:
+        try:
+            data = await app.store.read(reference)
+        except FileNotFoundError:
+            raise ResultExpired("this result is no longer stored") from None
         preview = await app.images.run(make_thumbnail, data)
-        await app.store.write_file(thumb, preview)
-    return await send_file_ranged(thumb, "image/webp", cache_timeout=3600)
+        thumb = await app.store.put(f"thumbs/{job.id}.webp", preview)
+        response = await send_stored(app.store, thumb, "image/webp", cache_timeout=3600)
+    if response is None:  # removed again at once (the cleaner): as expired
+        raise ResultExpired("this result is no longer stored")
+    return response

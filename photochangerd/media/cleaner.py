@@ -1,5 +1,11 @@
 """The cleaner: deletes expired results (their links then answer 410) and orphaned files.
 
+Expired results, thumbnails and provider-media are deleted wherever they live (the media dir or
+the bucket); a row is cleared only after its object is gone, so an unreachable bucket only
+postpones the work to the next round.  The orphan scan covers the local directories; orphans in
+a bucket (a crash between the PUT and the row) are left to the bucket's own lifecycle rule
+(README, "PostgreSQL and scaling out").
+
 Orphans are files no database row points at: a crash between writing a file and committing its
 row, an interrupted atomic write (``.tmp``), an abandoned upload spool.  Only files older than
 :data:`ORPHAN_AGE` are touched, so a write in progress (in this or another instance sharing the
@@ -21,6 +27,7 @@ from photochangerd.clock import WallClock
 from photochangerd.db import repositories
 from photochangerd.db.engine import Database, DatabaseUnavailable
 from photochangerd.logs import event
+from photochangerd.media.objects import ObjectStoreUnavailable
 from photochangerd.media.store import TMP_SUFFIX, MediaStore
 from photochangerd.metrics import Metrics
 
@@ -54,8 +61,8 @@ class Cleaner:
             )
             if not expired:
                 return total
-            await self.store.remove(*(path for _, path in expired))
-            await self.store.remove(*(self.store.thumbnail_path(job_id) for job_id, _ in expired))
+            await self.store.delete(*(path for _, path in expired))
+            await self.store.delete(*(self.store.thumbnail_ref(job_id) for job_id, _ in expired))
             await self.db.write(repositories.clear_result_paths, [job_id for job_id, _ in expired])
             total += len(expired)
 
@@ -68,7 +75,7 @@ class Cleaner:
             )
             if not expired:
                 return total
-            await self.store.remove(*(path for _, path in expired))
+            await self.store.delete(*(path for _, path in expired))
             await self.db.write(
                 repositories.mark_media_cleaned,
                 [media_id for media_id, _ in expired],
@@ -132,6 +139,8 @@ class Cleaner:
                 await self.run_once()
             except DatabaseUnavailable:
                 event(log, logging.WARNING, "cleanup.db_unavailable")
+            except ObjectStoreUnavailable as exc:  # rows kept: the next round deletes them
+                event(log, logging.WARNING, "cleanup.object_store_unavailable", problem=str(exc))
             except Exception:  # maintenance must not take the daemon down; retried next round
                 log.exception("cleanup.failed")
             await trio.sleep(interval)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import BinaryIO
 
 from PIL import Image, ImageOps
 
@@ -19,7 +20,7 @@ DISPLAY_DIRECT_BYTES = 1_500_000  # a result this small and no larger than DISPL
 DISPLAY_MIME = "image/webp"  # keeps transparency (PNG results), smaller than JPEG at equal looks
 
 
-def fits_display(path: Path, size_bytes: int) -> bool:
+def fits_display(path: Path | BinaryIO, size_bytes: int) -> bool:
     """Whether the stored result can be shown as it is (reads only the header)."""
     if size_bytes > DISPLAY_DIRECT_BYTES:
         return False

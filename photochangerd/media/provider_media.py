@@ -1,6 +1,7 @@
 """Temporary public copies of job inputs for providers that fetch by URL (Turbotext).
 
-Each copy gets an unguessable id, lives under ``MEDIA_ROOT/temp/``, and is served at
+Each copy gets an unguessable id, is stored as ``media/<id>.<ext>`` (the local backend keeps it
+under ``MEDIA_ROOT/temp/``, the S3 one in the bucket, so any instance serves it), and is served at
 ``{public_base_url}/public/provider-media/{id}`` until the job's deadline (410 after).  The
 cleaner deletes expired copies.
 """
@@ -34,14 +35,13 @@ class ProviderMedia:
         if extension is None:
             raise ProviderRejected(f"cannot publish {image.mime_type}")
         media_id = new_public_id(16)
-        path = self._store.temp / f"media-{media_id}.{extension}"
-        await self._store.write_file(path, image.data)
+        reference = await self._store.put(f"media/{media_id}.{extension}", image.data)
         await self._db.write(
             repositories.insert_media_object,
             {
                 "id": media_id,
                 "job_id": job_id,
-                "path": str(path),
+                "path": reference,
                 "mime_type": image.mime_type,
                 "size_bytes": len(image.data),
                 "created_at": self._clock.now(),

@@ -15,6 +15,7 @@ same rules.  Every answer is ``Cache-Control: private`` until the expiry, at mos
 
 from __future__ import annotations
 
+import io
 import math
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,10 +27,16 @@ from quart import Blueprint, Response, render_template, request
 from photochangerd.domain.models import Job
 from photochangerd.http.context import public
 from photochangerd.http.errors import ApiError, ResultExpired, ServiceUnavailable
-from photochangerd.http.files import send_file_ranged
+from photochangerd.http.files import send_stored
 from photochangerd.http.public import _live_result
-from photochangerd.media.display import DISPLAY_MIME, display_rendition, fits_display
+from photochangerd.media.display import (
+    DISPLAY_DIRECT_BYTES,
+    DISPLAY_MIME,
+    display_rendition,
+    fits_display,
+)
 from photochangerd.media.images import EXT_BY_MIME
+from photochangerd.media.objects import ObjectStoreUnavailable, is_local_reference
 from photochangerd.media.qr import qr_png, qr_svg
 
 bp = Blueprint("guest", __name__)
@@ -98,7 +105,7 @@ async def _problem(status: int) -> Response:
     return response
 
 
-async def _result(job_id: str) -> tuple[Job, Path] | Response:
+async def _result(job_id: str) -> tuple[Job, str] | Response:
     """The finished job and its file, or the problem page to answer instead."""
     try:
         return await _live_result(job_id)  # strict id check, then the database
@@ -150,17 +157,37 @@ async def guest_photo(job_id: str) -> Response:
     found = await _result(job_id)
     if isinstance(found, Response):
         return found
-    job, path = found
+    job, reference = found
+    try:
+        return await _photo(job, reference)
+    except FileNotFoundError:
+        return await _problem(410)
+    except ObjectStoreUnavailable:
+        return await _problem(503)
+
+
+async def _photo(job: Job, reference: str) -> Response:
     assert job.result_mime_type is not None and job.result_checksum is not None
     app = public()
-    if await app.images.run(fits_display, path, job.result_size_bytes or 0):
-        response = await send_file_ranged(path, job.result_mime_type)
+    size = job.result_size_bytes or 0
+    data: bytes | None = None
+    if is_local_reference(reference):  # the header alone tells
+        fits = await app.images.run(fits_display, Path(reference), size)
+    elif size <= DISPLAY_DIRECT_BYTES:  # small enough to fetch whole and look at
+        data = await app.store.read(reference)
+        fits = await app.images.run(fits_display, io.BytesIO(data), size)
+    else:
+        fits = False
+    if fits:
+        response = await send_stored(app.store, reference, job.result_mime_type)
+        if response is None:
+            raise FileNotFoundError(reference)
         return _cacheable(response, job)
     etag = f"display-{job.result_checksum[:32]}"
     if request.if_none_match.contains_weak(etag):
         response = Response(b"", status=304)
     else:
-        data = await app.store.read(path)
+        data = data if data is not None else await app.store.read(reference)
         response = Response(await app.images.run(display_rendition, data), mimetype=DISPLAY_MIME)
     response.set_etag(etag)
     return _cacheable(response, job)

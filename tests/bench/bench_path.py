@@ -1,6 +1,7 @@
 """Gemini-path benchmark: the booth's path through Gemini, SQLite and PostgreSQL side by side.
 
-``PYTHONPATH=. .venv/bin/python -m tests.bench.bench_path [--quick] [--dialect D] [--profile]``
+``PYTHONPATH=. .venv/bin/python -m tests.bench.bench_path [--quick] [--dialect D] [--profile]
+[--media-backend local|s3|both]``
 
 The issue's own measuring setup on a 2-core machine: the daemon (``tests.support.run_daemon``
 through ``BenchDaemon``, on its default settings and default log level) runs alone on CPU 0;
@@ -19,6 +20,12 @@ sequential overhead (tiny, then 1.5 MB result), throughput at concurrency 30 ove
 sqlite, postgresql); ``--quick`` one, with shorter load and idle phases.  Figures are printed
 one per line (``name: value unit``), then a summary table of figure vs the issue's bar, then
 one ``machine:`` line.  The exit status is 0 (130 on Ctrl-C): the bars are read, not enforced.
+
+``--media-backend s3`` (or ``both``, local then s3 per dialect) runs the daemon with
+``media_backend = "s3"`` against the test suite's SeaweedFS (tests/support/s3.py, a fresh bucket
+per run, on the client's CPU like PostgreSQL: the outside world); its columns are labelled
+``<dialect>+s3``, and with ``both`` the summary adds the S3 overhead over local disk (the bar:
+p50 within +10 ms).
 """
 
 from __future__ import annotations
@@ -61,6 +68,7 @@ from tests.fakes.images import generated_image, photo_png
 from tests.support.dslr import DslrConnectionError, dslr_upload
 from tests.support.images import make_jpeg
 from tests.support.postgres import PostgresCluster, find_pg_bin
+from tests.support.s3 import SeaweedS3
 
 DAEMON_CPU = 0
 CLIENT_CPU = 1  # this process, the fake Gemini, PostgreSQL, py-spy
@@ -77,6 +85,8 @@ PROFILE_COUNT = 100
 TIMEOUT = 60.0
 PROMPT = "turn it into a watercolour"
 DIALECTS = ("sqlite", "postgresql")
+BACKENDS = ("local", "s3")
+BAR_S3_OVER_LOCAL_MS = 10.0  # overhead p50 with the media in a bucket, over local disk
 # The issue's bars (README "Performance"): the summary compares each figure with them.
 BAR_X_FLOOR = {"tiny": 2.5, "big": 4.0}
 BAR_P99_OVER_P50 = 2.0
@@ -131,6 +141,8 @@ class Bench:
     profile: str | None  # the result size whose phase is profiled
     pinned: bool = False
     pg: PostgresCluster | None = None
+    s3: SeaweedS3 | None = None
+    backends: tuple[str, ...] = ("local",)
     floor_p50: float = math.nan  # seconds
     foreign: dict[str, float] = field(default_factory=dict)  # phase -> worst foreign % of a core
     # summary rows: (dialect, run) -> {figure: value}
@@ -576,16 +588,29 @@ async def phase_load(
     bench.foreign[f"{figures.prefix} {name}"] = worst
 
 
-async def run_dialect(bench: Bench, fake: PathGemini, dialect: str, run: int, runs: int) -> None:
+def base_dialect(label: str) -> str:
+    """``sqlite+s3`` → ``sqlite``: the database of a summary column."""
+    return label.split("+")[0]
+
+
+async def run_dialect(
+    bench: Bench, fake: PathGemini, dialect: str, run: int, runs: int, backend: str = "local"
+) -> None:
     """A fresh daemon (and database) for one dialect: every per-dialect figure."""
-    prefix = dialect if runs == 1 else f"{dialect}_r{run}"
-    figures = Figures(bench, prefix, (dialect, run))
+    label = dialect if backend == "local" else f"{dialect}+{backend}"
+    prefix = label.replace("+", "_") if runs == 1 else f"{label.replace('+', '_')}_r{run}"
+    figures = Figures(bench, prefix, (label, run))
     env = {
         "PHOTOCHANGER_GEMINI_BASE_URL": fake.url,
         "GEMINI_API_KEY": fake.api_key,
         "PHOTOCHANGER_LOG_LEVEL": "info",  # the daemon's default (BenchDaemon says warning)
     }
-    database = f"bench_{dialect}_{run}"
+    if backend == "s3":
+        assert bench.s3 is not None
+        bucket = bench.s3.create_bucket(f"bench-{dialect}-{run}-{os.getpid()}")
+        env.update(bench.s3.env())
+        env.update({f"PHOTOCHANGER_{k}": v for k, v in bench.s3.settings(bucket).items()})
+    database = f"bench_{dialect}_{run}_{backend}"
     pg_pid: int | None = None
     if dialect == "postgresql":
         assert bench.pg is not None
@@ -665,7 +690,8 @@ async def run(bench: Bench, dialects: Sequence[str], runs: int) -> bool:
                 await phase_floor(bench)
                 for number in range(1, runs + 1):
                     for dialect in dialects:
-                        await run_dialect(bench, fake, dialect, number, runs)
+                        for backend in bench.backends:
+                            await run_dialect(bench, fake, dialect, number, runs, backend)
             bench.report.add("fake_internal_errors", len(fake.internal_errors), "errors")
             for exc in fake.internal_errors[:5]:
                 print(f"fake internal error: {exc!r}", file=sys.stderr)
@@ -732,7 +758,7 @@ def bars() -> list[Bar]:
 
 
 def print_summary(bench: Bench) -> None:
-    keys = sorted(bench.results, key=lambda k: (DIALECTS.index(k[0]), k[1]))
+    keys = sorted(bench.results, key=lambda k: (DIALECTS.index(base_dialect(k[0])), k[0], k[1]))
     if not keys:
         return
     columns = [k[0] if len({r for _, r in keys}) == 1 else f"{k[0]} r{k[1]}" for k in keys]
@@ -741,7 +767,7 @@ def print_summary(bench: Bench) -> None:
     header = f"  {'figure':<32} {'bar':>12} " + " ".join(f"{c:>{width}}" for c in columns)
     print(header)
     for bar in bars():
-        if not any(k[0] in bar.dialects for k in keys):
+        if not any(base_dialect(k[0]) in bar.dialects for k in keys):
             continue
         if bar.limit is None:
             limit = "-"
@@ -749,11 +775,10 @@ def print_summary(bench: Bench) -> None:
             limit = f"{'>=' if bar.higher_is_better else '<='} {bar.limit:g} {bar.unit}"
         cells = []
         for key in keys:
-            value = bench.results[key].get(bar.figure) if key[0] in bar.dialects else None
+            applies = base_dialect(key[0]) in bar.dialects
+            value = bench.results[key].get(bar.figure) if applies else None
             if value is None or math.isnan(value):
-                cells.append(
-                    f"{'':>{width}}" if key[0] not in bar.dialects else f"{'n/a':>{width}}"
-                )
+                cells.append(f"{'':>{width}}" if not applies else f"{'n/a':>{width}}")
                 continue
             outside = bar.limit is not None and (
                 value < bar.limit if bar.higher_is_better else value > bar.limit
@@ -765,10 +790,30 @@ def print_summary(bench: Bench) -> None:
             cells.append(f"{text + ('!' if outside else ' '):>{width}}")
         print(f"  {bar.label:<32} {limit:>12} " + " ".join(cells))
     print(f"  (floor p50 {bench.floor_p50 * 1000:.1f} ms; MiB compared with the bars' MB)")
+    print_s3_over_local(bench)
     if bench.foreign:
         phase, worst = max(bench.foreign.items(), key=lambda item: item[1])
         verdict = "quiet" if worst <= FOREIGN_WARN else "NOT quiet: figures include other load"
         print(f"  other processes: at most {worst:.0f}% of a core ({phase}): {verdict}")
+
+
+def print_s3_over_local(bench: Bench) -> None:
+    """Per dialect and run: the overhead p50 with the media in a bucket minus on local disk."""
+    for (label, run), values in sorted(bench.results.items()):
+        if not label.endswith("+s3") or (base_dialect(label), run) not in bench.results:
+            continue
+        local = bench.results[(base_dialect(label), run)]
+        for size in ("tiny", "big"):
+            figure = f"overhead_{size}_p50"
+            if figure not in values or figure not in local:
+                continue
+            extra = values[figure] - local[figure]
+            verdict = "ok" if extra <= BAR_S3_OVER_LOCAL_MS else "OUTSIDE the bar"
+            print(
+                f"  s3 over local, {base_dialect(label)} r{run} {size}: overhead p50 "
+                f"{values[figure]:.1f} - {local[figure]:.1f} = {extra:+.1f} ms "
+                f"(bar <= +{BAR_S3_OVER_LOCAL_MS:g} ms): {verdict}"
+            )
 
 
 # -- main ----------------------------------------------------------------------------------
@@ -782,6 +827,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help=f"one run, {QUICK_LOAD_SECONDS:g} s load phases, {QUICK_IDLE_SECONDS:g} s idle",
     )
     parser.add_argument("--dialect", choices=(*DIALECTS, "both"), default="both")
+    parser.add_argument(
+        "--media-backend",
+        choices=(*BACKENDS, "both"),
+        default="local",
+        help="where the daemon keeps results: the media dir, a SeaweedFS bucket, or both",
+    )
     parser.add_argument(
         "--runs", type=int, default=None, help="interleaved runs per dialect (default 2, quick 1)"
     )
@@ -824,6 +875,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         quick=args.quick,
         profile=args.profile,
         pinned=pinned,
+        backends=BACKENDS if args.media_backend == "both" else (args.media_backend,),
     )
     report.add("photo", len(upload.photo), "bytes (2000x1333 JPEG)")
     report.add("result_tiny", len(bench.tiny), "bytes (64x64 PNG)")
@@ -833,6 +885,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         with contextlib.ExitStack() as stack:
             if "postgresql" in dialects:
                 bench.pg = stack.enter_context(PostgresCluster())
+            if "s3" in bench.backends:  # started here: on the client's CPU (pinned above)
+                bench.s3 = stack.enter_context(SeaweedS3())
             interrupted = trio.run(run, bench, dialects, runs)
     except* KeyboardInterrupt:  # before or after the Trio run (images, PostgreSQL start)
         interrupted = True

@@ -83,11 +83,10 @@ async def upload_template() -> tuple[TemplateMedia, int]:
 async def store_template(app: AdminHandles, data: bytes, info: ImageInfo) -> TemplateMedia:
     """Keep a validated template image (the API's upload and the console's slot page)."""
     template_id = new_public_id(12)
-    path = app.store.templates / f"{template_id}.{info.extension}"
-    await app.store.write_file(path, data)
+    path = await app.store.put(f"templates/{template_id}.{info.extension}", data)
     values = {
         "id": template_id,
-        "path": str(path),
+        "path": path,
         "mime_type": info.mime_type,
         "size_bytes": len(data),
         "checksum": hashlib.sha256(data).hexdigest(),
