@@ -142,6 +142,7 @@ async def test_an_object_store_outage_is_503_fast_then_recovers(
             await trio.to_thread.run_sync(server.stop)
             stopped = trio.current_time()
             statuses = []
+            answers = []
             while trio.current_time() - stopped < 5:
                 sent = trio.current_time()
                 answer = await dslr_upload(
@@ -150,12 +151,17 @@ async def test_an_object_store_outage_is_503_fast_then_recovers(
                 assert answer is not None
                 took = trio.current_time() - sent
                 statuses.append(answer.status)
+                answers.append(answer)
                 if answer.status == 503:
                     assert took < 3, took  # fast: nowhere near the deadline (48 s)
                     assert b"service_unavailable" in answer.body
                 await trio.sleep(0.5)
             # Every one, the first too: its job's PUT failed, which marked the store down.
             assert len(statuses) >= 5 and set(statuses) == {503}, statuses
+            # The first got as far as storing its result: its job says why, no traceback.
+            failed = await daemon.job(answers[0].headers["x-job-id"])
+            assert failed.failure_reason == "internal_error"
+            assert (failed.failure_details or "").startswith("object store unavailable")
             ready = await http.get("/readyz")
             assert ready.status_code == 503 and "object store" in ready.json()["details"]
             link = await http.get(f"/public/results/{job_id}")

@@ -434,9 +434,9 @@ async def _ingest(
             await spool.discard()
 
     if not outcome.ok:
-        if outcome.failure is JobFailure.INTERNAL_ERROR and app.store.problem is not None:
+        if outcome.failure is JobFailure.INTERNAL_ERROR and outcome.response_status == 503:
             # The result could not be stored (the bucket went away during the job).
-            raise ServiceUnavailable(app.store.problem, headers={"Retry-After": "5"})
+            raise ServiceUnavailable(outcome.details, headers={"Retry-After": "5"})
         return _failure_answer(outcome), 0
     assert outcome.result is not None and attempt.job_id is not None
     try:  # a result made on another instance: read back from the store

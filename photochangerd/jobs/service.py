@@ -45,6 +45,7 @@ from photochangerd.jobs.run import (
 from photochangerd.logs import event
 from photochangerd.media.images import ImageInfo
 from photochangerd.media.imaging import ImageWorkers
+from photochangerd.media.objects import ObjectStoreUnavailable
 from photochangerd.media.provider_media import ProviderMedia
 from photochangerd.media.store import MediaStore, Spool
 from photochangerd.metrics import Metrics
@@ -271,6 +272,8 @@ class JobService:
             return Outcome(JobFailure.PROVIDER_ERROR, exc.http_status, str(exc))
         except DatabaseUnavailable:
             return Outcome(JobFailure.INTERNAL_ERROR, 500, "database unavailable")
+        except ObjectStoreUnavailable as exc:  # the result could not be stored: 503, as at ingest
+            return Outcome(JobFailure.INTERNAL_ERROR, 503, f"object store unavailable: {exc}")
         except Exception as exc:
             log.exception("job.internal_error", extra={"fields": {"job_id": job.id}})
             return Outcome(JobFailure.INTERNAL_ERROR, 500, type(exc).__name__)
