@@ -70,6 +70,14 @@ def configure_logging(fmt: str = "text", level: str = "info") -> None:
     root.setLevel(level.upper())
     # Hypercorn's access log would duplicate our per-request events.
     logging.getLogger("hypercorn.access").disabled = True
+    # Libraries whose debug output carries credentials (the AWS SDK logs signed request
+    # headers: the access key id, a session token) or image bytes: never below INFO.
+    quiet = max(root.level, logging.INFO)
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(quiet)
+
+
+QUIET_LIBRARIES = ("botocore", "boto3", "s3transfer", "urllib3", "httpcore", "httpx", "PIL")
 
 
 def event(logger: logging.Logger, level: int, name: str, **fields: Any) -> None:

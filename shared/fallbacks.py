@@ -43,7 +43,7 @@ class FallbackStep(BaseModel):
     templates: list[FallbackTemplate] = Field(default_factory=list, max_length=4)
     reserve_seconds: float | None = Field(
         default=None,
-        gt=0,
+        ge=1,
         le=60,
         description="The time this step keeps for itself out of the job's deadline (default: "
         "2 s for local, 15 s for the others).",

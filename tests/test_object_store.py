@@ -258,3 +258,22 @@ async def test_the_watch_probes_often_while_down_and_rarely_while_up(
     down, up = PROBE_DOWN_SECONDS, PROBE_UP_SECONDS
     assert gaps == pytest.approx([down, down, up, up, down, up])
     assert store.problem is None
+
+
+def test_debug_logging_keeps_the_aws_sdk_quiet() -> None:
+    """At log_level = debug the AWS SDK would log signed request headers (key id, session
+    token): its loggers stay at INFO whatever the daemon's level."""
+    import logging
+
+    from photochangerd.logs import configure_logging
+
+    root = logging.getLogger()
+    saved = (root.level, list(root.handlers))
+    try:
+        configure_logging("text", "debug")
+        assert root.level == logging.DEBUG
+        for name in ("botocore", "boto3", "s3transfer", "urllib3"):
+            assert not logging.getLogger(f"{name}.sub").isEnabledFor(logging.DEBUG), name
+    finally:
+        root.setLevel(saved[0])
+        root.handlers[:] = saved[1]

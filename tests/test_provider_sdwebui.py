@@ -172,9 +172,14 @@ async def test_backend_down_is_503(nursery: trio.Nursery, tmp_path: Path) -> Non
 async def test_hang_is_504_with_the_interrupt_sent_at_the_deadline(
     nursery: trio.Nursery, tmp_path: Path, legacy: bool
 ) -> None:
-    """A WebUI before 1.6 ignores our task id: the job is interrupted because it is busy."""
+    """A WebUI before 1.6 ignores our task id: the job is interrupted because it is busy.
+    Which kind the backend is, the daemon learns from the first photo it processed."""
     fake = FakeSdWebUI(auth=AUTH, legacy=legacy)
     daemon, fake = await _setup(nursery, tmp_path, deadline=3, fake=fake)
+    first = await _shoot(daemon)
+    assert first.status == 200
+    with trio.fail_after(2):  # the daemon asked about that task once, in the background
+        await fake.wait_until(lambda: bool(fake.calls("/internal/progress")))
     fake.script("hang")
     response = await _shoot(daemon)
     answered = trio.current_time()
@@ -182,18 +187,18 @@ async def test_hang_is_504_with_the_interrupt_sent_at_the_deadline(
     with trio.fail_after(2):
         await fake.wait_until(lambda: bool(fake.interrupts) and fake.running is None)
     [interrupt] = fake.interrupts
-    [call] = fake.img2img_calls()
+    call = fake.img2img_calls()[1]
     assert call.disconnected_at is not None
     assert abs(interrupt - call.disconnected_at) <= 0.5  # sent at the deadline...
     assert abs(interrupt - answered) <= 0.5  # ...and the booth's 504 did not wait for it
-    hung = fake.jobs[0]
+    hung = fake.jobs[1]
     assert hung.interrupted and hung.ended_at is not None
     # 1.6+: our task id said "active"; older: the task was unknown and the WebUI was busy.
     assert bool(fake.calls("/sdapi/v1/progress")) == legacy
     # The GPU is free again: the next photo is processed at once.
     second = await _shoot(daemon)
     assert second.status == 200 and second.elapsed < 2
-    assert fake.jobs[1].queued_at >= hung.ended_at
+    assert fake.jobs[2].queued_at >= hung.ended_at
     assert fake.internal_errors == []
 
 

@@ -174,7 +174,10 @@ def _request() -> ProviderRequest:
 
 
 async def _run(
-    backend: Backend, deadline: float, interrupter_out: list[Interrupter] | None = None
+    backend: Backend,
+    deadline: float,
+    interrupter_out: list[Interrupter] | None = None,
+    tracks_tasks: bool | None = True,
 ) -> ProviderResult | ProviderError | None:
     """Process one request with a deadline ``deadline`` s from now; the background nursery
     (as open_providers has it) stays open until its work is done.  None: cut off; the error
@@ -183,6 +186,7 @@ async def _run(
     result: ProviderResult | ProviderError | None = None
     async with client, trio.open_nursery() as background:
         interrupter = Interrupter(client, background)
+        interrupter.tracks_tasks = tracks_tasks  # as learnt from an earlier success
         if interrupter_out is not None:
             interrupter_out.append(interrupter)
         provider = SdWebUIProvider(
@@ -237,13 +241,38 @@ async def test_a_completed_task_is_not_interrupted(autojump_clock: object) -> No
 
 async def test_an_old_webui_is_interrupted_only_when_busy(autojump_clock: object) -> None:
     backend = Backend(_hang, [_state()])  # knows none of our task ids
-    await _run(backend, 10)
+    await _run(backend, 10, tracks_tasks=False)
     assert len(backend.times("/sdapi/v1/progress")) == 1
     assert len(backend.times("/sdapi/v1/interrupt")) == 1
     idle = Backend(_hang, [None])  # no /internal/progress at all
     idle.busy = False
-    await _run(idle, 10)
+    await _run(idle, 10, tracks_tasks=False)
     assert idle.times("/sdapi/v1/interrupt") == []
+
+
+async def test_before_the_backend_is_known_an_unknown_task_is_left_alone(
+    autojump_clock: object,
+) -> None:
+    """Until a success told us whether the backend reports our task ids, an unknown task may
+    be one that never arrived, and the running job another of ours: no interrupt."""
+    backend = Backend(_hang, [_state()])
+    await _run(backend, 10, tracks_tasks=None)
+    assert backend.times("/sdapi/v1/interrupt") == []
+    assert backend.times("/sdapi/v1/progress") == []
+
+
+@pytest.mark.parametrize(
+    ("state", "learnt"), [(_state(completed=True), True), (_state(), False), (None, False)]
+)
+async def test_the_first_success_tells_whether_task_ids_are_reported(
+    autojump_clock: object, state: dict[str, bool] | None, learnt: bool
+) -> None:
+    backend = Backend(_success, [state])
+    interrupters: list[Interrupter] = []
+    assert isinstance(await _run(backend, 10, interrupters, tracks_tasks=None), ProviderResult)
+    assert interrupters[0].tracks_tasks is learnt
+    assert len(backend.times("/internal/progress")) == 1  # asked once, after the answer
+    assert backend.times("/sdapi/v1/interrupt") == []
 
 
 async def test_a_task_that_never_arrived_is_left_alone(autojump_clock: object) -> None:

@@ -102,11 +102,17 @@ async def send_file_ranged(path: Path, mimetype: str, **options: Any) -> Respons
     return response
 
 
+# Threads that may wait on the object store for a chunk (up to its read timeout) at once: a
+# slow bucket and a wall of guests must not take every thread of Trio's default limiter, which
+# the uploads' spools and the results' writes need.
+STREAM_THREADS = trio.CapacityLimiter(8)
+
+
 async def _chunks(stream: ObjectStream) -> AsyncIterator[bytes]:
     """An object's bytes as they come from the store, one chunk in memory at a time."""
     try:
         while True:
-            chunk = await trio.to_thread.run_sync(next, stream.chunks, None)
+            chunk = await trio.to_thread.run_sync(next, stream.chunks, None, limiter=STREAM_THREADS)
             if chunk is None:
                 return
             yield chunk

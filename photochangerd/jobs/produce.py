@@ -38,6 +38,7 @@ from photochangerd.providers.base import (
     ProviderResult,
     TemplateInput,
 )
+from photochangerd.providers.gate import GateWait
 from photochangerd.providers.registry import ProviderRegistry
 from shared.fallbacks import parse_fallbacks
 
@@ -149,6 +150,7 @@ class Producer:
         async def report_reference(reference: str) -> None:
             await self.db.write(repositories.set_provider_reference, job.id, reference)
 
+        run.gate_wait = GateWait()  # this step's wait for a capped provider, if any
         request = ProviderRequest(
             job.id,
             job.slot_id,
@@ -204,6 +206,17 @@ class Producer:
                     raise ProviderRejected(f"template {template_id!r} no longer exists")
                 pairs.append((role, row.path, row.mime_type))
         return [
-            TemplateInput(role, ImageInput(await self.store.read(path), mime))
+            TemplateInput(role, ImageInput(await _template(self.store, path), mime))
             for role, path, mime in pairs
         ]
+
+
+async def _template(store: MediaStore, reference: str) -> bytes:
+    """A template's bytes; one gone from the store (deleted by hand, a bucket's lifecycle rule)
+    is this step's failure, so the chain moves on to its next step."""
+    try:
+        return await store.read(reference)
+    except FileNotFoundError:
+        raise ProviderRejected(
+            f"a template of this step is gone from the store ({reference})"
+        ) from None

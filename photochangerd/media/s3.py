@@ -32,6 +32,8 @@ MULTIPART_THRESHOLD = 16 * 1024 * 1024  # above this boto3 uploads in parts (and
 CONNECT_TIMEOUT_SECONDS = 2.0
 READ_TIMEOUT_SECONDS = 10.0
 MISSING = {"NoSuchKey", "404", "NotFound"}
+# S3's "slow down" answers: the store is there but busy; one call fails, health stays up.
+THROTTLED = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded"}
 
 T = TypeVar("T")
 
@@ -135,11 +137,19 @@ class S3Objects:
                 raise
             status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
             code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code in THROTTLED:  # busy, not gone: this call fails, the store stays up
+                raise ObjectStoreUnavailable(f"object store throttled: {code}") from None
             if status >= 500 or status in (401, 403) or code in ("NoSuchBucket",):
                 problem = f"object store refused: {code or status}"
                 self.health.down(problem)
                 raise ObjectStoreUnavailable(problem) from None
             raise
+        except errors.BotoCoreError as exc:
+            # Every other failure of the SDK (a credential refresh from an instance role or
+            # SSO, an HTTP client or stream error …): the store cannot be used right now.
+            problem = f"object store unusable ({type(exc).__name__})"
+            self.health.down(problem)
+            raise ObjectStoreUnavailable(problem) from None
         self.health.up()
         return result
 
@@ -212,11 +222,20 @@ class S3Objects:
             self._delete_batch([{"Key": key} for key in keys[start : start + 1000]])
 
     def _delete_batch(self, batch: list[dict[str, str]]) -> None:
-        self._call(
+        answer = self._call(
             lambda: self._client.delete_objects(
                 Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True}
             )
         )
+        # DeleteObjects answers 200 and lists the keys it could not delete (no permission, an
+        # object lock): the cleaner must not forget rows whose objects are still there.
+        failed = [e for e in answer.get("Errors", []) if e.get("Code") not in MISSING]
+        if failed:
+            first = failed[0]
+            raise ObjectStoreUnavailable(
+                f"object store kept {len(failed)} object(s) it was asked to delete "
+                f"({first.get('Code')}: {first.get('Key')})"
+            )
 
     def probe(self) -> None:
         """``HeadBucket``: the light call that tells whether the store is back."""

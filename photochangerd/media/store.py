@@ -11,7 +11,6 @@ blocking file work runs in threads.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import os
@@ -111,9 +110,23 @@ class MediaStore:
             return
         while True:
             # A failure is recorded in the health state by the probe itself.
-            with contextlib.suppress(ObjectStoreUnavailable):
+            try:
                 await self._probe(probe)
-            await trio.sleep(PROBE_UP_SECONDS if self.problem is None else PROBE_DOWN_SECONDS)
+            except ObjectStoreUnavailable:
+                pass
+            except Exception as exc:  # never the daemon's end: logged, probed again
+                event(log, logging.ERROR, "object_store.probe_failed", error=type(exc).__name__)
+            if self.problem is not None:
+                await trio.sleep(PROBE_DOWN_SECONDS)
+                continue
+            # Up: probe now and then, but a failure reported by an upload meanwhile is probed
+            # on the "down" schedule (the ingest refuses uploads until a call succeeds).
+            slept = 0.0
+            while slept < PROBE_UP_SECONDS and self.problem is None:
+                await trio.sleep(PROBE_DOWN_SECONDS / 4)
+                slept += PROBE_DOWN_SECONDS / 4
+            if self.problem is not None:
+                await trio.sleep(PROBE_DOWN_SECONDS)
 
     async def _probe(self, probe: Callable[[], None]) -> None:
         await trio.to_thread.run_sync(probe, abandon_on_cancel=True)

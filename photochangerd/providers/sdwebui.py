@@ -164,6 +164,8 @@ class SdWebUIProvider(CloudProvider):
                     answered = True  # nothing reached the backend
                     return Retry(ProviderUnavailable(f"sdwebui backend down ({exc})"))
                 answered = response.status != 504
+                if response.status == 200:
+                    self._interrupter.learn(self._base_url, headers, task_id)
                 return self._outcome(job_id, task_id, number, response, started)
             finally:
                 if not answered:  # the deadline, a dropped connection, a 504: it may still run

@@ -13,11 +13,13 @@ wait for it), asks the WebUI what became of that task and interrupts it only if 
   which is ours).  ``queued`` (behind someone else's job): an interrupt now would stop *theirs*
   and not prevent ours, so the task is watched (every 0.5 s, at most :data:`WATCH_SECONDS`) and
   interrupted as it starts.  ``completed``: nothing to do.
-* Older versions ignore ``force_task_id`` and know none of our ids (all three false).  Once a
-  backend has reported one of our tasks we know it tracks them, and an unknown task is one
-  that never reached it (cut off while uploading): nothing to do.  Until then an unknown task
-  is treated as an old backend's: interrupted when ``GET /sdapi/v1/progress`` says a job is
-  running (the GPU box is assumed to serve this daemon; docs/providers.md says so).
+* Older versions ignore ``force_task_id`` and know none of our ids (all three false).  Which
+  kind a backend is, is learnt from the first task it finishes for us (:meth:`Interrupter.learn`
+  asks about it once, in the background).  On a backend that reports our ids an unknown task is
+  one that never reached it (cut off while uploading): nothing to do.  On an old one it is
+  interrupted when ``GET /sdapi/v1/progress`` says a job is running (the GPU box is assumed to
+  serve this daemon; docs/providers.md says so).  Before the first success it is left alone:
+  an interrupt could stop another job of ours sent after this one was cut off.
 
 Every call has its own short timeout (:data:`CALL_TIMEOUT`), every outcome is logged, and no
 error leaves this module (a failed interrupt must not take the daemon down).
@@ -78,12 +80,36 @@ class Interrupter:
     def __init__(self, client: httpx.AsyncClient, nursery: trio.Nursery) -> None:
         self._client = client
         self._nursery = nursery
-        # None: not known yet whether the backend reports our task ids (WebUI >= 1.6).
+        # Whether the backend reports our task ids (WebUI >= 1.6 takes force_task_id): learnt
+        # from the first task it finished for us (:meth:`learn`).  None: not known yet.
         self.tracks_tasks: bool | None = None
+        self._learning = False
 
     def note_state(self, state: TaskState) -> None:
         if state is not TaskState.UNKNOWN:
             self.tracks_tasks = True
+
+    def learn(self, base_url: str, headers: Mapping[str, str], task_id: str) -> None:
+        """After a success: ask the backend about that task once, in the background, to know
+        whether it reports our task ids (until then an unknown task is never interrupted)."""
+        if self.tracks_tasks is not None or self._learning:
+            return
+        self._learning = True
+        try:
+            self._nursery.start_soon(self._learn, base_url, dict(headers), task_id)
+        except RuntimeError:  # the providers are closing
+            self._learning = False
+
+    async def _learn(self, base_url: str, headers: dict[str, str], task_id: str) -> None:
+        try:
+            state = await self._task_state(base_url, headers, task_id)
+            if self.tracks_tasks is None:
+                self.tracks_tasks = state is not TaskState.UNKNOWN
+            event(log, logging.INFO, "sdwebui.task_ids", reported=self.tracks_tasks)
+        except Exception as exc:  # asked again after the next success
+            event(log, logging.WARNING, "sdwebui.task_ids", error=type(exc).__name__)
+        finally:
+            self._learning = False
 
     def schedule(
         self, base_url: str, headers: Mapping[str, str], task_id: str, job_id: str
@@ -150,6 +176,10 @@ class Interrupter:
             if state is TaskState.UNKNOWN:
                 if self.tracks_tasks:
                     return "never reached the backend: nothing to interrupt"
+                if self.tracks_tasks is None:
+                    # Not known whether this backend reports task ids: an interrupt now could
+                    # stop another job of ours that was sent after this one was cut off.
+                    return "unknown to the backend (task ids not known yet): not interrupted"
                 if not await self._busy(base_url, headers):
                     return "backend idle: nothing to interrupt"
                 await self._interrupt(base_url, headers)

@@ -16,7 +16,8 @@ from photochangerd.web.console import bp
 from photochangerd.web.console.slots import _check_slot, _to_slot, render_slot
 from shared.api_models import SlotUpdate
 
-MAX_CHAIN_TEXT = 64 * 1024  # three steps with long prompts fit many times over
+# The API's own bounds: three steps, each up to a 2 MB ComfyUI workflow (pretty-printed here).
+MAX_CHAIN_TEXT = 8 * 1024 * 1024
 
 
 @bp.post("/slots/<slot_id>/fallbacks")
@@ -27,7 +28,7 @@ async def save_fallbacks(slot_id: str) -> Response:
     problem = ""
     try:
         if len(text) > MAX_CHAIN_TEXT:
-            raise ValueError(f"longer than {MAX_CHAIN_TEXT // 1024} KB")
+            raise ValueError(f"longer than {MAX_CHAIN_TEXT // (1024 * 1024)} MB")
         steps = json.loads(text)
         if not isinstance(steps, list):
             raise ValueError("expected a list of steps: [ {…}, {…} ]")
