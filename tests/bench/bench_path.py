@@ -956,10 +956,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             interrupted = trio.run(run, bench, dialects, runs)
     except* KeyboardInterrupt:  # before or after the Trio run (images, PostgreSQL start)
         interrupted = True
+    return finish(interrupted, lambda: print_summary(bench), "the daemon and PostgreSQL")
+
+
+def finish(interrupted: bool, summary: Callable[[], None], stopped: str) -> int:
+    """A benchmark's end: 130 when interrupted; else the summary, the machine line and 0."""
     if interrupted:
-        print("interrupted; the daemon and PostgreSQL were stopped", file=sys.stderr)
+        print(f"interrupted; {stopped} were stopped", file=sys.stderr)
         return 130
-    print_summary(bench)
+    summary()
     print(machine_line(), flush=True)
     return 0
 
