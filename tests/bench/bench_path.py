@@ -41,7 +41,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -452,25 +452,17 @@ def _short(frame: str) -> str:
     return frame
 
 
-async def phase_sequential(
-    bench: Bench,
-    figures: Figures,
-    daemon: BenchDaemon,
-    fake: PathGemini,
-    label: str,
-    result: bytes,
-    pg_pid: int | None,
-) -> None:
-    """1-2. COUNT sequential uploads after WARMUP: the daemon's overhead and CPU per upload."""
-    fake.result = result
-    for _ in range(WARMUP):
-        await shoot(daemon.host, daemon.port, SEQ_SLOT, bench.upload, fake)
-    meter = Meter(daemon.pid, pg_pid)
-    samples = [
-        await shoot(daemon.host, daemon.port, SEQ_SLOT, bench.upload, fake) for _ in range(COUNT)
-    ]
-    usage = meter.read()
+async def serial_uploads(
+    host: str, port: int, upload: Upload, fake: FakeGemini, count: int = COUNT
+) -> list[Sample]:
+    """``count`` uploads to slot-001, one at a time, each with the fake's own time for it."""
+    return [await shoot(host, port, SEQ_SLOT, upload, fake) for _ in range(count)]
 
+
+def report_overhead(
+    bench: Bench, figures: Figures, label: str, result: bytes, samples: Sequence[Sample]
+) -> str:
+    """The latency figures of serial uploads (``overhead_<label>_*``); the figure's name."""
     name = f"overhead_{label}"
     good = [s for s in samples if s.status == 200 and s.body_size == len(result)]
     # The overhead is the booth's wait minus the vendor's own work (the fake parsing the
@@ -502,6 +494,25 @@ async def phase_sequential(
         [s.vendor_seconds for s in good if s.vendor_seconds is not None],
         points=(50,),
     )
+    return name
+
+
+async def phase_sequential(
+    bench: Bench,
+    figures: Figures,
+    daemon: BenchDaemon,
+    fake: PathGemini,
+    label: str,
+    result: bytes,
+    pg_pid: int | None,
+) -> None:
+    """1-2. COUNT sequential uploads after WARMUP: the daemon's overhead and CPU per upload."""
+    fake.result = result
+    await serial_uploads(daemon.host, daemon.port, bench.upload, fake, WARMUP)
+    meter = Meter(daemon.pid, pg_pid)
+    samples = await serial_uploads(daemon.host, daemon.port, bench.upload, fake)
+    usage = meter.read()
+    name = report_overhead(bench, figures, label, result, samples)
     per_upload = usage.server / len(samples) * 1000
     figures.add(f"cpu_per_upload_{label}", per_upload, "ms (daemon utime+stime)")
     figures.add(f"{name}_cpu_busy", usage.server / usage.wall * 100, "% of a core (daemon)")
@@ -517,10 +528,9 @@ async def phase_sequential(
         out = Path(tempfile.gettempdir()) / f"bench_path-profile-{figures.prefix}-{os.getpid()}.txt"
         with profiling(daemon.pid, out) as spy:
             if spy is not None:
-                extra = [
-                    await shoot(daemon.host, daemon.port, SEQ_SLOT, bench.upload, fake)
-                    for _ in range(PROFILE_COUNT)
-                ]
+                extra = await serial_uploads(
+                    daemon.host, daemon.port, bench.upload, fake, PROFILE_COUNT
+                )
                 ok = [s.elapsed for s in extra if s.status == 200]
                 figures.latency(f"{name}_under_py_spy", ok, points=(50,))
         if spy is not None:
@@ -534,6 +544,53 @@ async def clear_records(fake: FakeGemini) -> None:
         await trio.sleep(0.2)
 
 
+@dataclass
+class Load:
+    """What one load phase saw: every upload, the /healthz latencies and failures."""
+
+    samples: list[Sample]
+    health: list[float]
+    health_failures: list[str]
+    elapsed: float  # seconds, start -> the last booth's last answer
+
+
+async def drive_load(
+    host: str, port: int, health_url: str, upload: Upload, fake: FakeGemini, seconds: float
+) -> Load:
+    """CONCURRENCY booths back to back over the 15 slots for ``seconds``, /healthz polled."""
+    load = Load([], [], [], math.nan)  # elapsed: set when the booths are done
+
+    async def booth(number: int, stop_at: float) -> None:
+        slot = SLOT_IDS[number % len(SLOT_IDS)]
+        while trio.current_time() < stop_at:
+            load.samples.append(await shoot(host, port, slot, upload))
+
+    start = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(poll_health, health_url, load.health, load.health_failures)
+        nursery.start_soon(clear_records, fake)
+        async with trio.open_nursery() as booths:
+            for number in range(CONCURRENCY):
+                booths.start_soon(booth, number, start + seconds)
+        load.elapsed = trio.current_time() - start
+        nursery.cancel_scope.cancel()
+    fake.requests.clear()
+    return load
+
+
+def report_load(figures: Figures, label: str, result: bytes, load: Load) -> str:
+    """Throughput, outcomes, latency and /healthz of a load phase; the figures' name."""
+    name = f"throughput_{label}"
+    good = [s for s in load.samples if s.status == 200 and s.body_size == len(result)]
+    figures.add(f"{name}_duration", load.elapsed, "s")
+    figures.add(name, len(good) / load.elapsed, "req/s")
+    report_outcomes(figures, name, load.samples)
+    figures.latency(f"{name}_latency", [s.elapsed for s in good], points=(50, 95, 99))
+    figures.latency(f"healthz_under_load_{label}", load.health, points=(50, 95, 100))
+    figures.add(f"healthz_under_load_{label}_failures", len(load.health_failures), "polls")
+    return name
+
+
 async def phase_load(
     bench: Bench,
     figures: Figures,
@@ -545,37 +602,13 @@ async def phase_load(
 ) -> None:
     """3. CONCURRENCY booths back to back over the 15 slots, /healthz polled beside them."""
     fake.result = result
-    samples: list[Sample] = []
-    health: list[float] = []
-    health_failures: list[str] = []
-    seconds = bench.load_seconds
-
-    async def booth(number: int, stop_at: float) -> None:
-        slot = SLOT_IDS[number % len(SLOT_IDS)]
-        while trio.current_time() < stop_at:
-            samples.append(await shoot(daemon.host, daemon.port, slot, bench.upload))
-
     meter = Meter(daemon.pid, pg_pid)
-    start = trio.current_time()
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(poll_health, daemon.url, health, health_failures)
-        nursery.start_soon(clear_records, fake)
-        async with trio.open_nursery() as booths:
-            for number in range(CONCURRENCY):
-                booths.start_soon(booth, number, start + seconds)
-        elapsed = trio.current_time() - start
-        nursery.cancel_scope.cancel()
+    load = await drive_load(
+        daemon.host, daemon.port, daemon.url, bench.upload, fake, bench.load_seconds
+    )
     usage = meter.read()
-    fake.requests.clear()
-
-    name = f"throughput_{label}"
-    good = [s for s in samples if s.status == 200 and s.body_size == len(result)]
-    figures.add(f"{name}_duration", elapsed, "s")
-    figures.add(name, len(good) / elapsed, "req/s")
-    report_outcomes(figures, name, samples)
-    figures.latency(f"{name}_latency", [s.elapsed for s in good], points=(50, 95, 99))
-    figures.latency(f"healthz_under_load_{label}", health, points=(50, 95, 100))
-    figures.add(f"healthz_under_load_{label}_failures", len(health_failures), "polls")
+    name = report_load(figures, label, result, load)
+    samples = load.samples
     uploads = max(1, len(samples))
     figures.add(f"{name}_cpu_per_upload", usage.server / uploads * 1000, "ms (daemon)")
     figures.add(f"{name}_cpu_busy", usage.server / usage.wall * 100, "% of a core (daemon)")
@@ -665,8 +698,8 @@ async def run_dialect(
         bench.pg.drop_database(database)
 
 
-async def run(bench: Bench, dialects: Sequence[str], runs: int) -> bool:
-    """All phases; True when SIGINT/SIGTERM cut them short.
+async def run_with_fake(bench: Bench, phases: Callable[[PathGemini], Awaitable[None]]) -> bool:
+    """``phases(fake)`` with the fake Gemini serving; True when SIGINT/SIGTERM cut them short.
 
     The signals are received here and cancel everything, rather than raising
     KeyboardInterrupt into whatever code happens to run: inside the fake's Hypercorn handler
@@ -677,26 +710,35 @@ async def run(bench: Bench, dialects: Sequence[str], runs: int) -> bool:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(fake.serve)  # outlives the phases: a stopping daemon drains
-            with trio.CancelScope() as phases:
+            with trio.CancelScope() as scope:
 
                 async def stop_on_signal() -> None:
                     nonlocal interrupted
                     async for _ in signals:
                         interrupted = True
-                        phases.cancel()
+                        scope.cancel()
                         return
 
                 nursery.start_soon(stop_on_signal)
-                await phase_floor(bench)
-                for number in range(1, runs + 1):
-                    for dialect in dialects:
-                        for backend in bench.backends:
-                            await run_dialect(bench, fake, dialect, number, runs, backend)
+                await phases(fake)
             bench.report.add("fake_internal_errors", len(fake.internal_errors), "errors")
             for exc in fake.internal_errors[:5]:
                 print(f"fake internal error: {exc!r}", file=sys.stderr)
             nursery.cancel_scope.cancel()
     return interrupted
+
+
+async def run(bench: Bench, dialects: Sequence[str], runs: int) -> bool:
+    """All phases (the floor, then each run, dialect and backend); True when interrupted."""
+
+    async def phases(fake: PathGemini) -> None:
+        await phase_floor(bench)
+        for number in range(1, runs + 1):
+            for dialect in dialects:
+                for backend in bench.backends:
+                    await run_dialect(bench, fake, dialect, number, runs, backend)
+
+    return await run_with_fake(bench, phases)
 
 
 # -- summary -------------------------------------------------------------------------------
@@ -791,6 +833,11 @@ def print_summary(bench: Bench) -> None:
         print(f"  {bar.label:<32} {limit:>12} " + " ".join(cells))
     print(f"  (floor p50 {bench.floor_p50 * 1000:.1f} ms; MiB compared with the bars' MB)")
     print_s3_over_local(bench)
+    print_other_load(bench)
+
+
+def print_other_load(bench: Bench) -> None:
+    """The summary's verdict on the machine: the worst phase for other processes' CPU."""
     if bench.foreign:
         phase, worst = max(bench.foreign.items(), key=lambda item: item[1])
         verdict = "quiet" if worst <= FOREIGN_WARN else "NOT quiet: figures include other load"
@@ -817,6 +864,32 @@ def print_s3_over_local(bench: Bench) -> None:
 
 
 # -- main ----------------------------------------------------------------------------------
+
+
+def make_bench(
+    report: Report,
+    *,
+    quick: bool,
+    profile: str | None,
+    pinned: bool,
+    backends: tuple[str, ...],
+) -> Bench:
+    """The upload and the two results (printed), in a :class:`Bench` with no results yet."""
+    upload = prepare("1mb", make_jpeg(2000, 1333, target_bytes=1_000_000))
+    bench = Bench(
+        report,
+        upload,
+        tiny=generated_image((64, 64)),
+        big=photo_png((1024, 1024), 1_500_000),
+        quick=quick,
+        profile=profile,
+        pinned=pinned,
+        backends=backends,
+    )
+    report.add("photo", len(upload.photo), "bytes (2000x1333 JPEG)")
+    report.add("result_tiny", len(bench.tiny), "bytes (64x64 PNG)")
+    report.add("result_big", len(bench.big), "bytes (1024x1024 PNG)")
+    return bench
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -866,20 +939,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
             flush=True,
         )
-    upload = prepare("1mb", make_jpeg(2000, 1333, target_bytes=1_000_000))
-    bench = Bench(
+    bench = make_bench(
         report,
-        upload,
-        tiny=generated_image((64, 64)),
-        big=photo_png((1024, 1024), 1_500_000),
         quick=args.quick,
         profile=args.profile,
         pinned=pinned,
         backends=BACKENDS if args.media_backend == "both" else (args.media_backend,),
     )
-    report.add("photo", len(upload.photo), "bytes (2000x1333 JPEG)")
-    report.add("result_tiny", len(bench.tiny), "bytes (64x64 PNG)")
-    report.add("result_big", len(bench.big), "bytes (1024x1024 PNG)")
     interrupted = False
     try:
         with contextlib.ExitStack() as stack:
@@ -890,10 +956,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             interrupted = trio.run(run, bench, dialects, runs)
     except* KeyboardInterrupt:  # before or after the Trio run (images, PostgreSQL start)
         interrupted = True
+    return finish(interrupted, lambda: print_summary(bench), "the daemon and PostgreSQL")
+
+
+def finish(interrupted: bool, summary: Callable[[], None], stopped: str) -> int:
+    """A benchmark's end: 130 when interrupted; else the summary, the machine line and 0."""
     if interrupted:
-        print("interrupted; the daemon and PostgreSQL were stopped", file=sys.stderr)
+        print(f"interrupted; {stopped} were stopped", file=sys.stderr)
         return 130
-    print_summary(bench)
+    summary()
     print(machine_line(), flush=True)
     return 0
 
