@@ -11,7 +11,7 @@ Warnings go to stderr, never into the data (plain or JSON) on stdout.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from urllib.parse import urlsplit
 
 from pcctl.client import ApiClient
@@ -29,14 +29,28 @@ def providers_without_key(client: ApiClient, providers: Iterable[str]) -> frozen
     return frozenset(p for p in cloud if p in keys and not keys[p].configured)
 
 
-def warn_missing_key(out: Output, provider: str, slots: Iterable[str]) -> None:
-    names = ", ".join(slots)
-    out.warn(
-        f"{provider} API key not configured: the booth will get 502 "
-        f'"{provider} API key not configured" on every photo to {names}',
-        hint=f"set it with `pcctl settings provider-key {provider}` "
-        f"(or {provider.upper()}_API_KEY in the daemon's environment)",
+def warn_missing_key(
+    out: Output, provider: str, slots: Iterable[str], fallbacks: Mapping[str, str] | None = None
+) -> None:
+    """``fallbacks``: slot id → its first fallback (provider/operation), for slots that have one."""
+    backed = dict(fallbacks or {})
+    failing = [slot for slot in slots if slot not in backed]
+    hint = (
+        f"set it with `pcctl settings provider-key {provider}` "
+        f"(or {provider.upper()}_API_KEY in the daemon's environment)"
     )
+    if failing:
+        out.warn(
+            f"{provider} API key not configured: the booth will get 502 "
+            f'"{provider} API key not configured" on every photo to {", ".join(failing)}',
+            hint=hint,
+        )
+    for slot, step in backed.items():
+        out.warn(
+            f"{provider} API key not configured: every photo to {slot} is made by its "
+            f"fallback {step} instead",
+            hint=hint,
+        )
 
 
 def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

@@ -580,6 +580,17 @@ def test_cloud_provider_without_api_key_warns_in_edit_show_and_list(tmp_path: Pa
         assert "image2image (no API key)" not in table.stdout
         assert runner.ok("slot", "list", "--output", "json").stderr == ""
 
+        # With a fallback the booth still gets a photo: the warning says whose.
+        with daemon.api() as api:
+            chain = [{"provider": "local", "operation": "enhance"}]
+            assert api.put("/api/slots/slot-003", json={"fallbacks": chain}).status_code == 200
+        backed = runner.ok("slot", "show", "slot-003").stderr
+        assert MISSING_GEMINI_KEY not in backed
+        assert (
+            "warning: gemini API key not configured: every photo to slot-003 is made by its "
+            "fallback local/enhance instead" in backed
+        )
+
         runner.ok("settings", "provider-key", "gemini", "--stdin", input="AIza-test-key\n")
         for args in (
             ["slot", "list"],

@@ -90,7 +90,12 @@ def tty_slot_columns(keyless: frozenset[str]) -> list[Column[SlotSummary]]:
 
 def warn_missing_keys(out: Output, keyless: frozenset[str], slots: Sequence[SlotSummary]) -> None:
     for provider in sorted(keyless):
-        advice.warn_missing_key(out, provider, [s.id for s in slots if s.provider == provider])
+        mine = [s for s in slots if s.provider == provider]
+        # A slot with fallbacks (a detail) still answers: with its first fallback's photo.
+        backed = {
+            s.id: s.fallbacks[0].label for s in mine if isinstance(s, SlotDetail) and s.fallbacks
+        }
+        advice.warn_missing_key(out, provider, [s.id for s in mine], backed)
 
 
 @slot.command("list")
