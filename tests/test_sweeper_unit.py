@@ -56,6 +56,7 @@ class MemoryDatabase:
         self.finalize_job_calls: list[str] = []
         self.cleared: list[str] = []
         self.unavailable = False
+        self.kept_attempts: dict[str, list[dict[str, Any]]] = {}
 
     async def write(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         await trio.sleep(0.01)  # a write takes a little (mock) time
@@ -76,6 +77,9 @@ class MemoryDatabase:
             for job_id in args[0]:
                 self.rows[job_id].input_path = None
                 self.cleared.append(job_id)
+            return None
+        if fn is repositories.keep_attempt_log:
+            self.kept_attempts[args[0]] = args[1]
             return None
         if fn is repositories.finalize_job:
             self.finalize_job_calls.append(args[0])
@@ -99,6 +103,17 @@ class FakeStore:
 
 class HangingProducer:
     async def produce(self, job: Job, run: JobRun) -> Outcome:
+        await trio.sleep_forever()
+        raise AssertionError("unreachable")
+
+
+class HangingStep:
+    """A producer whose first step failed and whose fallback hangs."""
+
+    async def produce(self, job: Job, run: JobRun) -> Outcome:
+        run.attempts.begin(0, "gemini", "edit")
+        run.attempts.end("provider_error", "NO_IMAGE", 502)
+        run.attempts.begin(1, "local", "enhance")
         await trio.sleep_forever()
         raise AssertionError("unreachable")
 
@@ -209,3 +224,24 @@ async def test_run_sweeper_sweeps_every_interval_and_survives_an_outage(
         nursery.cancel_scope.cancel()
     assert [round(t) for t in db.sweeps] == [0, 30, 60, 120]
     assert db.rows["overdue"].is_finalized
+
+
+async def test_a_swept_jobs_attempts_are_kept(autojump_clock: object) -> None:
+    """The sweeper's timeout is the row's outcome, and the steps the worker tried are kept."""
+    service, db, _ = _service()
+    service.producer = cast(Any, HangingStep())
+    job, _ = _live_run(service, "stuck", trio.current_time() + 48)
+    _row(db, "stuck", service.clock.now() - GRACE - 1)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(service.process, job)
+        await trio.sleep(5)
+        assert await service.sweep(GRACE) == 1
+        await trio.sleep(1)
+        nursery.cancel_scope.cancel()
+    assert db.finalize_job_calls == []
+    kept = db.kept_attempts["stuck"]
+    assert [(a["provider"], a["outcome"]) for a in kept] == [
+        ("gemini", "provider_error"),
+        ("local", "timeout"),
+    ]
+    assert 5.0 <= kept[1]["duration_seconds"] <= 5.1  # cut by the sweep at 5 s

@@ -417,6 +417,11 @@ def set_provider_reference(conn: Connection, job_id: str, reference: str) -> Non
     )
 
 
+def keep_attempt_log(conn: Connection, job_id: str, attempt_log: list[dict[str, Any]]) -> None:
+    """The steps a worker tried, for a job the sweeper finalized while the worker still ran."""
+    conn.execute(sa.update(job).where(job.c.id == job_id).values(attempt_log=attempt_log))
+
+
 # -- provider secrets -------------------------------------------------------------------------
 
 

@@ -17,6 +17,7 @@ the row's outcome (what a requester still waiting for a success answers instead)
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from collections.abc import Sequence
@@ -29,7 +30,7 @@ from photochangerd.clock import WallClock
 from photochangerd.db import repositories
 from photochangerd.db.engine import Database, DatabaseUnavailable
 from photochangerd.domain.models import Job, Outcome, StoredResult
-from photochangerd.jobs.run import JobRun
+from photochangerd.jobs.run import JobRun, Party
 from photochangerd.logs import event
 from photochangerd.media.store import MediaStore
 from shared.errors import JobFailure
@@ -136,10 +137,21 @@ class Recorder:
         with trio.CancelScope(shield=True), trio.move_on_after(FINALIZE_BUDGET):
             if not run.claim_write():
                 await run.recorded.wait()
+                await self._keep_attempts(run)
             elif run.outcome is not None and run.outcome.failure is JobFailure.TIMEOUT:
                 await self._record_at_deadline(run)
             else:
                 await self._write([run])
+
+    async def _keep_attempts(self, run: JobRun) -> None:
+        """A run the sweeper finalized while its worker ran: the row's outcome is the sweeper's,
+        but the steps the worker tried are still worth knowing (``GET /api/jobs/{id}``)."""
+        if run.settled_by is not Party.SWEEPER or not run.worker_attached:
+            return
+        entries = run.attempts.entries(run.outcome)
+        if entries:
+            with contextlib.suppress(DatabaseUnavailable):
+                await self.db.write(repositories.keep_attempt_log, run.job_id, entries)
 
     async def _record_at_deadline(self, run: JobRun) -> None:
         """Join the batch of timeouts being collected, or lead a new one."""
