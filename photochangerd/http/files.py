@@ -120,6 +120,22 @@ async def _chunks(stream: ObjectStream) -> AsyncIterator[bytes]:
         stream.close()
 
 
+class _ObjectBody(IterableBody):
+    """An object's chunks as a response body that closes the object's stream when the body is
+    done with, also when no chunk was ever asked for (an async generator that never started
+    does not run its ``finally`` on ``aclose``)."""
+
+    def __init__(self, stream: ObjectStream) -> None:
+        super().__init__(_chunks(stream))
+        self._stream = stream
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        try:
+            await super().__aexit__(*exc_info)
+        finally:
+            self._stream.close()
+
+
 async def send_stored(
     store: MediaStore,
     reference: str,
@@ -177,7 +193,7 @@ async def send_stored(
             stream = ranged
             response.status_code = 206
             response.content_range = ContentRange("bytes", span[0], span[1], size)
-        response.response = IterableBody(_chunks(stream))
+        response.response = _ObjectBody(stream)
         response.content_length = stream.size
         handed_over = True
         return response
