@@ -277,3 +277,41 @@ def test_debug_logging_keeps_the_aws_sdk_quiet() -> None:
     finally:
         root.setLevel(saved[0])
         root.handlers[:] = saved[1]
+
+
+class _WritesDenied:
+    """The real S3 client, with every PUT refused as a write-denied bucket policy would."""
+
+    def __init__(self, client: object) -> None:
+        self._client = client
+
+    def put_object(self, **kwargs: object) -> object:
+        from botocore.exceptions import ClientError
+
+        error = {"Error": {"Code": "AccessDenied", "Message": "Access Denied"}}
+        raise ClientError({**error, "ResponseMetadata": {"HTTPStatusCode": 403}}, "PutObject")
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._client, name)
+
+
+async def test_a_store_that_refuses_writes_stays_down_until_a_write_works(
+    s3_env: SeaweedS3, s3_bucket: str, tmp_path: Path
+) -> None:
+    """HeadBucket and reads succeed on a store that refuses writes (disk full, a policy):
+    only a write may say it is usable again, or every upload would pay its provider and fail."""
+    objects = S3Objects(s3_env.endpoint_url, s3_bucket, REGION, "w/")
+    store = MediaStore(tmp_path, objects)
+    kept = await store.put("results/job_old.png", b"kept")
+    real = objects._client
+    objects._client = _WritesDenied(real)
+    with pytest.raises(ObjectStoreUnavailable):
+        await store.put("results/job_new.png", b"new")
+    assert store.problem is not None and "AccessDenied" in store.problem
+    assert await store.read(kept) == b"kept"  # reads still work ...
+    with pytest.raises(ObjectStoreUnavailable):
+        await trio.to_thread.run_sync(objects.probe)
+    assert store.problem is not None  # ... and neither they nor the probe say it is back
+    objects._client = real  # writes work again
+    await trio.to_thread.run_sync(objects.probe)
+    assert store.problem is None

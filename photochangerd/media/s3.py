@@ -32,6 +32,7 @@ MULTIPART_THRESHOLD = 16 * 1024 * 1024  # above this boto3 uploads in parts (and
 CONNECT_TIMEOUT_SECONDS = 2.0
 READ_TIMEOUT_SECONDS = 10.0
 MISSING = {"NoSuchKey", "404", "NotFound"}
+HEALTH_KEY = "media/photochanger-health.txt"  # the probe writes it after a refused write
 # S3's "slow down" answers: the store is there but busy; one call fails, health stays up.
 THROTTLED = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded"}
 
@@ -80,6 +81,7 @@ class S3Objects:
         self.prefix = normalize_prefix(prefix)
         self.endpoint_url = endpoint_url
         self.health = StoreHealth()
+        self._writes_refused = False  # the last write failed: only a write clears it
         config = botocore.config.Config(
             connect_timeout=CONNECT_TIMEOUT_SECONDS,
             read_timeout=READ_TIMEOUT_SECONDS,
@@ -113,9 +115,12 @@ class S3Objects:
     def reference(self, key: str) -> str:
         return check_key(key)
 
-    def _call(self, work: Callable[[], T]) -> T:
+    def _call(self, work: Callable[[], T], write: bool = False) -> T:
         """Run one S3 call; "store not there" errors become :class:`ObjectStoreUnavailable`
-        (and mark the health down), anything else (a missing object, a bug) passes through."""
+        (and mark the health down), anything else (a missing object, a bug) passes through.
+
+        A store that refused the last write (disk full, a write-denied policy) is marked up
+        again only by a write: it may answer reads and ``HeadBucket`` all along."""
         errors = self._errors
         try:
             result = work()
@@ -150,7 +155,10 @@ class S3Objects:
             problem = f"object store unusable ({type(exc).__name__})"
             self.health.down(problem)
             raise ObjectStoreUnavailable(problem) from None
-        self.health.up()
+        if write:
+            self._writes_refused = False
+        if not self._writes_refused:
+            self.health.up()
         return result
 
     def _missing(self, exc: Exception) -> bool:
@@ -162,22 +170,28 @@ class S3Objects:
     def put(self, key: str, data: bytes) -> str:
         target = self._key(key)
         content_type = mimetypes.guess_type(key)[0] or "application/octet-stream"
-        if len(data) <= MULTIPART_THRESHOLD:
-            self._call(
-                lambda: self._client.put_object(
-                    Bucket=self.bucket, Key=target, Body=data, ContentType=content_type
+        try:
+            if len(data) <= MULTIPART_THRESHOLD:
+                self._call(
+                    lambda: self._client.put_object(
+                        Bucket=self.bucket, Key=target, Body=data, ContentType=content_type
+                    ),
+                    write=True,
                 )
-            )
-        else:  # multipart: s3transfer uploads the parts and aborts the upload if one fails
-            self._call(
-                lambda: self._client.upload_fileobj(
-                    io.BytesIO(data),
-                    self.bucket,
-                    target,
-                    ExtraArgs={"ContentType": content_type},
-                    Config=self._transfer,
+            else:  # multipart: s3transfer uploads the parts and aborts the upload if one fails
+                self._call(
+                    lambda: self._client.upload_fileobj(
+                        io.BytesIO(data),
+                        self.bucket,
+                        target,
+                        ExtraArgs={"ContentType": content_type},
+                        Config=self._transfer,
+                    ),
+                    write=True,
                 )
-            )
+        except ObjectStoreUnavailable:
+            self._writes_refused = True
+            raise
         return key
 
     def get(self, reference: str) -> bytes | None:
@@ -238,7 +252,11 @@ class S3Objects:
             )
 
     def probe(self) -> None:
-        """``HeadBucket``: the light call that tells whether the store is back."""
+        """``HeadBucket``, the light call that tells whether the store is back; after a refused
+        write, a small ``PUT`` (only a write tells that writes work again)."""
+        if self._writes_refused:
+            self.put(HEALTH_KEY, b"ok\n")
+            return
         try:
             self._call(lambda: self._client.head_bucket(Bucket=self.bucket))
         except self._errors.ClientError as exc:  # 404: the bucket is not there
