@@ -18,6 +18,7 @@ class CloudProvider:
     """Base of the vendor drivers; subclasses set :attr:`name` and implement ``process``."""
 
     name: str
+    gate_setting = "provider_concurrency"  # the setting that caps this provider's calls
 
     def __init__(
         self,
@@ -35,18 +36,22 @@ class CloudProvider:
         self._images = images
         self._max_response_bytes = max_response_bytes
         # Calls in flight to this vendor; jobs over it wait here, within their own deadline.
-        self._gate = ProviderGate(self.name, concurrency)
+        self._gate = ProviderGate(self.name, concurrency, self.gate_setting)
 
     async def _key_and_settings(self, request: ProviderRequest) -> tuple[str, CommonSettings]:
         """The API key (or a clear provider error) and the slot's parsed settings."""
         key = await self._keys.get(self.name)
         if not key:
             raise ProviderRejected(f"{self.name} API key not configured")
+        return key, self._settings(request)
+
+    def _settings(self, request: ProviderRequest) -> CommonSettings:
+        """The slot's settings parsed with the rules they were saved with (a provider error
+        when they no longer parse)."""
         try:
-            settings = parse_settings(self.name, request.operation, dict(request.settings))
+            return parse_settings(self.name, request.operation, dict(request.settings))
         except SlotSettingsError as exc:
             raise ProviderRejected(f"slot settings invalid: {exc}") from None
-        return key, settings
 
     async def _prepare(self, image: ImageInput, max_pixels: int) -> ImageInput:
         """``image`` downscaled to what the vendor can use (a no-op below ``max_pixels``)."""

@@ -47,7 +47,6 @@ from photochangerd.providers.comfyui_history import (
     refusal,
     wait_for_history,
 )
-from photochangerd.providers.gate import ProviderGate
 from photochangerd.providers.keys import ProviderKeys
 from photochangerd.providers.vendor_http import (
     VendorResponse,
@@ -55,7 +54,7 @@ from photochangerd.providers.vendor_http import (
     send,
 )
 from shared.comfyui_workflow import fill_workflow
-from shared.slot_settings import ComfyUIWorkflowSettings, SlotSettingsError, parse_settings
+from shared.slot_settings import ComfyUIWorkflowSettings
 
 log = logging.getLogger("photochangerd.providers.comfyui")
 
@@ -66,6 +65,7 @@ OUTPUT_MAX_PIXELS = 200_000_000
 
 class ComfyUIProvider(CloudProvider):
     name = "comfyui"
+    gate_setting = "comfyui_concurrency"  # one GPU: its own cap (default 1)
 
     def __init__(
         self,
@@ -85,16 +85,12 @@ class ComfyUIProvider(CloudProvider):
             max_response_bytes=max_response_bytes,
             concurrency=concurrency,
         )
-        self._gate = ProviderGate(self.name, concurrency, "comfyui_concurrency")
         self._cancels = cancels
 
     async def process(self, request: ProviderRequest) -> ProviderResult:
         if not self._base_url:
             raise ProviderRejected("comfyui is not configured: set comfyui_base_url")
-        try:
-            settings = parse_settings(self.name, request.operation, dict(request.settings))
-        except SlotSettingsError as exc:
-            raise ProviderRejected(f"slot settings invalid: {exc}") from None
+        settings = self._settings(request)
         assert isinstance(settings, ComfyUIWorkflowSettings)
         async with self._gate.slot(request.wait):
             image_name = await self._upload(request, settings.max_input_pixels)

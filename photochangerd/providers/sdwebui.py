@@ -50,7 +50,6 @@ from photochangerd.providers.base import (
     ProviderUnavailable,
 )
 from photochangerd.providers.cloud import CloudProvider
-from photochangerd.providers.gate import ProviderGate
 from photochangerd.providers.keys import ProviderKeys
 from photochangerd.providers.retry import Retry, RetryPolicy, with_retries
 from photochangerd.providers.sdwebui_interrupt import Interrupter
@@ -63,7 +62,7 @@ from photochangerd.providers.vendor_http import (
     send,
     truncate,
 )
-from shared.slot_settings import SdWebUIImg2ImgSettings, SlotSettingsError, parse_settings
+from shared.slot_settings import SdWebUIImg2ImgSettings
 
 log = logging.getLogger("photochangerd.providers.sdwebui")
 
@@ -79,6 +78,8 @@ OOM_MARKERS = ("out of memory", "outofmemory", "cuda oom")
 
 class SdWebUIProvider(CloudProvider):
     name = "sdwebui"
+    # One GPU: its own cap (default 1), not the cloud providers' provider_concurrency.
+    gate_setting = "sdwebui_concurrency"
 
     def __init__(
         self,
@@ -100,16 +101,11 @@ class SdWebUIProvider(CloudProvider):
             concurrency=concurrency,
         )
         self._interrupter = interrupter
-        # One GPU: its own cap (default 1), not the cloud providers' provider_concurrency.
-        self._gate = ProviderGate(self.name, concurrency, setting="sdwebui_concurrency")
 
     async def process(self, request: ProviderRequest) -> ProviderResult:
         if not self._base_url:
             raise ProviderRejected("sdwebui backend not configured (set sdwebui_base_url)")
-        try:
-            settings = parse_settings(self.name, request.operation, dict(request.settings))
-        except SlotSettingsError as exc:
-            raise ProviderRejected(f"slot settings invalid: {exc}") from None
+        settings = self._settings(request)
         assert isinstance(settings, SdWebUIImg2ImgSettings)
         headers = await self._headers()
         photo = request.photo

@@ -119,14 +119,7 @@ class Interrupter:
         try:
             self._nursery.start_soon(self._stop, base_url, dict(headers), task_id, job_id)
         except RuntimeError:  # the providers are closing (shutdown): too late to ask
-            event(
-                log,
-                logging.WARNING,
-                "sdwebui.abandoned_task",
-                job_id=job_id,
-                task_id=task_id,
-                outcome="not checked: shutting down",
-            )
+            _report(logging.WARNING, job_id, task_id, "not checked: shutting down")
 
     async def _stop(
         self, base_url: str, headers: dict[str, str], task_id: str, job_id: str
@@ -135,33 +128,14 @@ class Interrupter:
         try:
             with trio.move_on_after(WATCH_SECONDS):
                 outcome = await self._stop_when_ours(base_url, headers, task_id)
-                event(
-                    log,
-                    logging.INFO,
-                    "sdwebui.abandoned_task",
-                    job_id=job_id,
-                    task_id=task_id,
-                    outcome=outcome,
-                    seconds=round(trio.current_time() - started, 3),
-                )
+                seconds = round(trio.current_time() - started, 3)
+                _report(logging.INFO, job_id, task_id, outcome, seconds=seconds)
                 return
-            event(
-                log,
-                logging.WARNING,
-                "sdwebui.abandoned_task",
-                job_id=job_id,
-                task_id=task_id,
-                outcome=f"still queued after {WATCH_SECONDS:.0f} s: not interrupted",
-            )
+            outcome = f"still queued after {WATCH_SECONDS:.0f} s: not interrupted"
+            _report(logging.WARNING, job_id, task_id, outcome)
         except Exception as exc:  # logged: a failed interrupt must not take the daemon down
-            event(
-                log,
-                logging.WARNING,
-                "sdwebui.abandoned_task",
-                job_id=job_id,
-                task_id=task_id,
-                outcome=f"could not stop it: {type(exc).__name__} {exc}",
-            )
+            outcome = f"could not stop it: {type(exc).__name__} {exc}"
+            _report(logging.WARNING, job_id, task_id, outcome)
 
     async def _stop_when_ours(self, base_url: str, headers: dict[str, str], task_id: str) -> str:
         """What was done: ``interrupted``, ``finished``, ``never arrived``…"""
@@ -211,6 +185,19 @@ class Interrupter:
         response = await self._call("POST", f"{base_url}/sdapi/v1/interrupt", headers)
         if response.status != 200:
             raise ValueError(f"interrupt answered {response.status}: {response.snippet()}")
+
+
+def _report(level: int, job_id: str, task_id: str, outcome: str, **fields: Any) -> None:
+    """What became of an abandoned task (one log event per task)."""
+    event(
+        log,
+        level,
+        "sdwebui.abandoned_task",
+        job_id=job_id,
+        task_id=task_id,
+        outcome=outcome,
+        **fields,
+    )
 
 
 class _CallTimedOut(Exception):
