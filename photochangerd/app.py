@@ -72,7 +72,7 @@ from photochangerd.media.cleaner import Cleaner, startup_leftovers
 from photochangerd.media.images import configure_pillow
 from photochangerd.media.imaging import ImageWorkers
 from photochangerd.media.provider_media import ProviderMedia
-from photochangerd.memory import freeze_startup_objects, tune_malloc
+from photochangerd.memory import freeze_startup_objects, trim_while_idle, tune_malloc
 from photochangerd.metrics import Metrics
 from photochangerd.providers.base import Provider
 from photochangerd.providers.keys import ProviderKeys
@@ -180,7 +180,7 @@ async def run(
     read (:class:`~photochangerd.credentials.CredentialError`).
     """
     environ = os.environ if environ is None else environ
-    tune_malloc()  # photochangerd/memory.py: a KDF's memory goes back to the system
+    tune_malloc()  # photochangerd/memory.py: a photo's buffers reused without page faults
     config, credentials = with_credentials(config, environ)
     with lock_data_dir(config.data_dir), listening_sockets(config.bind) as sockets:
         await _run_locked(
@@ -355,6 +355,7 @@ async def _serve(
         root.start_soon(context.store.watch)  # a bucket's health (nothing for a local dir)
         root.start_soon(_maintenance, context, purge_requests)
         root.start_soon(_report_draining, shutdown, jobs, notifier)
+        root.start_soon(trim_while_idle, lambda: not context.admission.in_flight)
         if watchdog:
             root.start_soon(_watchdog, context.db, watchdog, notifier)
         if jobs.policy.listens:  # other instances' job events (PostgreSQL)

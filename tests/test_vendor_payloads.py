@@ -7,10 +7,9 @@ import json
 import os
 from typing import Any
 
-import orjson
 import pytest
 
-from photochangerd.providers import gemini, openai_images
+from photochangerd.providers import gemini, openai_images, vendor_http
 from photochangerd.providers.base import ProviderRejected, ProviderResult
 from photochangerd.providers.vendor_http import VendorResponse, decode_base64
 
@@ -27,13 +26,13 @@ def response(document: Any, status: int = 200) -> VendorResponse:
 
 def test_json_is_parsed_once_and_shared(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
-    real_loads = orjson.loads
+    real_decode = vendor_http._decode_json
 
-    def counting_loads(text: Any) -> Any:
+    def counting_decode(text: Any) -> Any:
         calls.append(1)
-        return real_loads(text)
+        return real_decode(text)
 
-    monkeypatch.setattr("photochangerd.providers.vendor_http.orjson.loads", counting_loads)
+    monkeypatch.setattr(vendor_http, "_decode_json", counting_decode)
     answer = response({"responseId": "r-1", "candidates": []})
     assert answer.json() is answer.json()
     assert gemini._response_id(answer) == "r-1"

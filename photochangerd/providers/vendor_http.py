@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import httpx
+import msgspec
 import orjson
 import pybase64
 import trio
@@ -41,6 +42,7 @@ class ResponseTooLarge(ProviderRejected):
 
 
 _UNPARSED: Any = object()
+_decode_json = msgspec.json.Decoder().decode
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,14 +57,16 @@ class VendorResponse:
         """Parsed JSON body; ``ValueError`` when it is not JSON.
 
         Parsed once and cached: a driver classifying the answer and logging its id reads the
-        same document (a Gemini answer is ~2 MB of JSON, ≈ 1.6 ms a parse).  The document is
-        shared: do not modify it.  A body that is not JSON is not cached (the rare error path
-        parses again rather than keeping an exception, and its traceback, on the response).
-        orjson: 0.6 ms where json.loads took 1.6 ms; its errors are ``ValueError`` too.
+        same document (a Gemini answer is ~2 MB of JSON).  The document is shared: do not
+        modify it.  A body that is not JSON is not cached (the rare error path parses again
+        rather than keeping an exception, and its traceback, on the response).  msgspec:
+        0.5 ms for a 1.5 MB image's answer, json.loads 1.3-1.5 ms; orjson took 0.6 ms but
+        allocated a ~22 MiB work buffer per parse, 490 page faults (≈ 1 ms) each time
+        (docs/stack-traps.md, "Memory").  Its ``DecodeError`` is a ``ValueError``.
         """
         document = self._document
         if document is _UNPARSED:
-            document = orjson.loads(self.body)
+            document = _decode_json(self.body)
             object.__setattr__(self, "_document", document)
         return document
 
@@ -167,23 +171,27 @@ async def send(client: httpx.AsyncClient, request: httpx.Request, max_bytes: int
         declared = response.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > max_bytes:
             raise ResponseTooLarge(f"vendor response of {declared} bytes is over the cap")
-        body = bytearray()
+        # The chunks as received, joined once: a growing bytearray reallocated (and copied)
+        # a 2 MB answer several times over, and bytes() copied it once more.
+        parts: list[bytes] = []
+        size = 0
         try:
             # aclosing: leaving the loop early (the cap) must close httpx's stream generators
             # now, not whenever the garbage collector finds them.
             raw = cast(AsyncGenerator[bytes, None], response.aiter_raw())
             async with aclosing(raw) as chunks:
                 async for chunk in chunks:
-                    body += chunk
-                    if len(body) > max_bytes:
+                    parts.append(chunk)
+                    size += len(chunk)
+                    if size > max_bytes:
                         raise ResponseTooLarge(f"vendor response over {max_bytes} bytes")
         except httpx.TransportError as exc:
             raise VendorUnreachable(type(exc).__name__) from None
+        body = parts[0] if len(parts) == 1 else b"".join(parts)
+        del parts
         if response.headers.get("content-encoding"):
-            body = bytearray(
-                httpx.Response(200, headers=response.headers, content=bytes(body)).content
-            )
-        return VendorResponse(response.status_code, dict(response.headers), bytes(body))
+            body = httpx.Response(200, headers=response.headers, content=body).content
+        return VendorResponse(response.status_code, dict(response.headers), body)
     finally:
         with trio.CancelScope(shield=True), trio.move_on_after(2):
             await response.aclose()
