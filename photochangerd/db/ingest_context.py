@@ -1,4 +1,5 @@
-"""What an ingest reads before it takes a photo: its slot and the global settings.
+"""What an ingest reads before it takes a photo: its slot, its template bindings and the global
+settings.
 
 Every upload needs both (the slot's provider and size limit, the deadline, the ingest password
 hash).  Read from the database each time they cost a transaction and a thread hop on the
@@ -22,29 +23,33 @@ from typing import Any
 
 from photochangerd.db import repositories
 from photochangerd.db.engine import Database
-from photochangerd.domain.models import Slot
+from photochangerd.domain.models import Slot, TemplateBinding
 
 MAX_ENTRIES = 64  # slot ids are validated before; this only bounds a surprise
+
+
+Context = tuple[Slot | None, dict[str, Any], tuple[TemplateBinding, ...]]
 
 
 class IngestContext:
     def __init__(self, db: Database, *, cached: bool) -> None:
         self._db = db
         self._cached = cached
-        self._entries: dict[str, tuple[int, Slot | None, dict[str, Any]]] = {}
+        self._entries: dict[str, tuple[int, Context]] = {}
 
-    async def load(self, slot_id: str) -> tuple[Slot | None, dict[str, Any]]:
-        """The slot (None when unknown) and the settings; callers must not modify them."""
+    async def load(self, slot_id: str) -> Context:
+        """The slot (None when unknown), the settings and the slot's template bindings; callers
+        must not modify them."""
         if not self._cached or not self._db.config_trusted:
             return await self._db.read(repositories.load_ingest_context, slot_id)
         generation = self._db.config_generation
         entry = self._entries.get(slot_id)
         if entry is not None and entry[0] == generation:
-            return entry[1], entry[2]
-        slot, settings = await self._db.read(repositories.load_ingest_context, slot_id)
+            return entry[1]
+        context = await self._db.read(repositories.load_ingest_context, slot_id)
         if len(self._entries) >= MAX_ENTRIES:
             self._entries.clear()
         # Stored under the generation seen *before* the read: a change committed meanwhile
         # makes the entry stale at once.
-        self._entries[slot_id] = (generation, slot, settings)
-        return slot, settings
+        self._entries[slot_id] = (generation, context)
+        return context

@@ -113,9 +113,14 @@ def put_setting(conn: Connection, key: str, value: Any, now: float, by: str | No
         )
 
 
-def load_ingest_context(conn: Connection, slot_id: str) -> tuple[Slot | None, dict[str, Any]]:
-    """The slot and the global settings an ingest needs, in one round trip's transaction."""
-    return get_slot(conn, slot_id), get_settings(conn)
+def load_ingest_context(
+    conn: Connection, slot_id: str
+) -> tuple[Slot | None, dict[str, Any], tuple[TemplateBinding, ...]]:
+    """The slot, the global settings and the slot's template bindings an ingest needs, in one
+    transaction (the job then runs with the bindings it was submitted with)."""
+    found = get_slot(conn, slot_id)
+    bindings = tuple(slot_templates(conn, slot_id)) if found is not None else ()
+    return found, get_settings(conn), bindings
 
 
 # -- admins -----------------------------------------------------------------------------------

@@ -9,3 +9,4 @@ from dataclasses import dataclass, field
 class ImageInput:
     data: bytes = field(repr=False)
     mime_type: str
+    pixels: int | None = None  # width × height when known (inspected at ingest)

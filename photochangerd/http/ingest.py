@@ -23,7 +23,6 @@ from quart import Blueprint, Response, jsonify, request
 from werkzeug.http import parse_options_header
 
 from photochangerd.auth.passwords import MAX_PACED_WAIT, PacedOut
-from photochangerd.db import repositories
 from photochangerd.db.engine import DatabaseUnavailable
 from photochangerd.domain.models import Outcome, Slot, new_job_id
 from photochangerd.domain.slots import effective_slot
@@ -306,7 +305,7 @@ async def _ingest(
     if not is_slot_id(slot_id):
         raise NotFound("no such slot", reason=FailureReason.SLOT_NOT_FOUND)
     try:
-        slot, settings = await app.ingest_context.load(slot_id)
+        slot, settings, bindings = await app.ingest_context.load(slot_id)
     except DatabaseUnavailable:
         raise ServiceUnavailable("database unavailable", headers={"Retry-After": "5"}) from None
     if slot is None:
@@ -315,7 +314,7 @@ async def _ingest(
         raise NotFound("slot is disabled", reason=FailureReason.SLOT_DISABLED)
 
     # The job's own settings and its one deadline, from the request's arrival (docs/jobs.md).
-    job_settings = JobSettings.snapshot(settings, slot)
+    job_settings = JobSettings.snapshot(settings, slot, bindings)
     deadline = Deadline.after_arrival(
         attempt.arrival, attempt.created_at, job_settings.sync_response_seconds
     )
@@ -377,7 +376,6 @@ async def _ingest(
         if form.file_size == 0:
             raise UnsupportedMediaType("the photo is empty")
         if mode is TEST_RUN:
-            bindings = await app.db.read(repositories.slot_bindings_detail, slot.id)
             slot = _slot_with_overrides(
                 slot, form.fields.pop("slot_payload", None), [b.role for b in bindings]
             )

@@ -157,7 +157,7 @@ class Producer:
             step.operation,
             step.settings,
             photo,
-            await self._templates(job, step),
+            await self._templates(job, run, step),
             report_reference=report_reference,
             wait=run.gate_wait,
         )
@@ -190,13 +190,18 @@ class Producer:
             photo_bytes = await self.store.read(job.input_path)
         if photo_bytes is None or job.input_mime_type is None:
             raise RuntimeError("job has no input")
-        return ImageInput(photo_bytes, job.input_mime_type)
+        size = job.client_metadata
+        width, height = size.get("width"), size.get("height")  # inspected at ingest
+        pixels = width * height if isinstance(width, int) and isinstance(height, int) else None
+        return ImageInput(photo_bytes, job.input_mime_type, pixels)
 
-    async def _templates(self, job: Job, step: Step) -> list[TemplateInput]:
+    async def _templates(self, job: Job, run: JobRun, step: Step) -> list[TemplateInput]:
         if step.provider == "local" and step.operation != "frame":  # the others use none
             return []
-        if step.templates is None:  # the slot's own bindings
-            bindings = await self.db.read(repositories.slot_templates, job.slot_id)
+        if step.templates is None:  # the slot's own bindings, as submitted if known here
+            bindings = run.settings.templates
+            if bindings is None:
+                bindings = tuple(await self.db.read(repositories.slot_templates, job.slot_id))
             pairs = [(b.role, b.path, b.mime_type) for b in bindings]
         else:
             pairs = []

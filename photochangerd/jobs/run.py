@@ -21,7 +21,7 @@ from typing import Any
 import trio
 
 from photochangerd.clock import WallClock
-from photochangerd.domain.models import Job, Outcome, Slot
+from photochangerd.domain.models import Job, Outcome, Slot, TemplateBinding
 from photochangerd.jobs.attempts import AttemptLog
 from photochangerd.providers.gate import GateWait
 from shared.errors import JobFailure
@@ -65,16 +65,22 @@ class JobSettings:
     sync_response_seconds: float = DEFAULT_SYNC_RESPONSE_SECONDS
     result_ttl_seconds: float = DEFAULT_RESULT_TTL_SECONDS
     output_format: str = "jpeg"
+    # The slot's template bindings as read with it at ingest; None for a job submitted by
+    # another instance (read when it runs).  Saves the run a database read.
+    templates: tuple[TemplateBinding, ...] | None = None
 
     @classmethod
-    def snapshot(cls, runtime: dict[str, Any], slot: Slot) -> JobSettings:
-        """From the runtime settings row and the slot, as read for this ingest."""
+    def snapshot(
+        cls, runtime: dict[str, Any], slot: Slot, templates: tuple[TemplateBinding, ...]
+    ) -> JobSettings:
+        """From the runtime settings row, the slot and its bindings, as read for this ingest."""
         return cls(
             sync_response_seconds=float(
                 runtime.get("sync_response_seconds", DEFAULT_SYNC_RESPONSE_SECONDS)
             ),
             result_ttl_seconds=float(runtime.get("result_ttl_hours", 72)) * 3600,
             output_format=str(slot.settings.get("output_format", "jpeg")),
+            templates=templates,
         )
 
     def with_slot(self, slot: Slot) -> JobSettings:

@@ -54,7 +54,13 @@ class CloudProvider:
             raise ProviderRejected(f"slot settings invalid: {exc}") from None
 
     async def _prepare(self, image: ImageInput, max_pixels: int) -> ImageInput:
-        """``image`` downscaled to what the vendor can use (a no-op below ``max_pixels``)."""
+        """``image`` downscaled to what the vendor can use (a no-op below ``max_pixels``).
+
+        A photo whose size is known from its ingest and fits goes as it is without the thread
+        hop that reads its header again.
+        """
+        if image.pixels is not None and image.pixels <= max_pixels:
+            return image
         data, mime = await self._images.run(
             prepare_for_provider, image.data, image.mime_type, max_pixels
         )
