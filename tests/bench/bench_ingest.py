@@ -18,9 +18,11 @@ right after it; a loopback connect costs ~0.1 ms) to the last byte of the final 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -32,6 +34,7 @@ import trio
 
 from tests.bench.bench_support import (
     INGEST_PASSWORD,
+    REPO,
     BenchDaemon,
     Report,
     machine_line,
@@ -207,21 +210,27 @@ def phase_completion_to_response(bench: Bench, label: str, shots: Sequence[Shot]
 
 
 async def poll_health(url: str, latencies: list[float], failures: list[str]) -> None:
-    """GET /healthz every HEALTH_INTERVAL on one keep-alive connection, until cancelled."""
-    async with httpx.AsyncClient(base_url=url, timeout=10) as client:
-        tick = trio.current_time()
-        while True:
-            start = trio.current_time()
-            try:
-                response = await client.get("/healthz")
-                if response.status_code == 200:
-                    latencies.append(trio.current_time() - start)
-                else:
-                    failures.append(str(response.status_code))
-            except httpx.HTTPError as exc:
-                failures.append(type(exc).__name__)
-            tick += HEALTH_INTERVAL
-            await trio.sleep_until(max(tick, trio.current_time()))
+    """GET /healthz every HEALTH_INTERVAL on one keep-alive connection, until cancelled; from
+    a process of its own (``health_poller.py``: a load balancer's view, not this loop's)."""
+    command = [sys.executable, "-m", "tests.bench.health_poller", url, str(HEALTH_INTERVAL)]
+    process = await trio.lowlevel.open_process(
+        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=REPO
+    )
+    assert process.stdin is not None and process.stdout is not None
+    try:
+        await trio.sleep_forever()
+    finally:
+        with trio.CancelScope(shield=True), trio.move_on_after(15):
+            await process.stdin.aclose()  # the poller's signal to stop and report
+            output = bytearray()
+            async for chunk in process.stdout:
+                output += chunk
+            await process.wait()
+            report = json.loads(output or b"{}")
+            latencies.extend(report.get("latencies", []))
+            failures.extend(report.get("failures", []))
+        if process.returncode is None:
+            process.kill()
 
 
 async def phase_throughput(bench: Bench, upload: Upload, seconds: float) -> None:

@@ -5,9 +5,10 @@
 
 The issue's own measuring setup on a 2-core machine: the daemon (``tests.support.run_daemon``
 through ``BenchDaemon``, on its default settings and default log level) runs alone on CPU 0;
-this process (the DSLR-Remote-Pro-exact client, the fake Gemini on loopback and the /healthz
-poller, all under one Trio loop) runs on CPU 1, and so does the PostgreSQL cluster (it inherits
-our affinity: the "outside world" shares the client's core, never the daemon's).  Every slot
+this process (the DSLR-Remote-Pro-exact client and the fake Gemini on loopback, under one Trio
+loop) runs on CPU 1, and so do the /healthz poller (a process of its own, like a load balancer:
+``health_poller.py``) and the PostgreSQL cluster (they inherit our affinity: the "outside
+world" shares the client's core, never the daemon's).  Every slot
 (slot-001..015) is ``gemini/edit`` with ``output_format`` ``png``: the fake answers with zero
 delay either a tiny 64x64 PNG or a photo-like 1024x1024 PNG of ~1.5 MB, and the daemon keeps
 it as it is (the path the issue measures).  The upload is the ~1 MB 2000x1333 JPEG of
