@@ -170,3 +170,21 @@ async def test_free_heap_goes_back_only_while_idle(
         await trio.sleep(30)
         nursery.cancel_scope.cancel()
     assert trims == [30.0, 120.0]
+
+
+def test_the_postgresql_stack_leaves_the_orm_out() -> None:
+    import subprocess
+    import sys
+
+    # A process of its own: what a PostgreSQL daemon imports to build its engine.
+    code = (
+        "import sys, sqlalchemy as sa\n"
+        "from photochangerd.db.engine import _postgresql_engine\n"
+        "engine = _postgresql_engine(sa.make_url('postgresql://u@127.0.0.1/db'), 3.0)\n"
+        "assert 'sqlalchemy.orm' not in sys.modules, 'the ORM was imported'\n"
+        # Everyone else still sees the whole package: the rest loads on first use.
+        "from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession\n"
+        "assert isinstance(engine, AsyncEngine) and 'sqlalchemy.orm' in sys.modules\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

@@ -253,7 +253,7 @@ def _sqlite_engine(url: sa.URL, timeout: float) -> Engine:
 
 
 def _postgresql_engine(url: sa.URL, timeout: float) -> AsyncEngine:
-    from sqlalchemy.ext.asyncio import create_async_engine
+    from photochangerd.db.sa_asyncio import create_async_engine
 
     engine = create_async_engine(
         url.set(drivername="postgresql+asyncpg"),
