@@ -355,7 +355,9 @@ async def _serve(
         root.start_soon(context.store.watch)  # a bucket's health (nothing for a local dir)
         root.start_soon(_maintenance, context, purge_requests)
         root.start_soon(_report_draining, shutdown, jobs, notifier)
-        root.start_soon(trim_while_idle, lambda: not context.admission.in_flight)
+        root.start_soon(
+            trim_while_idle, lambda: not context.admission.in_flight and not jobs.in_progress
+        )
         if watchdog:
             root.start_soon(_watchdog, context.db, watchdog, notifier)
         if jobs.policy.listens:  # other instances' job events (PostgreSQL)

@@ -40,6 +40,13 @@ def test_json_is_parsed_once_and_shared(monkeypatch: pytest.MonkeyPatch) -> None
     assert answer == VendorResponse(200, {}, answer.body)  # the cache is not part of equality
 
 
+def test_json_nested_past_the_stack_is_a_value_error() -> None:
+    # Callers catch ValueError only (a vendor's garbage is a provider error, not a 500).
+    deep = VendorResponse(200, {}, b"[" * 100_000 + b"]" * 100_000)
+    with pytest.raises(ValueError, match="nested too deeply"):
+        deep.json()
+
+
 def test_a_body_that_is_not_json_raises_every_time() -> None:
     answer = VendorResponse(502, {}, b"<html>bad gateway")
     for _ in range(2):

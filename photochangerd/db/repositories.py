@@ -117,7 +117,8 @@ def load_ingest_context(
     conn: Connection, slot_id: str
 ) -> tuple[Slot | None, dict[str, Any], tuple[TemplateBinding, ...]]:
     """The slot, the global settings and the slot's template bindings an ingest needs, in one
-    transaction (the job then runs with the bindings it was submitted with)."""
+    read (one transaction on SQLite; three autocommit statements on PostgreSQL, like every read
+    there).  The job then runs with the bindings it was submitted with."""
     found = get_slot(conn, slot_id)
     bindings = tuple(slot_templates(conn, slot_id)) if found is not None else ()
     return found, get_settings(conn), bindings

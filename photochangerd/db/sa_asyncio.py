@@ -7,10 +7,11 @@ performance bar at 90).  The engine itself (``sqlalchemy/ext/asyncio/engine.py``
 its sibling modules and SQLAlchemy's Core.
 
 :func:`create_async_engine` therefore registers the package module unexecuted — its
-``__path__`` lets its submodules load — and imports ``engine`` from it.  Nothing else sees a
-difference: the first attribute anyone reads from the package that it does not hold yet
-(``from sqlalchemy.ext.asyncio import AsyncSession``) runs the real ``__init__`` in place and
-answers from it.  If the package was imported before, it is used as it is.
+``__path__`` lets its submodules load — and imports ``engine`` from it.  Code that imports the
+package by name sees no difference: the first attribute anyone reads from it that it does not
+hold yet (``from sqlalchemy.ext.asyncio import AsyncSession``, or ``dir()``) runs the real
+``__init__`` in place, under a lock, and answers from it.  If the package was imported
+before, it is used as it is.
 Test: ``tests/test_footprint.py::test_the_postgresql_stack_leaves_the_orm_out``.
 """
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
+import threading
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -28,28 +30,52 @@ if TYPE_CHECKING:
 PACKAGE = "sqlalchemy.ext.asyncio"
 
 
+_LOCK = threading.RLock()
+
+
 def _engine_module() -> ModuleType:
-    if PACKAGE not in sys.modules:
-        import sqlalchemy.ext  # the parent package, executed as usual
+    with _LOCK:
+        if PACKAGE not in sys.modules:
+            _register_unexecuted()
+    # What the real __init__ does last: greenlet is checked now, not at the first query.
+    from sqlalchemy.util import concurrency
 
-        spec = importlib.util.find_spec(PACKAGE)
-        assert spec is not None and spec.loader is not None
-        package = importlib.util.module_from_spec(spec)  # __path__ set, __init__ not run
-        loader = spec.loader
-
-        def complete(name: str) -> Any:
-            # PEP 562: called only for names the module does not have yet.  A submodule
-            # (``from . import exc`` in engine.py asks this way first) is imported as such.
-            if importlib.util.find_spec(f"{PACKAGE}.{name}") is not None:
-                return importlib.import_module(f"{PACKAGE}.{name}")
-            del package.__dict__["__getattr__"]
-            loader.exec_module(package)
-            return getattr(package, name)
-
-        package.__dict__["__getattr__"] = complete
-        sys.modules[PACKAGE] = package
-        sqlalchemy.ext.asyncio = package
+    concurrency._concurrency_shim._initialize()
     return importlib.import_module(f"{PACKAGE}.engine")
+
+
+def _register_unexecuted() -> None:
+    import sqlalchemy.ext  # the parent package, executed as usual
+
+    spec = importlib.util.find_spec(PACKAGE)
+    assert spec is not None and spec.loader is not None
+    package = importlib.util.module_from_spec(spec)  # __path__ set, __init__ not run
+    loader = spec.loader
+    hooks = {"__getattr__": None, "__dir__": None}
+
+    def complete(name: str) -> Any:
+        # PEP 562: called only for names the module does not have (yet).  A submodule
+        # (``from . import exc`` in engine.py asks this way first) is imported as such.
+        with _LOCK:
+            if package.__dict__.get("__getattr__") is complete:
+                if importlib.util.find_spec(f"{PACKAGE}.{name}") is not None:
+                    return importlib.import_module(f"{PACKAGE}.{name}")
+                loader.exec_module(package)  # raises: the hooks stay, a later use retries
+                for hook in hooks:
+                    if package.__dict__.get(hook) in (complete, listing):
+                        del package.__dict__[hook]
+        try:
+            return package.__dict__[name]
+        except KeyError:
+            raise AttributeError(f"module {PACKAGE!r} has no attribute {name!r}") from None
+
+    def listing() -> list[str]:
+        complete("__name__")
+        return sorted(package.__dict__)
+
+    package.__dict__.update({"__getattr__": complete, "__dir__": listing})
+    sys.modules[PACKAGE] = package
+    sqlalchemy.ext.asyncio = package
 
 
 def create_async_engine(url: Any, **kwargs: Any) -> AsyncEngine:

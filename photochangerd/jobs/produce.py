@@ -198,18 +198,26 @@ class Producer:
     async def _templates(self, job: Job, run: JobRun, step: Step) -> list[TemplateInput]:
         if step.provider == "local" and step.operation != "frame":  # the others use none
             return []
-        if step.templates is None:  # the slot's own bindings, as submitted if known here
-            bindings = run.settings.templates
-            if bindings is None:
-                bindings = tuple(await self.db.read(repositories.slot_templates, job.slot_id))
-            pairs = [(b.role, b.path, b.mime_type) for b in bindings]
-        else:
+        if step.templates is not None:  # a fallback's own templates, by id
             pairs = []
             for role, template_id in step.templates:
                 row = await self.db.read(repositories.get_template, template_id)
                 if row is None:
                     raise ProviderRejected(f"template {template_id!r} no longer exists")
                 pairs.append((role, row.path, row.mime_type))
+            return await self._read_templates(pairs)
+        submitted = run.settings.templates  # the slot's bindings as read at ingest, if here
+        if submitted is not None:
+            try:
+                return await self._read_templates(
+                    [(b.role, b.path, b.mime_type) for b in submitted]
+                )
+            except ProviderRejected:  # rebound and deleted while the job waited: read them now
+                pass
+        bindings = await self.db.read(repositories.slot_templates, job.slot_id)
+        return await self._read_templates([(b.role, b.path, b.mime_type) for b in bindings])
+
+    async def _read_templates(self, pairs: list[tuple[str, str, str]]) -> list[TemplateInput]:
         return [
             TemplateInput(role, ImageInput(await _template(self.store, path), mime))
             for role, path, mime in pairs

@@ -66,7 +66,10 @@ class VendorResponse:
         """
         document = self._document
         if document is _UNPARSED:
-            document = _decode_json(self.body)
+            try:
+                document = _decode_json(self.body)
+            except RecursionError:  # nested past the stack (orjson said ValueError at 1024)
+                raise ValueError("JSON nested too deeply") from None
             object.__setattr__(self, "_document", document)
         return document
 

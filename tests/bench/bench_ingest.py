@@ -209,28 +209,48 @@ def phase_completion_to_response(bench: Bench, label: str, shots: Sequence[Shot]
     bench.report.add(f"{name}_samples", len(gaps), "requests")
 
 
-async def poll_health(url: str, latencies: list[float], failures: list[str]) -> None:
+async def poll_health(
+    url: str,
+    latencies: list[float],
+    failures: list[str],
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
     """GET /healthz every HEALTH_INTERVAL on one keep-alive connection, until cancelled; from
-    a process of its own (``health_poller.py``: a load balancer's view, not this loop's)."""
+    a process of its own (``health_poller.py``: a load balancer's view, not this loop's).
+    With ``nursery.start``, returns once the poller runs.  A poller that dies is reported in
+    ``failures``."""
     command = [sys.executable, "-m", "tests.bench.health_poller", url, str(HEALTH_INTERVAL)]
     process = await trio.lowlevel.open_process(
         command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=REPO
     )
     assert process.stdin is not None and process.stdout is not None
+    output = bytearray()
     try:
+        while b"\n" not in output:  # "ready": the interpreter and httpx are loaded
+            chunk = await process.stdout.receive_some()
+            if not chunk:
+                break
+            output += chunk
+        del output[: output.find(b"\n") + 1]
+        task_status.started()
         await trio.sleep_forever()
     finally:
-        with trio.CancelScope(shield=True), trio.move_on_after(15):
-            await process.stdin.aclose()  # the poller's signal to stop and report
-            output = bytearray()
-            async for chunk in process.stdout:
-                output += chunk
-            await process.wait()
-            report = json.loads(output or b"{}")
-            latencies.extend(report.get("latencies", []))
-            failures.extend(report.get("failures", []))
-        if process.returncode is None:
-            process.kill()
+        with trio.CancelScope(shield=True):
+            with trio.move_on_after(15):
+                await process.stdin.aclose()  # the poller's signal to stop and report
+                async for chunk in process.stdout:
+                    output += chunk
+                await process.wait()
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+        try:
+            report = json.loads(output)
+        except ValueError:
+            report = {"failures": [f"health_poller exited {process.returncode}"]}
+        latencies.extend(report.get("latencies", []))
+        failures.extend(report.get("failures", []))
 
 
 async def phase_throughput(bench: Bench, upload: Upload, seconds: float) -> None:
@@ -243,9 +263,9 @@ async def phase_throughput(bench: Bench, upload: Upload, seconds: float) -> None
         while trio.current_time() < stop_at:
             shots.append(await shoot(bench.daemon, FAST_SLOT, upload, timeout=60))
 
-    start = trio.current_time()
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(poll_health, bench.daemon.url, health, health_failures)
+        await nursery.start(poll_health, bench.daemon.url, health, health_failures)
+        start = trio.current_time()
         async with trio.open_nursery() as booths:
             for _ in range(CONCURRENCY):
                 booths.start_soon(booth, start + seconds)

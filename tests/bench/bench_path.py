@@ -566,10 +566,10 @@ async def drive_load(
         while trio.current_time() < stop_at:
             load.samples.append(await shoot(host, port, slot, upload))
 
-    start = trio.current_time()
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(poll_health, health_url, load.health, load.health_failures)
+        await nursery.start(poll_health, health_url, load.health, load.health_failures)
         nursery.start_soon(clear_records, fake)
+        start = trio.current_time()
         async with trio.open_nursery() as booths:
             for number in range(CONCURRENCY):
                 booths.start_soon(booth, number, start + seconds)

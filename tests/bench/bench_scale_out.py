@@ -5,11 +5,11 @@
 
 The several-instances issue's bars on this 2-core machine.  Instance A is pinned to CPU 0 and
 instance B to CPU 1 ("each on its own core"); everything else floats over both cores and so
-shares them with the instances: this process (the DSLR-Remote-Pro-exact client, the fake
-Gemini and the ``/healthz`` poller of ``bench_path``, under one Trio loop), Debian's nginx (the
-shipped example, round robin, one worker), the PostgreSQL cluster and, with ``--media-backend
-s3``, SeaweedFS.  Every phase prints the CPU seconds each of them used, and what other
-processes of the machine used (``bench_path``'s check).
+shares them with the instances: this process (the DSLR-Remote-Pro-exact client and the fake
+Gemini, under one Trio loop), the ``/healthz`` poller of ``bench_path`` (a process of its own),
+Debian's nginx (the shipped example, round robin, one worker), the PostgreSQL cluster and,
+with ``--media-backend s3``, SeaweedFS.  Every phase prints the CPU seconds each of them
+used, and what other processes of the machine used (``bench_path``'s check).
 
 Both instances run on their default settings (log level ``info``) with one database, the same
 keys, ``trusted_proxies`` for nginx, and the media in one shared directory (``local``) or one

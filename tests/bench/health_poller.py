@@ -1,8 +1,9 @@
 """A load balancer's view of ``/healthz``: polled from a process of its own.
 
 ``python -m tests.bench.health_poller URL INTERVAL`` sends ``GET URL/healthz`` every
-``INTERVAL`` seconds on one keep-alive connection until its stdin closes, then prints one JSON
-object: ``{"latencies": [seconds...], "failures": [reason...]}``.
+``INTERVAL`` seconds on one keep-alive connection until its stdin closes.  It prints ``ready``
+once started, and at the end one JSON object: ``{"latencies": [seconds...], "failures":
+[reason...]}``.
 
 Measured from inside the benchmark's own Trio loop (30 booths and the fake Gemini on one core,
 ~90 % busy), half of the reported latency was that loop's: 53 ms p95 there, 22 ms from this
@@ -31,6 +32,7 @@ def main() -> None:
     latencies: list[float] = []
     failures: list[str] = []
     with httpx.Client(base_url=url, timeout=10) as client:
+        print("ready", flush=True)
         tick = time.monotonic()
         while not stop.is_set():
             start = time.perf_counter()
