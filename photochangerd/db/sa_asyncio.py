@@ -37,10 +37,13 @@ def _engine_module() -> ModuleType:
     with _LOCK:
         if PACKAGE not in sys.modules:
             _register_unexecuted()
-    # What the real __init__ does last: greenlet is checked now, not at the first query.
+    # What the real __init__ does last (SQLAlchemy 2.1): greenlet is checked now, not at the
+    # first query.  Earlier versions check it when sqlalchemy.util.concurrency is imported.
     from sqlalchemy.util import concurrency
 
-    concurrency._concurrency_shim._initialize()
+    shim = getattr(concurrency, "_concurrency_shim", None)
+    if shim is not None:
+        shim._initialize()
     return importlib.import_module(f"{PACKAGE}.engine")
 
 
@@ -51,7 +54,6 @@ def _register_unexecuted() -> None:
     assert spec is not None and spec.loader is not None
     package = importlib.util.module_from_spec(spec)  # __path__ set, __init__ not run
     loader = spec.loader
-    hooks = {"__getattr__": None, "__dir__": None}
 
     def complete(name: str) -> Any:
         # PEP 562: called only for names the module does not have (yet).  A submodule
@@ -61,7 +63,7 @@ def _register_unexecuted() -> None:
                 if importlib.util.find_spec(f"{PACKAGE}.{name}") is not None:
                     return importlib.import_module(f"{PACKAGE}.{name}")
                 loader.exec_module(package)  # raises: the hooks stay, a later use retries
-                for hook in hooks:
+                for hook in ("__getattr__", "__dir__"):
                     if package.__dict__.get(hook) in (complete, listing):
                         del package.__dict__[hook]
         try:
