@@ -75,6 +75,20 @@ async def test_a_missing_object_is_none_not_an_error(store: MediaStore) -> None:
         await store.read(reference)
 
 
+async def test_stat_gives_size_and_validators_without_the_bytes(store: MediaStore) -> None:
+    data = os.urandom(200_000)
+    reference = await store.put("results/job_stat.png", data)
+    info = await store.stat(reference)
+    assert info is not None and info.size == len(data) and info.last_modified is not None
+    assert list(info.chunks) == []
+    if store.objects.name == "s3":
+        stream = await store.open(reference)
+        assert stream is not None
+        stream.close()
+        assert info.etag is not None and info.etag == stream.etag  # what a 304 compares
+    assert await store.stat(store.objects.reference("results/job_none.png")) is None
+
+
 async def test_streaming_reads_in_chunks_and_ranges(store: MediaStore) -> None:
     data = os.urandom(1_500_000)
     reference = await store.put("media/abcdefgh.jpg", data)

@@ -76,6 +76,17 @@ async def test_results_live_in_the_bucket_and_are_served_from_it(
         assert result.headers["content-type"] == "image/jpeg"
         assert result.headers["content-disposition"] == f'attachment; filename="{job_id}.jpg"'
         assert result.headers["content-length"] == str(len(PHOTO))
+        # A HEAD, a revalidation and a range ask for the validators first (HeadObject): only
+        # the range then starts a download.
+        downloads = []
+        client = daemon.context.store.objects._client  # type: ignore[attr-defined]
+        get_object = client.get_object
+
+        def counted(**options: object) -> object:
+            downloads.append(options.get("Range"))
+            return get_object(**options)
+
+        client.get_object = counted
         head = await http.head(f"/public/results/{job_id}")
         assert head.status_code == 200 and head.headers["content-length"] == str(len(PHOTO))
         ranged = await http.get(f"/public/results/{job_id}", headers={"Range": "bytes=10-109"})
@@ -87,6 +98,8 @@ async def test_results_live_in_the_bucket_and_are_served_from_it(
             f"/public/results/{job_id}", headers={"If-None-Match": result.headers["etag"]}
         )
         assert cached.status_code == 304 and cached.content == b""
+        assert downloads == ["bytes=10-109", f"bytes={len(PHOTO) - 50}-{len(PHOTO) - 1}"]
+        client.get_object = get_object
 
         thumb = await http.get(f"/public/results/{job_id}/thumbnail")
         assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/webp"

@@ -106,6 +106,7 @@ async def send_file_ranged(path: Path, mimetype: str, **options: Any) -> Respons
 # slow bucket and a wall of guests must not take every thread of Trio's default limiter, which
 # the uploads' spools and the results' writes need.
 STREAM_THREADS = trio.CapacityLimiter(8)
+_CONDITIONAL = ("If-None-Match", "If-Modified-Since", "If-Match", "If-Unmodified-Since", "Range")
 
 
 async def _chunks(stream: ObjectStream) -> AsyncIterator[bytes]:
@@ -156,7 +157,10 @@ async def send_stored(
         return await send_file_ranged(
             path, mimetype, cache_timeout=cache_timeout, last_modified=last_modified
         )
-    stream = await store.open(reference)
+    # A plain GET reads the object in one request; a HEAD, a revalidation or a range first
+    # asks for its validators alone (HeadObject), so a 304 does not start a download.
+    plain_get = request.method == "GET" and not any(h in request.headers for h in _CONDITIONAL)
+    stream = await (store.open(reference) if plain_get else store.stat(reference))
     if stream is None:
         return None
     handed_over = False
@@ -185,12 +189,13 @@ async def send_stored(
         if request.method == "HEAD":
             response.content_length = size if span is None else span[1] - span[0]
             return response
-        if span is not None:
+        if span is not None or not plain_get:
             stream.close()
-            ranged = await store.open(reference, span)
-            if ranged is None:
+            opened = await store.open(reference, span)
+            if opened is None:
                 return None
-            stream = ranged
+            stream = opened
+        if span is not None:
             response.status_code = 206
             response.content_range = ContentRange("bytes", span[0], span[1], size)
         response.response = _ObjectBody(stream)

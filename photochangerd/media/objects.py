@@ -74,6 +74,10 @@ class ObjectBackend(Protocol):
     def open(self, reference: str, span: tuple[int, int] | None = None) -> ObjectStream | None:
         """Stream the object (or bytes ``[start, stop)`` of it), None when there is none."""
 
+    def stat(self, reference: str) -> ObjectStream | None:
+        """The object's size and validators without its bytes (``chunks`` empty), None when
+        there is none: what a HEAD, a revalidation (304) or a range needs first."""
+
     def delete(self, references: list[str]) -> None:
         """Remove objects that may or may not exist (idempotent)."""
 
@@ -137,6 +141,13 @@ class LocalObjects:
                 yield chunk
 
         return ObjectStream(stop - start, None, status.st_mtime, chunks(), handle.close)
+
+    def stat(self, reference: str) -> ObjectStream | None:
+        try:
+            status = self._file(reference).stat()
+        except FileNotFoundError:
+            return None
+        return ObjectStream(status.st_size, None, status.st_mtime, iter(()), lambda: None)
 
     def delete(self, references: list[str]) -> None:
         for reference in references:

@@ -223,6 +223,25 @@ class S3Objects:
             body.close,
         )
 
+    def stat(self, reference: str) -> ObjectStream | None:
+        """``HeadObject``: a revalidation or a HEAD does not start a download (a GET closed
+        unread also costs its pooled connection)."""
+        options = {"Bucket": self.bucket, "Key": self._key(reference)}
+        try:
+            answer = self._call(lambda: self._client.head_object(**options))
+        except self._errors.ClientError as exc:
+            if self._missing(exc):
+                return None
+            raise
+        modified = answer.get("LastModified")
+        return ObjectStream(
+            int(answer["ContentLength"]),
+            answer.get("ETag"),
+            modified.timestamp() if modified is not None else None,
+            iter(()),
+            lambda: None,
+        )
+
     def _chunks(self, body: Any) -> Iterator[bytes]:
         try:
             yield from body.iter_chunks(CHUNK)

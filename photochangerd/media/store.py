@@ -142,6 +142,11 @@ class MediaStore:
         backend = self._backend(reference)
         return await trio.to_thread.run_sync(backend.open, reference, span, abandon_on_cancel=True)
 
+    async def stat(self, reference: str) -> ObjectStream | None:
+        """An object's size and validators, without reading it; None when it is not there."""
+        backend = self._backend(reference)
+        return await trio.to_thread.run_sync(backend.stat, reference, abandon_on_cancel=True)
+
     def input_path(self, job_id: str, extension: str) -> Path:
         return self.temp / f"{job_id}.{extension}"
 
