@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Iterable
 from typing import Any
 
 import trio
 
 from photochangerd.db import repositories
 from photochangerd.db.engine import Database
-from photochangerd.domain.models import Job, Outcome
+from photochangerd.domain.models import Job, Outcome, TemplateBinding
 from photochangerd.jobs.run import JobRun
 from photochangerd.media.encode import convert, target_format
 from photochangerd.media.images import (
@@ -190,8 +191,8 @@ class Producer:
             photo_bytes = await self.store.read(job.input_path)
         if photo_bytes is None or job.input_mime_type is None:
             raise RuntimeError("job has no input")
-        size = job.client_metadata
-        width, height = size.get("width"), size.get("height")  # inspected at ingest
+        inspected = job.client_metadata  # our own width and height, read at ingest
+        width, height = inspected.get("width"), inspected.get("height")
         pixels = width * height if isinstance(width, int) and isinstance(height, int) else None
         return ImageInput(photo_bytes, job.input_mime_type, pixels)
 
@@ -209,19 +210,21 @@ class Producer:
         submitted = run.settings.templates  # the slot's bindings as read at ingest, if here
         if submitted is not None:
             try:
-                return await self._read_templates(
-                    [(b.role, b.path, b.mime_type) for b in submitted]
-                )
+                return await self._read_templates(_pairs(submitted))
             except ProviderRejected:  # rebound and deleted while the job waited: read them now
                 pass
         bindings = await self.db.read(repositories.slot_templates, job.slot_id)
-        return await self._read_templates([(b.role, b.path, b.mime_type) for b in bindings])
+        return await self._read_templates(_pairs(bindings))
 
     async def _read_templates(self, pairs: list[tuple[str, str, str]]) -> list[TemplateInput]:
         return [
             TemplateInput(role, ImageInput(await _template(self.store, path), mime))
             for role, path, mime in pairs
         ]
+
+
+def _pairs(bindings: Iterable[TemplateBinding]) -> list[tuple[str, str, str]]:
+    return [(b.role, b.path, b.mime_type) for b in bindings]
 
 
 async def _template(store: MediaStore, reference: str) -> bytes:
