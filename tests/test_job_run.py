@@ -11,15 +11,18 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
+import pytest
 import trio
 import trio.testing
 
 from photochangerd.clock import WallClock
 from photochangerd.db import repositories
-from photochangerd.domain.models import Job, Outcome, StoredResult, timeout_outcome
+from photochangerd.db.engine import DatabaseUnavailable
+from photochangerd.domain.models import Job, Outcome, Slot, StoredResult, timeout_outcome
 from photochangerd.jobs.record import ANSWERS_FIRST_PASSES, _after_the_answers, finalize_jobs
 from photochangerd.jobs.run import Deadline, JobRun, JobSettings, Party
 from photochangerd.jobs.service import JobService
+from photochangerd.media.images import ImageInfo
 from shared.errors import JobFailure
 from tests.support.jobs import claimed_job
 
@@ -332,3 +335,116 @@ async def test_a_look_never_takes_the_worker_promised_to_a_hand_over() -> None:
         queue.look()
         assert not queue.reserve()  # the only idle worker is about to take the LOOK
     assert taken == [LOOK]
+
+
+# -- a job handed to an idle worker: its row is inserted while it runs ------------------------
+
+INSERT_SECONDS = 2.0  # how long the (fake) database takes for the job's insert
+
+
+class SlowInsertDatabase(FakeDatabase):
+    """The job's insert takes :data:`INSERT_SECONDS`, then succeeds or raises ``failure``."""
+
+    def __init__(self, failure: BaseException | None = None) -> None:
+        super().__init__()
+        self.failure = failure
+        self.inserted_at: float | None = None
+
+    async def write(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if fn is repositories.insert_job:
+            await trio.sleep(INSERT_SECONDS)
+            if self.failure is not None:
+                raise self.failure
+            self.inserted_at = trio.current_time()
+            return None
+        return await super().write(fn, *args, **kwargs)
+
+
+async def _submit_to_idle_worker(service: JobService, nursery: trio.Nursery) -> JobRun:
+    """Submit one job while a worker waits for work (the fast path: handed over at once)."""
+
+    async def worker() -> None:
+        with trio.fail_after(DEADLINE * 2):  # never handed a job: fail, do not hang
+            job = await service.queue.next()
+        assert isinstance(job, Job), "the job is handed over, not queued"
+        await service.process(job)
+
+    nursery.start_soon(worker)
+    await trio.testing.wait_all_tasks_blocked()
+    now = service.clock.now()
+    slot = Slot("slot-001", "Booth", "gemini", "edit", True, 15, {}, 1, None, None)
+    return await service.submit(
+        job_id="job-1",
+        slot=slot,
+        source="ingest",
+        spool=cast(Any, None),  # the input stays in memory on this path
+        data=b"photo",
+        image=ImageInfo("JPEG", 4, 3),
+        metadata={},
+        created_at=now,
+        deadline=Deadline.after_arrival(trio.current_time(), now, DEADLINE),
+        settings=JobSettings(),
+    )
+
+
+async def test_a_job_handed_to_an_idle_worker_runs_while_its_row_is_inserted(
+    autojump_clock: object,
+) -> None:
+    started: list[float] = []
+
+    async def success() -> Outcome:
+        started.append(trio.current_time())
+        await trio.sleep(0.5)  # the provider answers before the insert is done
+        return Outcome(None, 200, result=RESULT)
+
+    service, _, _ = _service(success)
+    db = SlowInsertDatabase()
+    service.db = service.recorder.db = cast(Any, db)
+    async with trio.open_nursery() as nursery:
+        t0 = trio.current_time()
+        run = await _submit_to_idle_worker(service, nursery)
+        outcome = await service.wait(run)
+    assert started == [t0]  # the provider did not wait for the row
+    assert db.inserted_at == t0 + INSERT_SECONDS
+    [(job_id, written, written_at)] = db.finalized  # the outcome only once the row exists
+    assert job_id == "job-1" and written["failure_reason"] is None
+    assert written_at == db.inserted_at + WRITE_SECONDS
+    assert outcome.ok and run.won is True and service.runs == {}
+
+
+async def test_a_handed_over_job_whose_row_cannot_be_inserted_stops_and_keeps_nothing(
+    autojump_clock: object,
+) -> None:
+    stopped: list[float] = []
+
+    async def slow_provider() -> Outcome:
+        try:
+            await trio.sleep(10)
+        finally:
+            stopped.append(trio.current_time())
+        return Outcome(None, 200, result=RESULT)
+
+    service, _, store = _service(slow_provider)
+    db = SlowInsertDatabase(DatabaseUnavailable("database unavailable: OSError"))
+    service.db = service.recorder.db = cast(Any, db)
+    async with trio.open_nursery() as nursery:
+        t0 = trio.current_time()
+        with pytest.raises(DatabaseUnavailable):  # the requester answers 503
+            await _submit_to_idle_worker(service, nursery)
+    assert stopped == [t0 + INSERT_SECONDS]  # the provider call ends with the failed insert
+    assert db.finalized == [] and service.runs == {}  # nothing written about a job with no row
+    assert store.removed == []  # the input was in memory; no result was made
+
+
+async def test_a_result_made_before_the_failed_insert_is_removed(autojump_clock: object) -> None:
+    async def fast_success() -> Outcome:
+        return Outcome(None, 200, result=RESULT)
+
+    service, _, store = _service(fast_success)
+    db = SlowInsertDatabase(DatabaseUnavailable("database unavailable: OSError"))
+    service.db = service.recorder.db = cast(Any, db)
+    async with trio.open_nursery() as nursery:
+        with pytest.raises(DatabaseUnavailable):  # the requester answers 503
+            await _submit_to_idle_worker(service, nursery)
+    assert db.finalized == [] and service.runs == {}
+    assert store.removed == [RESULT.path]  # the result of a job that does not exist: gone

@@ -164,6 +164,37 @@ _FINALIZE_JOB = sa.update(job).where(
 
 
 @single_statement
+def pending_job_row(
+    job_id: str,
+    slot: Slot,
+    source: str,
+    created_at: float,
+    deadline: float,
+    metadata: dict[str, Any],
+    input_path: str | None,
+    input_mime_type: str,
+) -> dict[str, Any]:
+    """The row of a job just submitted to ``slot``: pending, nothing tried yet."""
+    return {
+        "id": job_id,
+        "slot_id": slot.id,
+        "source": source,
+        "status": "pending",
+        "is_finalized": False,
+        "provider": slot.provider,
+        "operation": slot.operation,
+        "settings": slot.settings,
+        "created_at": created_at,
+        "deadline": deadline,
+        "attempts": 0,
+        "client_metadata": metadata,
+        "input_path": input_path,
+        "input_mime_type": input_mime_type,
+        "fallbacks": slot.fallbacks,
+        "attempt_log": [],
+    }
+
+
 def insert_job(conn: Connection, values: Mapping[str, Any]) -> None:
     conn.execute(_INSERT_JOB, dict(values))
 

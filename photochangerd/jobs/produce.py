@@ -149,7 +149,9 @@ class Producer:
 
     async def _call(self, job: Job, run: JobRun, step: Step, photo: ImageInput) -> ProviderResult:
         async def report_reference(reference: str) -> None:
-            await self.db.write(repositories.set_provider_reference, job.id, reference)
+            await run.row_written.wait()  # a job handed over at once: its row is on its way
+            if not run.row_missing:
+                await self.db.write(repositories.set_provider_reference, job.id, reference)
 
         run.gate_wait = GateWait()  # this step's wait for a capped provider, if any
         request = ProviderRequest(

@@ -170,15 +170,18 @@ class Recorder:
         won: dict[str, bool | None] = {run.job_id: None for run in runs}
         answers: dict[str, Outcome] = {}
         try:
-            writes = [(run.job_id, self._fields(run)) for run in runs]
+            rows = await self._rows(runs)
+            writes = [(run.job_id, self._fields(run)) for run in rows]
             if len(writes) == 1:
                 [(job_id, fields)] = writes
                 verdicts = [await self.db.write(repositories.finalize_job, job_id, **fields)]
-            else:
+            elif writes:
                 verdicts = await self.db.write(finalize_jobs, writes)
-            for run, verdict in zip(runs, verdicts, strict=True):
+            else:
+                verdicts = []
+            for run, verdict in zip(rows, verdicts, strict=True):
                 won[run.job_id] = verdict
-            for run in runs:
+            for run in rows:
                 try:
                     if won[run.job_id]:
                         await self._won(run)
@@ -193,6 +196,16 @@ class Recorder:
             for run in runs:
                 self.runs.pop(run.job_id, None)
                 run.mark_recorded(won[run.job_id], answers.get(run.job_id))
+
+    async def _rows(self, runs: list[JobRun]) -> list[JobRun]:
+        """The runs that have a row to finalize.  A job handed to an idle worker has its row
+        inserted while it runs: wait for it; if that insert failed, nothing is kept."""
+        for run in runs:
+            await run.row_written.wait()
+        for run in runs:
+            if run.row_missing:
+                await self._discard_result(run)
+        return [run for run in runs if not run.row_missing]
 
     @staticmethod
     def _fields(run: JobRun) -> dict[str, Any]:

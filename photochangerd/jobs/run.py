@@ -114,6 +114,11 @@ def cancelled_outcome() -> Outcome:
     return Outcome(JobFailure.CANCELLED, 503, "daemon shut down")
 
 
+def unregistered_outcome() -> Outcome:
+    """What a run whose row could not be inserted ends with (its requester answers 503)."""
+    return Outcome(JobFailure.INTERNAL_ERROR, 503, "the job's row could not be written")
+
+
 class JobRun:
     """One job's life in this process; see the module docstring."""
 
@@ -126,6 +131,7 @@ class JobRun:
         data: bytes | None = None,
         input_path: str | None = None,
         now: float = 0.0,
+        row_pending: bool = False,
     ) -> None:
         self.job_id = job_id
         self.deadline = deadline
@@ -143,6 +149,13 @@ class JobRun:
         self.worker_attached = False
         self._writing = False
         self.recorded = trio.Event()
+        # The job's row: written before the run starts, or while it runs (``row_pending``: a
+        # job handed to an idle worker is inserted while the provider works).  Whoever writes
+        # about the job waits for it; ``row_missing``: that insert failed, write nothing.
+        self.row_written = trio.Event()
+        self.row_missing = False
+        if not row_pending:
+            self.row_written.set()
         self.won: bool | None = None  # the conditional update's verdict (None: not written)
         self.answer: Outcome | None = None  # what the requester answers once recorded
 
