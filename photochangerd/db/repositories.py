@@ -163,7 +163,6 @@ _FINALIZE_JOB = sa.update(job).where(
 )
 
 
-@single_statement
 def pending_job_row(
     job_id: str,
     slot: Slot,
@@ -195,6 +194,7 @@ def pending_job_row(
     }
 
 
+@single_statement
 def insert_job(conn: Connection, values: Mapping[str, Any]) -> None:
     conn.execute(_INSERT_JOB, dict(values))
 
