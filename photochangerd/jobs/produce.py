@@ -148,9 +148,10 @@ class Producer:
         raise AssertionError("the last step returns or raises")  # pragma: no cover
 
     async def _call(self, job: Job, run: JobRun, step: Step, photo: ImageInput) -> ProviderResult:
+        # A job handed over at once has its row inserted meanwhile: what refers to the row
+        # (its provider reference, a published image's media row) waits for it.
         async def report_reference(reference: str) -> None:
-            await run.row_written.wait()  # a job handed over at once: its row is on its way
-            if not run.row_missing:
+            if await _row_exists(run):
                 await self.db.write(repositories.set_provider_reference, job.id, reference)
 
         run.gate_wait = GateWait()  # this step's wait for a capped provider, if any
@@ -165,9 +166,14 @@ class Producer:
             wait=run.gate_wait,
         )
         if self.provider_media is not None:
-            request = dataclasses.replace(
-                request, publish=self.provider_media.publisher(job.id, run.deadline.wall)
-            )
+            publisher = self.provider_media.publisher(job.id, run.deadline.wall)
+
+            async def publish(image: ImageInput) -> str:
+                if not await _row_exists(run):
+                    raise ProviderRejected("the job's row could not be written")
+                return await publisher(image)
+
+            request = dataclasses.replace(request, publish=publish)
         return await self.providers.get(step.provider).process(request)
 
     async def _final(
@@ -223,6 +229,12 @@ class Producer:
             TemplateInput(role, ImageInput(await _template(self.store, path), mime))
             for role, path, mime in pairs
         ]
+
+
+async def _row_exists(run: JobRun) -> bool:
+    """Wait for the job's row; False when its insert failed (the run is being stopped)."""
+    await run.row_written.wait()
+    return not run.row_missing
 
 
 def _pairs(bindings: Iterable[TemplateBinding]) -> list[tuple[str, str, str]]:

@@ -134,6 +134,10 @@ class Recorder:
 
     async def record(self, run: JobRun) -> None:
         """Write the run's settled outcome, or wait (bounded) for whoever is writing it."""
+        with trio.CancelScope(shield=True):
+            # A job handed over at once: its row first (the insert is its requester's, and
+            # ends one way or the other); the budget is the final write's own.
+            await run.row_written.wait()
         with trio.CancelScope(shield=True), trio.move_on_after(FINALIZE_BUDGET):
             if not run.claim_write():
                 await run.recorded.wait()
@@ -198,10 +202,8 @@ class Recorder:
                 run.mark_recorded(won[run.job_id], answers.get(run.job_id))
 
     async def _rows(self, runs: list[JobRun]) -> list[JobRun]:
-        """The runs that have a row to finalize.  A job handed to an idle worker has its row
-        inserted while it runs: wait for it; if that insert failed, nothing is kept."""
-        for run in runs:
-            await run.row_written.wait()
+        """The runs that have a row to finalize (:meth:`record` waited for each insert); a
+        run whose insert failed keeps nothing."""
         for run in runs:
             if run.row_missing:
                 await self._discard_result(run)

@@ -166,6 +166,7 @@ class JobService:
         except BaseException:
             if hand_over:  # its worker stops, writes nothing and lets the run go
                 run.row_missing = True
+                # Settled on the requester's behalf: it answers 503 from this exception.
                 run.settle(unregistered_outcome(), Party.WAITER, self.clock.now())
             else:
                 self.runs.pop(run.job_id, None)
@@ -247,7 +248,8 @@ class JobService:
             if late and outcome is not None and outcome.result is not None:  # discard it
                 with trio.CancelScope(shield=True):
                     await self.store.remove(outcome.result.path)
-            self._observe(job, run, started)
+            if not run.row_missing:  # a job with no row never existed for the metrics
+                self._observe(job, run, started)
             await self.recorder.record(run)
             if not self.in_progress:
                 self._idle.set()
