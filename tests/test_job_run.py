@@ -448,3 +448,28 @@ async def test_a_result_made_before_the_failed_insert_is_removed(autojump_clock:
             await _submit_to_idle_worker(service, nursery)
     assert db.finalized == [] and service.runs == {}
     assert store.removed == [RESULT.path]  # the result of a job that does not exist: gone
+
+
+async def test_one_idle_worker_is_promised_to_one_hand_over_only() -> None:
+    """Two submissions in the same scheduler batch, one idle worker: the worker handed the
+    first job still counts as idle until it runs, yet it is not free for the second (which
+    would otherwise wait behind the first job's whole provider call)."""
+    from photochangerd.jobs.queue import WorkQueue
+
+    queue = WorkQueue()
+    taken: list[object] = []
+
+    async def worker() -> None:
+        taken.append(await queue.next())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(worker)
+        await trio.testing.wait_all_tasks_blocked()
+        now = time.time()
+        first = claimed_job("job-1", created_at=now, deadline=now + DEADLINE)
+        assert queue.reserve()
+        queue.hand_over(first)
+        queue.release()
+        assert not queue.reserve()  # no checkpoint since: the worker has not run yet
+    assert taken == [first]
+    assert queue.drain() == [] and not queue.reserve()  # nobody idle any more

@@ -25,12 +25,14 @@ class WorkQueue:
         self._send, self._receive = trio.open_memory_channel[WakeUp](math.inf)
         self._idle = 0  # workers waiting in next()
         self._reserved = 0  # of those, promised to a submission being inserted
+        self._handed = 0  # of those, handed a job they have not woken up to yet
         self._looking = False  # a LOOK is queued and not yet taken
         self._wanted = False  # a LOOK was asked for while no worker was idle
 
     def _free(self) -> int:
-        """Idle workers neither promised to a submission nor about to take the queued LOOK."""
-        return self._idle - self._reserved - (1 if self._looking else 0)
+        """Idle workers neither promised to a submission, nor handed a job they have not
+        taken yet, nor about to take the queued LOOK."""
+        return self._idle - self._reserved - self._handed - (1 if self._looking else 0)
 
     def reserve(self) -> bool:
         """Promise an idle worker to one submission; pair with :meth:`release`."""
@@ -44,6 +46,7 @@ class WorkQueue:
 
     def hand_over(self, job: Job) -> None:
         """Give an already claimed job to the idle worker reserved for it."""
+        self._handed += 1  # that worker counts as idle until it runs: not free any more
         self._send.send_nowait(job)
 
     def wake(self, job_id: str) -> None:
@@ -74,6 +77,8 @@ class WorkQueue:
             self._idle -= 1
         if message is LOOK:
             self._looking = False
+        elif isinstance(message, Job):
+            self._handed -= 1
         return message
 
     def drain(self) -> list[WakeUp]:
@@ -81,6 +86,9 @@ class WorkQueue:
         taken: list[WakeUp] = []
         while True:
             try:
-                taken.append(self._receive.receive_nowait())
+                message = self._receive.receive_nowait()
             except trio.WouldBlock:
                 return taken
+            if isinstance(message, Job):
+                self._handed -= 1
+            taken.append(message)
