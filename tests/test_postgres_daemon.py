@@ -93,6 +93,41 @@ async def test_database_down_answers_503_and_recovers(
     assert again is not None and again.status == 200 and again.body == PHOTO
 
 
+async def test_a_hung_database_answers_the_booth_by_the_deadline(
+    nursery: trio.Nursery, tmp_path: Path, own_cluster: PostgresCluster
+) -> None:
+    """A server that stops answering (connections open, nothing comes back) must not keep a
+    booth past its deadline: the job's insert is bounded by it (503, the database is the
+    cause), and once the server answers again so does the daemon.  An insert the server still
+    commits afterwards leaves a claimed row that the sweeper ends."""
+    daemon = await start_daemon(nursery, make_config(tmp_path, database_url=own_cluster.dsn()))
+    await daemon.set_setting("sync_response_seconds", 2.0)
+    ok = await dslr_upload("127.0.0.1", daemon.port, photo=PHOTO, password=INGEST_PASSWORD)
+    assert ok is not None and ok.status == 200
+
+    await trio.to_thread.run_sync(own_cluster.freeze)
+    try:
+        hung = await dslr_upload(
+            "127.0.0.1", daemon.port, photo=PHOTO, password=INGEST_PASSWORD, timeout=15
+        )
+    finally:
+        await trio.to_thread.run_sync(own_cluster.thaw)
+    assert hung is not None and hung.status == 503, hung
+    assert hung.json()["failure_reason"] == "service_unavailable"
+    assert hung.elapsed < 2.0 + 4.0  # the deadline, then the driver gives the statement up (~2 s)
+
+    again = await dslr_upload("127.0.0.1", daemon.port, photo=PHOTO, password=INGEST_PASSWORD)
+    assert again is not None and again.status == 200 and again.body == PHOTO
+    await trio.sleep(2.5)  # past every deadline so far
+    await daemon.context.jobs.sweep(grace=0)
+    left = await daemon.context.db.read(
+        lambda conn: conn.execute(
+            sa.text("SELECT count(*) FROM job WHERE NOT is_finalized")
+        ).scalar_one()
+    )
+    assert left == 0
+
+
 @pytest.mark.slow
 async def test_postgresql_restart_under_a_running_daemon(
     nursery: trio.Nursery, tmp_path: Path, own_cluster: PostgresCluster

@@ -33,7 +33,7 @@ from photochangerd.domain.models import Job, Outcome, Slot, timeout_outcome
 from photochangerd.jobs.elsewhere import OtherInstances
 from photochangerd.jobs.produce import OUTPUT_MAX_PIXELS, Producer, _final_image
 from photochangerd.jobs.queue import WorkQueue
-from photochangerd.jobs.record import FINALIZE_BUDGET, Recorder
+from photochangerd.jobs.record import FINALIZE_BUDGET, MIN_INSERT_SECONDS, Recorder
 from photochangerd.jobs.run import (
     Deadline,
     JobRun,
@@ -161,8 +161,13 @@ class JobService:
         self.queue.release()
 
     async def _insert(self, run: JobRun, values: dict[str, Any], hand_over: bool) -> None:
+        # Bounded by the deadline: a hung server must not keep the booth (docs/jobs.md).
+        ends = max(run.deadline.trio, trio.current_time() + MIN_INSERT_SECONDS)
         try:
-            await self.db.write(repositories.insert_job, values)
+            with trio.move_on_at(ends) as late:
+                await self.db.write(repositories.insert_job, values)
+            if late.cancelled_caught:
+                raise DatabaseUnavailable("database unavailable: no answer before the deadline")
         except BaseException:
             if hand_over:  # its worker stops, writes nothing and lets the run go
                 run.row_missing = True

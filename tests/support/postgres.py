@@ -169,6 +169,22 @@ class PostgresCluster:
         """Start a paused server again on the same port and data dir."""
         self._pg_ctl_start()
 
+    def _server_pids(self) -> list[int]:
+        """The postmaster and its children (backends, background workers)."""
+        postmaster = int((self.data_dir / "postmaster.pid").read_text().splitlines()[0])
+        children = Path(f"/proc/{postmaster}/task/{postmaster}/children").read_text().split()
+        return [postmaster, *(int(pid) for pid in children)]
+
+    def freeze(self) -> None:
+        """Make the server hang: every process stopped (SIGSTOP), connections left open, as a
+        wedged host or a network partition looks to a client.  :meth:`thaw` undoes it."""
+        for pid in self._server_pids():
+            os.kill(pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        for pid in self._server_pids():
+            os.kill(pid, signal.SIGCONT)
+
     def stop(self) -> None:
         """Kill the server and delete everything. Idempotent; safe from atexit."""
         atexit.unregister(self.stop)
