@@ -16,6 +16,7 @@ import pytest
 import sqlalchemy as sa
 import trio
 
+from photochangerd.http.ingest import CONTEXT_READ_SECONDS
 from tests.conftest import (
     ADMIN_PASSWORD,
     INGEST_PASSWORD,
@@ -105,16 +106,28 @@ async def test_a_hung_database_answers_the_booth_by_the_deadline(
     ok = await dslr_upload("127.0.0.1", daemon.port, photo=PHOTO, password=INGEST_PASSWORD)
     assert ok is not None and ok.status == 200
 
+    async def hold_a_connection() -> None:
+        await daemon.context.db.read(lambda conn: conn.execute(sa.text("SELECT pg_sleep(0.2)")))
+
+    async with trio.open_nursery() as warm:  # idle pooled connections to hang on, not new ones
+        for _ in range(4):
+            warm.start_soon(hold_a_connection)
     await trio.to_thread.run_sync(own_cluster.freeze)
     try:
         hung = await dslr_upload(
             "127.0.0.1", daemon.port, photo=PHOTO, password=INGEST_PASSWORD, timeout=15
         )
+        daemon.context.db.config_changed()  # the slot and settings must be read again
+        unread = await dslr_upload(
+            "127.0.0.1", daemon.port, photo=PHOTO, password=INGEST_PASSWORD, timeout=15
+        )
     finally:
         await trio.to_thread.run_sync(own_cluster.thaw)
-    assert hung is not None and hung.status == 503, hung
-    assert hung.json()["failure_reason"] == "service_unavailable"
+    for answer in (hung, unread):
+        assert answer is not None and answer.status == 503, answer
+        assert answer.json()["failure_reason"] == "service_unavailable"
     assert hung.elapsed < 2.0 + 4.0  # the deadline, then the driver gives the statement up (~2 s)
+    assert unread.elapsed < CONTEXT_READ_SECONDS + 4.0  # read before any deadline exists
 
     again = await dslr_upload("127.0.0.1", daemon.port, photo=PHOTO, password=INGEST_PASSWORD)
     assert again is not None and again.status == 200 and again.body == PHOTO

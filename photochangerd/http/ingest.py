@@ -61,6 +61,7 @@ RESERVED_FIELDS = frozenset({PASSWORD_FIELD, "hash", "slot_payload"})
 FORM_OVERHEAD_BYTES = 256 * 1024  # text parts and multipart framing beyond the photo itself
 RETRY_AFTER_SECONDS = "5"
 MIB = 1024 * 1024
+CONTEXT_READ_SECONDS = 5.0  # the slot and settings, when not cached (a few ms when it answers)
 
 
 _DIGEST_BY_HEX_LENGTH = {40: "sha1", 64: "sha256", 32: "md5"}
@@ -305,8 +306,11 @@ async def _ingest(
     if not is_slot_id(slot_id):
         raise NotFound("no such slot", reason=FailureReason.SLOT_NOT_FOUND)
     try:
-        slot, settings, bindings = await app.ingest_context.load(slot_id)
-    except DatabaseUnavailable:
+        # Before the job's deadline exists (it comes from these settings): bounded on its own,
+        # so a database that stopped answering cannot keep the booth (docs/jobs.md).
+        with trio.fail_after(CONTEXT_READ_SECONDS):
+            slot, settings, bindings = await app.ingest_context.load(slot_id)
+    except (DatabaseUnavailable, trio.TooSlowError):
         raise ServiceUnavailable("database unavailable", headers={"Retry-After": "5"}) from None
     if slot is None:
         raise NotFound("no such slot", reason=FailureReason.SLOT_NOT_FOUND)
