@@ -19,6 +19,7 @@ from photochangerd.clock import WallClock
 from photochangerd.db import repositories
 from photochangerd.db.engine import DatabaseUnavailable
 from photochangerd.domain.models import Job, Outcome, Slot, StoredResult, timeout_outcome
+from photochangerd.jobs.queue import LOOK, WorkQueue
 from photochangerd.jobs.record import ANSWERS_FIRST_PASSES, _after_the_answers, finalize_jobs
 from photochangerd.jobs.run import Deadline, JobRun, JobSettings, Party
 from photochangerd.jobs.service import JobService
@@ -318,23 +319,44 @@ async def test_waiting_for_the_answers_ends_once_the_loop_is_quiet(autojump_cloc
         nursery.cancel_scope.cancel()
 
 
-async def test_a_look_never_takes_the_worker_promised_to_a_hand_over() -> None:
-    """One idle worker: a LOOK queued for it means no submission may count on it as well (the
-    hand-over would wait behind another instance's job, past its deadline)."""
-    from photochangerd.jobs.queue import LOOK, WorkQueue
-
-    queue = WorkQueue()
+async def _one_idle_worker(queue: WorkQueue, nursery: trio.Nursery) -> list[object]:
+    """Start one worker that takes one wake-up; returns what it took, once it is waiting."""
     taken: list[object] = []
 
     async def worker() -> None:
         taken.append(await queue.next())
 
+    nursery.start_soon(worker)
+    await trio.testing.wait_all_tasks_blocked()
+    return taken
+
+
+async def test_a_look_never_takes_the_worker_promised_to_a_hand_over() -> None:
+    """One idle worker: a LOOK queued for it means no submission may count on it as well (the
+    hand-over would wait behind another instance's job, past its deadline)."""
+    queue = WorkQueue()
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(worker)
-        await trio.testing.wait_all_tasks_blocked()
+        taken = await _one_idle_worker(queue, nursery)
         queue.look()
         assert not queue.reserve()  # the only idle worker is about to take the LOOK
     assert taken == [LOOK]
+
+
+async def test_one_idle_worker_is_promised_to_one_hand_over_only() -> None:
+    """Two submissions in the same scheduler batch, one idle worker: the worker handed the
+    first job still counts as idle until it runs, yet it is not free for the second (which
+    would otherwise wait behind the first job's whole provider call)."""
+    queue = WorkQueue()
+    async with trio.open_nursery() as nursery:
+        taken = await _one_idle_worker(queue, nursery)
+        now = time.time()
+        first = claimed_job("job-1", created_at=now, deadline=now + DEADLINE)
+        assert queue.reserve()
+        queue.hand_over(first)
+        queue.release()
+        assert not queue.reserve()  # no checkpoint since: the worker has not run yet
+    assert taken == [first]
+    assert queue.drain() == [] and not queue.reserve()  # nobody idle any more
 
 
 # -- a job handed to an idle worker: its row is inserted while it runs ------------------------
@@ -448,28 +470,3 @@ async def test_a_result_made_before_the_failed_insert_is_removed(autojump_clock:
             await _submit_to_idle_worker(service, nursery)
     assert db.finalized == [] and service.runs == {}
     assert store.removed == [RESULT.path]  # the result of a job that does not exist: gone
-
-
-async def test_one_idle_worker_is_promised_to_one_hand_over_only() -> None:
-    """Two submissions in the same scheduler batch, one idle worker: the worker handed the
-    first job still counts as idle until it runs, yet it is not free for the second (which
-    would otherwise wait behind the first job's whole provider call)."""
-    from photochangerd.jobs.queue import WorkQueue
-
-    queue = WorkQueue()
-    taken: list[object] = []
-
-    async def worker() -> None:
-        taken.append(await queue.next())
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(worker)
-        await trio.testing.wait_all_tasks_blocked()
-        now = time.time()
-        first = claimed_job("job-1", created_at=now, deadline=now + DEADLINE)
-        assert queue.reserve()
-        queue.hand_over(first)
-        queue.release()
-        assert not queue.reserve()  # no checkpoint since: the worker has not run yet
-    assert taken == [first]
-    assert queue.drain() == [] and not queue.reserve()  # nobody idle any more
