@@ -38,7 +38,6 @@ from shared.errors import JobFailure
 log = logging.getLogger("photochangerd.jobs")
 
 FINALIZE_BUDGET = 10.0  # seconds a shielded final write may take before we give up on it
-MIN_INSERT_SECONDS = 1.0  # a job's insert may take this long at least, even near its deadline
 ANSWERS_FIRST_BUDGET = 0.5  # seconds a write at a deadline waits at most for the answers
 ANSWERS_FIRST_PASSES = 200  # scheduler passes it waits at most (the mock clock never moves)
 QUIET_PASSES = 2  # consecutive passes running no other task: the answers are out

@@ -28,6 +28,7 @@ from shared.errors import JobFailure
 
 DEFAULT_SYNC_RESPONSE_SECONDS = 48.0
 DEFAULT_RESULT_TTL_SECONDS = 72 * 3600.0
+MIN_INSERT_SECONDS = 1.0  # a job's insert may take this long at least, even near its deadline
 
 
 class Party(Enum):

@@ -33,8 +33,9 @@ from photochangerd.domain.models import Job, Outcome, Slot, timeout_outcome
 from photochangerd.jobs.elsewhere import OtherInstances
 from photochangerd.jobs.produce import OUTPUT_MAX_PIXELS, Producer, _final_image
 from photochangerd.jobs.queue import WorkQueue
-from photochangerd.jobs.record import FINALIZE_BUDGET, MIN_INSERT_SECONDS, Recorder
+from photochangerd.jobs.record import FINALIZE_BUDGET, Recorder
 from photochangerd.jobs.run import (
+    MIN_INSERT_SECONDS,
     Deadline,
     JobRun,
     JobSettings,
