@@ -232,3 +232,21 @@ def test_hypercorn_private_pieces_still_have_the_shape_we_use(what: str) -> None
         "tests/test_connections.py and tests/test_early_answers.py, then move the pin in "
         "pyproject.toml"
     )
+
+
+def test_httpcore_still_reads_http11_answers_in_pieces_of_read_num_bytes() -> None:
+    """providers/vendor_http.py widens ``AsyncHTTP11Connection.READ_NUM_BYTES`` (1-1.5 ms per
+    Gemini answer); a release that no longer reads with it would quietly lose that."""
+    import httpcore
+
+    connection = httpcore.AsyncHTTP11Connection
+    version = importlib.metadata.version("httpcore")
+    reads = getattr(connection, "_receive_event", None)
+    assert (
+        isinstance(getattr(connection, "READ_NUM_BYTES", None), int)
+        and reads is not None
+        and "self.READ_NUM_BYTES" in _source(reads)
+    ), (
+        f"httpcore {version} no longer reads HTTP/1.1 answers in READ_NUM_BYTES pieces: find "
+        "its read size again and set it in photochangerd/providers/vendor_http.py"
+    )

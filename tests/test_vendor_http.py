@@ -3,13 +3,17 @@ schema."""
 
 from __future__ import annotations
 
+from functools import partial
+
 import httpx
 import pytest
 import trio
 
 from photochangerd.providers.vendor_http import (
+    VENDOR_READ_BYTES,
     ResponseTooLarge,
     VendorUnreachable,
+    make_client,
     parse_duration,
     send,
     sleep_if_time,
@@ -71,6 +75,34 @@ async def test_connection_errors_are_translated() -> None:
     async with _client(httpx.MockTransport(refuse)) as client:
         with pytest.raises(VendorUnreachable):
             await send(client, client.build_request("GET", "http://vendor/x"), 10)
+
+
+async def test_a_big_answer_is_read_in_wide_reads_over_a_real_socket() -> None:
+    """A Gemini answer is ~2 MB: read 64 KiB at a time (httpcore's default) it took 32 trips
+    through the stream layers; the vendor clients read what has arrived, up to 256 KiB."""
+    body = bytes(range(256)) * 4096  # 1 MiB
+    sent = trio.Event()
+
+    async def vendor(stream: trio.SocketStream) -> None:
+        await stream.receive_some(65536)  # the request (a GET: its head is all there is)
+        head = b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(body)
+        await stream.send_all(head + body)
+        sent.set()
+        await stream.receive_some(1)  # until the client closes
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(partial(trio.serve_tcp, vendor, 0, host="127.0.0.1"))
+        port = listeners[0].socket.getsockname()[1]
+        async with make_client() as client:
+            request = client.build_request("GET", f"http://127.0.0.1:{port}/answer")
+            response = await client.send(request, stream=True)
+            with trio.move_on_after(0.2):  # the socket's buffers fill (they cannot hold 1 MiB)
+                await sent.wait()
+            chunks = [chunk async for chunk in response.aiter_raw()]
+            await response.aclose()
+        nursery.cancel_scope.cancel()
+    assert b"".join(chunks) == body
+    assert 65536 < max(len(chunk) for chunk in chunks) <= VENDOR_READ_BYTES  # never with 64 KiB
 
 
 async def test_retry_sleeps_only_when_they_fit_the_deadline() -> None:
