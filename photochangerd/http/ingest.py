@@ -425,6 +425,10 @@ async def _ingest(
                     raise ServiceUnavailable(
                         "database unavailable", headers={"Retry-After": "5"}
                     ) from None
+                # The job has the photo now; this frame lets go of it, so it is freed as soon as
+                # the provider is done with it rather than when the booth has its answer
+                # (with 30 booths and 1.5 MB results: ~10 MiB less at the peak).
+                del data
                 outcome = await app.jobs.wait(run)
         except Overloaded as exc:
             raise RateLimited(

@@ -135,6 +135,7 @@ class Producer:
                     raise
                 continue
             run.attempts.end("success")
+            del photo, result  # only the result's bytes go on: the photo is freed here
             stored = await self.store.write_result(job.id, data, EXT_BY_MIME[mime], mime)
             return Outcome(
                 None,
