@@ -65,6 +65,41 @@ def _load(config_path: Path | None) -> Config:
     return config
 
 
+def _load_with_credentials(config_path: Path | None) -> Config:
+    """The configuration as the service sees it: with the systemd credentials in
+    ``$CREDENTIALS_DIRECTORY`` applied, as :func:`photochangerd.app.run` applies them.
+
+    For the maintenance commands (migrate, set-admin-password, backup, restore): a service whose
+    ``database_url`` is a credential has it nowhere else.  ``systemd-run --pipe --wait -p
+    LoadCredentialEncrypted=…`` hands them the same files (README, "Credentials").
+    """
+    from photochangerd.credentials import CredentialError, with_credentials
+
+    config = _load(config_path)
+    try:
+        config, _ = with_credentials(config, os.environ)
+    except (CredentialError, ConfigError) as exc:
+        raise StartupFailed(str(exc)) from None
+    return config
+
+
+def _existing_sqlite(config: Config) -> None:
+    """Refuse a default SQLite database that is not there yet: a command run without the
+    service's ``database-url`` credential would otherwise create one and act on it."""
+    url = config.effective_database_url
+    if not url.startswith("sqlite"):
+        return
+    from photochangerd.backup import sqlite_path
+
+    path = sqlite_path(config)
+    if not path.is_file():
+        raise StartupFailed(
+            f"no database at {path}: start photochangerd once first, or, if the service gets "
+            "its database_url as a systemd credential, run this with that credential (README, "
+            "'Credentials')"
+        )
+
+
 def _with_database(
     config: Config, fn: Callable[[Any], Awaitable[T]], *, lock_data_dir_first: bool = False
 ) -> T:
@@ -129,7 +164,7 @@ def serve(config_path: Path | None) -> None:
 @config_option
 def migrate(config_path: Path | None) -> None:
     """Apply pending database migrations and exit."""
-    config = _load(config_path)
+    config = _load_with_credentials(config_path)
 
     async def noop(_db: Any) -> None:
         return None
@@ -220,7 +255,8 @@ def set_admin_password(username: str, password_stdin: bool, config_path: Path | 
     from photochangerd.auth.passwords import hash_password
     from photochangerd.db import repositories
 
-    config = _load(config_path)
+    config = _load_with_credentials(config_path)
+    _existing_sqlite(config)
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     else:
@@ -247,7 +283,7 @@ def backup_command(dest: Path, config_path: Path | None) -> None:
     """
     from photochangerd import backup as backups
 
-    config = _load(config_path)
+    config = _load_with_credentials(config_path)
     try:
         report = backups.backup(config, dest)
     except backups.BackupError as exc:
@@ -285,7 +321,7 @@ def restore_command(src: Path, force: bool, config_path: Path | None) -> None:
     """
     from photochangerd import backup as backups
 
-    config = _load(config_path)
+    config = _load_with_credentials(config_path)
     try:
         report = backups.restore(config, src, force=force)
     except backups.BackupError as exc:

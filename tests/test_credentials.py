@@ -352,6 +352,53 @@ def test_the_database_url_credential_is_the_database(daemon: DaemonProcess, tmp_
     assert line.endswith(f"(127.0.0.1:{nobody}/photochanger)") and password not in line
 
 
+# -- maintenance commands -------------------------------------------------------------------------
+
+
+def _admin_hash(database: Path, username: str) -> str:
+    with sqlite3.connect(database) as conn:
+        (digest,) = conn.execute(
+            "SELECT password_hash FROM admin_user WHERE username = ?", (username,)
+        ).fetchone()
+    return str(digest)
+
+
+def test_maintenance_commands_use_the_database_url_credential(
+    daemon: DaemonProcess, tmp_path: Path
+) -> None:
+    """migrate, set-admin-password and backup act on the database the service uses when its URL
+    is a credential (``systemd-run --pipe -p LoadCredentialEncrypted=…`` hands them the files);
+    without the credential, set-admin-password refuses instead of creating a database of its own.
+    """
+    elsewhere = tmp_path / "elsewhere" / "photochanger.sqlite3"
+    elsewhere.parent.mkdir()
+    default = daemon.data_dir / "photochanger.sqlite3"
+    plain_env = dict(daemon.env)
+    directory = _write(tmp_path / "credentials", database_url=f"sqlite:///{elsewhere}\n")
+    daemon.env["CREDENTIALS_DIRECTORY"] = str(directory)
+
+    assert run_photochangerd("migrate", env=daemon.env).returncode == 0
+    password = _secret()
+    changed = run_photochangerd(
+        "set-admin-password", "serg", "--password-stdin", env=daemon.env, stdin=password + "\n"
+    )
+    assert changed.returncode == 0, changed.stderr
+    assert verify_password(_admin_hash(elsewhere, "serg"), password)
+    backup = run_photochangerd("backup", str(tmp_path / "backup"), env=daemon.env)
+    assert backup.returncode == 0, backup.stderr
+    copied = tmp_path / "backup" / "database" / "photochanger.sqlite3"
+    assert verify_password(_admin_hash(copied, "serg"), password)
+    assert not default.exists()
+
+    refused = run_photochangerd(
+        "set-admin-password", "serg", "--password-stdin", env=plain_env, stdin=password + "\n"
+    )
+    assert refused.returncode == 1
+    [line] = refused.stderr.splitlines()
+    assert line.startswith(f"photochangerd: no database at {default}: start photochangerd once")
+    assert not default.exists()
+
+
 # -- check-config ---------------------------------------------------------------------------------
 
 
