@@ -19,6 +19,7 @@ from photochangerd.clock import WallClock
 from photochangerd.db import repositories
 from photochangerd.db.engine import DatabaseUnavailable
 from photochangerd.domain.models import Job, Outcome, Slot, StoredResult, timeout_outcome
+from photochangerd.jobs.produce import InputGone, Producer
 from photochangerd.jobs.queue import LOOK, WorkQueue
 from photochangerd.jobs.record import ANSWERS_FIRST_PASSES, _after_the_answers, finalize_jobs
 from photochangerd.jobs.run import Deadline, JobRun, JobSettings, Party
@@ -203,6 +204,27 @@ async def test_success_uses_the_jobs_own_result_ttl(autojump_clock: object) -> N
     [(_, written, _)] = db.finalized
     assert written["result_ttl_seconds"] == 7200.0 and written["result"] == RESULT
     assert store.removed == ["/in/job-1"]  # the winner drops the input copy
+
+
+class GoneInputStore(FakeStore):
+    async def read(self, reference: str) -> bytes:
+        raise FileNotFoundError(reference)
+
+
+async def test_a_queued_job_whose_photo_is_gone_ends_as_its_booth_was_answered(
+    autojump_clock: object,
+) -> None:
+    """A row the database committed after its ingest had answered 503 and removed the photo:
+    claimed later, it ends 503 with that reason, not as an internal error with a traceback."""
+    service, db, _ = _service(_forever)
+    store = GoneInputStore()
+    service.producer = Producer(cast(Any, db), cast(Any, store), cast(Any, None), cast(Any, None))
+    job, run = _job(service)
+    run.data = None  # queued: its photo was only on disk, at job.input_path
+    await service.process(job)
+    [(_, written, _)] = db.finalized
+    assert written["failure_reason"] == "internal_error" and written["response_status"] == 503
+    assert written["details"] == InputGone.DETAILS
 
 
 async def test_shutdown_settles_cancelled(autojump_clock: object) -> None:

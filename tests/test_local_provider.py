@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from photochangerd.domain.images import ImageInput
-from photochangerd.jobs.service import _final_image
+from photochangerd.jobs.produce import _final_image
 from photochangerd.media.images import UnsupportedImage
 from photochangerd.media.imaging import ImageWorkers
 from photochangerd.providers.base import (

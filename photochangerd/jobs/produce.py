@@ -7,6 +7,7 @@ work stops structurally at the job's deadline or when another party settles the 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from collections.abc import Iterable
@@ -42,6 +43,22 @@ from photochangerd.providers.base import (
 from photochangerd.providers.gate import GateWait
 from photochangerd.providers.registry import ProviderRegistry
 from shared.fallbacks import parse_fallbacks
+
+
+class InputGone(Exception):
+    """The job's photo is not stored (any more).
+
+    What leaves a job so: an ingest that answered 503 because the database did not answer in
+    time removes the photo it had written; a row that the database still commits afterwards is
+    a queued job without its photo (docs/jobs.md, "The JobRun").  It ends as the booth was
+    answered: 503.
+    """
+
+    DETAILS = (
+        "the photo is not stored: its ingest answered 503 (the database did not answer in time)"
+        " and removed it"
+    )
+
 
 OUTPUT_MAX_PIXELS = 200_000_000  # a provider's output: generous, but not a decompression bomb
 
@@ -197,9 +214,10 @@ class Producer:
         photo_bytes = run.data
         run.data = None  # the run may outlive this step (a requester waiting for the write)
         if photo_bytes is None and job.input_path:
-            photo_bytes = await self.store.read(job.input_path)
+            with contextlib.suppress(FileNotFoundError):
+                photo_bytes = await self.store.read(job.input_path)
         if photo_bytes is None or job.input_mime_type is None:
-            raise RuntimeError("job has no input")
+            raise InputGone
         inspected = job.client_metadata  # our own width and height, read at ingest
         width, height = inspected.get("width"), inspected.get("height")
         pixels = width * height if isinstance(width, int) and isinstance(height, int) else None

@@ -31,7 +31,7 @@ from photochangerd.db.engine import Database, DatabaseUnavailable
 from photochangerd.db.policy import StoragePolicy, storage_policy
 from photochangerd.domain.models import Job, Outcome, Slot, timeout_outcome
 from photochangerd.jobs.elsewhere import OtherInstances
-from photochangerd.jobs.produce import OUTPUT_MAX_PIXELS, Producer, _final_image
+from photochangerd.jobs.produce import InputGone, Producer
 from photochangerd.jobs.queue import WorkQueue
 from photochangerd.jobs.record import FINALIZE_BUDGET, Recorder
 from photochangerd.jobs.run import (
@@ -55,12 +55,7 @@ from photochangerd.providers.base import ProviderError
 from photochangerd.providers.registry import ProviderRegistry
 from shared.errors import JobFailure
 
-__all__ = [
-    "OUTPUT_MAX_PIXELS",
-    "JobService",
-    "RuntimeSettings",
-    "_final_image",
-]
+__all__ = ["JobService", "RuntimeSettings"]
 
 log = logging.getLogger("photochangerd.jobs")
 
@@ -280,6 +275,8 @@ class JobService:
             return await self.producer.produce(job, run)
         except ProviderError as exc:
             return Outcome(JobFailure.PROVIDER_ERROR, exc.http_status, str(exc))
+        except InputGone:
+            return Outcome(JobFailure.INTERNAL_ERROR, 503, InputGone.DETAILS)
         except DatabaseUnavailable:
             return Outcome(JobFailure.INTERNAL_ERROR, 500, "database unavailable")
         except ObjectStoreUnavailable as exc:  # the result could not be stored: 503, as at ingest
