@@ -66,37 +66,47 @@ def _load(config_path: Path | None) -> Config:
 
 
 def _load_with_credentials(config_path: Path | None) -> Config:
-    """The configuration as the service sees it: with the systemd credentials in
+    """The configuration as the service sees it: the systemd credentials in
     ``$CREDENTIALS_DIRECTORY`` applied, as :func:`photochangerd.app.run` applies them.
 
     For the maintenance commands (migrate, set-admin-password, backup, restore): a service whose
     ``database_url`` is a credential has it nowhere else.  ``systemd-run --pipe --wait -p
-    LoadCredentialEncrypted=…`` hands them the same files (README, "Credentials").
+    LoadCredentialEncrypted=…`` hands them the same files (README, "Credentials").  The key
+    material is not checked here: a backup of an installation whose key is broken must work.
     """
-    from photochangerd.credentials import CredentialError, with_credentials
+    from photochangerd.credentials import CredentialError, read_credentials
 
     config = _load(config_path)
     try:
-        config, _ = with_credentials(config, os.environ)
-    except (CredentialError, ConfigError) as exc:
+        return read_credentials(os.environ).apply(config)
+    except CredentialError as exc:
         raise StartupFailed(str(exc)) from None
-    return config
+
+
+def _where(config: Config) -> str:
+    """The database a command acted on, without its password: ``host:port/name`` or a path."""
+    return config.effective_database_url.split("@")[-1].split(":///")[-1]
 
 
 def _existing_sqlite(config: Config) -> None:
-    """Refuse a default SQLite database that is not there yet: a command run without the
-    service's ``database-url`` credential would otherwise create one and act on it."""
-    url = config.effective_database_url
-    if not url.startswith("sqlite"):
-        return
-    from photochangerd.backup import sqlite_path
+    """Refuse a SQLite database file that is not there yet: a command run without the service's
+    ``database-url`` credential would otherwise create one in the data dir and act on it."""
+    import sqlalchemy as sa
 
-    path = sqlite_path(config)
+    url = sa.make_url(config.effective_database_url)
+    if url.get_backend_name() != "sqlite" or url.query.get("uri") == "true":
+        return
+    from photochangerd.backup import BackupError, sqlite_path
+
+    try:
+        path = sqlite_path(config)
+    except BackupError:  # in memory: nothing to find, nothing left behind
+        return
     if not path.is_file():
         raise StartupFailed(
-            f"no database at {path}: start photochangerd once first, or, if the service gets "
-            "its database_url as a systemd credential, run this with that credential (README, "
-            "'Credentials')"
+            f"no database at {path}: the daemon creates it at its first start; if the service "
+            "gets its database_url as a systemd credential, run this with that credential "
+            "(README, 'Credentials')"
         )
 
 
@@ -151,8 +161,7 @@ def serve(config_path: Path | None) -> None:
         cause = _single_cause(exc)
         if isinstance(cause, DatabaseUnavailable):
             used, _ = with_credentials(config, os.environ)  # maybe a database-url credential
-            where = used.effective_database_url.split("@")[-1]
-            raise StartupFailed(f"{cause} ({where})") from None
+            raise StartupFailed(f"{cause} ({_where(used)})") from None
         if isinstance(cause, ConfigError):  # the secrets key, checked with the credentials
             raise click.ClickException(str(cause)) from None
         if isinstance(cause, StartupError):  # credentials, data dir lock, listening sockets
@@ -175,7 +184,7 @@ def migrate(config_path: Path | None) -> None:
     # advisory lock.  set-admin-password never locks: it is meant for a running daemon.
     sqlite = config.effective_database_url.startswith("sqlite")
     _with_database(config, noop, lock_data_dir_first=sqlite)
-    click.echo("database schema is up to date")
+    click.echo(f"database schema is up to date ({_where(config)})")
 
 
 @main.command("check-config")
@@ -269,7 +278,7 @@ def set_admin_password(username: str, password_stdin: bool, config_path: Path | 
         await db.write(repositories.set_admin_password, username, digest, time.time())
 
     _with_database(config, store)
-    click.echo(f"password of {username} updated")
+    click.echo(f"password of {username} updated ({_where(config)})")
 
 
 @main.command("backup")

@@ -395,7 +395,7 @@ def test_maintenance_commands_use_the_database_url_credential(
     )
     assert refused.returncode == 1
     [line] = refused.stderr.splitlines()
-    assert line.startswith(f"photochangerd: no database at {default}: start photochangerd once")
+    assert line.startswith(f"photochangerd: no database at {default}: the daemon creates it")
     assert not default.exists()
 
 

@@ -215,7 +215,7 @@ async def test_a_queued_job_whose_photo_is_gone_ends_as_its_booth_was_answered(
     autojump_clock: object,
 ) -> None:
     """A row the database committed after its ingest had answered 503 and removed the photo:
-    claimed later, it ends 503 with that reason, not as an internal error with a traceback."""
+    claimed later, it ends 503 saying where the photo is missing, not 500 with a traceback."""
     service, db, _ = _service(_forever)
     store = GoneInputStore()
     service.producer = Producer(cast(Any, db), cast(Any, store), cast(Any, None), cast(Any, None))
@@ -224,7 +224,8 @@ async def test_a_queued_job_whose_photo_is_gone_ends_as_its_booth_was_answered(
     await service.process(job)
     [(_, written, _)] = db.finalized
     assert written["failure_reason"] == "internal_error" and written["response_status"] == 503
-    assert written["details"] == InputGone.DETAILS
+    assert written["details"] == str(InputGone(job))
+    assert "/in/job-1" in written["details"]
 
 
 async def test_shutdown_settles_cancelled(autojump_clock: object) -> None:

@@ -12,15 +12,16 @@ from __future__ import annotations
 import base64
 import os
 from pathlib import Path
+from typing import cast
 
 import httpx
 import pytest
 import trio
 
 from tests.conftest import INGEST_PASSWORD
-from tests.fakes import FakeTurbotext, looks_derived_from, outcome
+from tests.fakes import FakeGemini, FakeTurbotext, looks_derived_from, outcome, slow
 from tests.support.daemon_process import DaemonProcess
-from tests.support.dslr import dslr_upload
+from tests.support.dslr import DslrResponse, dslr_upload
 from tests.support.images import make_jpeg
 from tests.support.nginx import nginx_binary, run_nginx
 from tests.support.postgres import PostgresCluster
@@ -146,3 +147,67 @@ async def _provider_media_through_the_other(
     [fetch] = fake.fetches
     assert fetch.url.startswith(f"http://127.0.0.1:{b.port}/public/provider-media/")
     assert fetch.status == 200  # B served A's provider-media from the bucket
+
+
+async def test_a_job_queued_on_one_host_is_run_by_the_other(
+    tmp_path: Path, pg_cluster: PostgresCluster, s3_server: SeaweedS3, s3_bucket: str
+) -> None:
+    """A has one worker, busy; its next upload waits as a pending job that B (idle) claims.
+    With nothing shared on disk, B can only run it because the waiting photo is in the bucket;
+    the booth that uploaded to A gets B's result, and the photo leaves the bucket with its job."""
+    name = f"s3queue_{os.getpid()}"
+    url = pg_cluster.create_database(name)
+    fake = FakeGemini(api_key="queued-gemini-key")
+    async with trio.open_nursery() as nursery:
+        gemini = await nursery.start(fake.serve)
+        a = _instance(tmp_path, "a", url, s3_server, s3_bucket, gemini)
+        b = _instance(tmp_path, "b", url, s3_server, s3_bucket, gemini)
+        for daemon in (a, b):
+            daemon.env.update(
+                PHOTOCHANGER_GEMINI_BASE_URL=gemini, GEMINI_API_KEY="queued-gemini-key"
+            )
+        a.env["PHOTOCHANGER_WORKERS"] = "1"
+        try:
+            await trio.to_thread.run_sync(a.start)
+            await trio.to_thread.run_sync(b.start)
+            pg_cluster._psql(
+                "UPDATE slot SET provider = 'gemini', operation = 'edit', "
+                "settings = '{\"prompt\": \"a watercolour\"}' WHERE id = 'slot-001'",
+                database=name,
+            )
+            # The first call keeps A's one worker busy; the second (on B) lasts long enough
+            # to look at where its photo is while it runs.
+            fake.script(slow(3.0), slow(2.0))
+            photos = [make_jpeg(640, 480), make_jpeg(800, 600)]
+            answers: dict[int, object] = {}
+
+            async def shoot(number: int) -> None:
+                answers[number] = await dslr_upload(
+                    "127.0.0.1", a.port, "slot-001", photo=photos[number], password=INGEST_PASSWORD
+                )
+
+            for number in (0, 1):
+                nursery.start_soon(shoot, number)
+                with trio.fail_after(10):
+                    while len(fake.requests) <= number:
+                        await trio.sleep(0.02)
+            running_on_b = pg_cluster._psql(
+                "SELECT input_path FROM job WHERE claimed_by = 'b'", database=name
+            ).strip()
+            assert running_on_b.startswith("inputs/"), running_on_b  # a key: in the bucket
+            assert f"pc/{running_on_b}" in s3_server.keys(s3_bucket)
+            with trio.fail_after(20):
+                while len(answers) < 2:
+                    await trio.sleep(0.05)
+        finally:
+            for daemon in (a, b):
+                daemon.stop()
+            nursery.cancel_scope.cancel()
+    for number, photo in enumerate(photos):
+        response = answers[number]
+        assert isinstance(response, DslrResponse) and response.status == 200, response
+        assert looks_derived_from(response.body, photo)
+    second = cast(DslrResponse, answers[1]).headers["x-job-id"]
+    claimed = pg_cluster._psql(f"SELECT claimed_by FROM job WHERE id = '{second}'", database=name)
+    assert claimed.strip() == "b"
+    assert [key for key in s3_server.keys(s3_bucket) if "/inputs/" in key] == []

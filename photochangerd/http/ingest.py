@@ -425,6 +425,9 @@ async def _ingest(
                     raise ServiceUnavailable(
                         "database unavailable", headers={"Retry-After": "5"}
                     ) from None
+                except ObjectStoreUnavailable as exc:  # a queued job's photo: not kept
+                    attempt.job_id = None
+                    raise ServiceUnavailable(str(exc), headers={"Retry-After": "5"}) from None
                 # The job has the photo now; this frame lets go of it, so it is freed as soon as
                 # the provider is done with it rather than when the booth has its answer
                 # (with 30 booths and 1.5 MB results: ~10 MiB less at the peak).

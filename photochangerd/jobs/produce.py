@@ -46,18 +46,17 @@ from shared.fallbacks import parse_fallbacks
 
 
 class InputGone(Exception):
-    """The job's photo is not stored (any more).
+    """The job's photo is not stored where this instance can read it.
 
     What leaves a job so: an ingest that answered 503 because the database did not answer in
-    time removes the photo it had written; a row that the database still commits afterwards is
-    a queued job without its photo (docs/jobs.md, "The JobRun").  It ends as the booth was
-    answered: 503.
+    time removes the photo it had written, and a row the database still commits afterwards is
+    a queued job without its photo (docs/jobs.md, "The JobRun").  Ended 503: the booth of that
+    case was answered so, and a booth still waiting may send the photo again.
     """
 
-    DETAILS = (
-        "the photo is not stored: its ingest answered 503 (the database did not answer in time)"
-        " and removed it"
-    )
+    def __init__(self, job: Job) -> None:
+        where = job.input_path or "nowhere"
+        super().__init__(f"the job's photo is not stored where this instance can read it ({where})")
 
 
 OUTPUT_MAX_PIXELS = 200_000_000  # a provider's output: generous, but not a decompression bomb
@@ -217,7 +216,7 @@ class Producer:
             with contextlib.suppress(FileNotFoundError):
                 photo_bytes = await self.store.read(job.input_path)
         if photo_bytes is None or job.input_mime_type is None:
-            raise InputGone
+            raise InputGone(job)
         inspected = job.client_metadata  # our own width and height, read at ingest
         width, height = inspected.get("width"), inspected.get("height")
         pixels = width * height if isinstance(width, int) and isinstance(height, int) else None

@@ -114,17 +114,16 @@ class JobService:
         input stays in memory in the run, and when a worker is idle the job is handed over
         directly and its row inserted already claimed (``processing``) while the provider
         works (measured: 1-2 ms less per upload).  A job inserted pending may be run by
-        another instance (shared PostgreSQL): only then is its input also written to the
-        media directory.  With SQLite the daemon is alone and a restart ends every open job.
+        another instance (shared PostgreSQL): only then is its input also stored, where the
+        other instances can read it (the shared media directory, or the bucket).  With SQLite
+        the daemon is alone and a restart ends every open job.
         """
         self.runtime.sync_response_seconds = settings.sync_response_seconds
         self.runtime.result_ttl_seconds = settings.result_ttl_seconds
         hand_over = self.queue.reserve()  # released by _hand_over
         input_path: str | None = None
         if self.policy.inputs_on_disk and not hand_over:
-            target = self.store.input_path(job_id, image.extension)
-            await spool.commit(target, data)
-            input_path = str(target)
+            input_path = await self.store.keep_input(job_id, image.extension, spool, data)
         values = repositories.pending_job_row(
             job_id, slot, source, created_at, deadline.wall, metadata, input_path, image.mime_type
         )
@@ -275,8 +274,9 @@ class JobService:
             return await self.producer.produce(job, run)
         except ProviderError as exc:
             return Outcome(JobFailure.PROVIDER_ERROR, exc.http_status, str(exc))
-        except InputGone:
-            return Outcome(JobFailure.INTERNAL_ERROR, 503, InputGone.DETAILS)
+        except InputGone as exc:
+            event(log, logging.WARNING, "job.input_missing", job_id=job.id, problem=str(exc))
+            return Outcome(JobFailure.INTERNAL_ERROR, 503, str(exc))
         except DatabaseUnavailable:
             return Outcome(JobFailure.INTERNAL_ERROR, 500, "database unavailable")
         except ObjectStoreUnavailable as exc:  # the result could not be stored: 503, as at ingest

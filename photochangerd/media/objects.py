@@ -1,13 +1,16 @@
 """Where results, thumbnails, templates and provider-media live: a local directory or a bucket.
 
 Both backends are addressed by *keys* we make ourselves (``results/<job>.png``,
-``thumbs/<job>.webp``, ``templates/<id>.png``, ``media/<id>.jpg``; see :func:`check_key`) and
+``thumbs/<job>.webp``, ``templates/<id>.png``, ``media/<id>.jpg``, ``inputs/<job>.jpg``; see
+:func:`check_key`) and
 answer to the same small interface (:class:`ObjectBackend`).  What a database row holds is the
 backend's *reference* for the object: the local backend answers with the file's path
 (exactly what rows held before there was a second backend, so old rows, backups and the orphan
 scan keep working unchanged), the S3 backend with the key itself.  A reference of a key's shape
 is therefore an object of the configured backend; anything else is a file on this host (also
-job inputs under ``temp/``, which stay local scratch with any backend).
+job inputs under ``temp/`` with the local backend).  With a bucket, the photo of a job that waits
+for a worker is the object ``inputs/<job>``: another host may claim that job
+(:meth:`photochangerd.media.store.MediaStore.keep_input`).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import Protocol
 
 from photochangerd.errors import PhotoChangerError
 
-KEY_RE = re.compile(r"(results|thumbs|templates|media)/[A-Za-z0-9_-]{1,64}\.[a-z0-9]{2,5}")
+KEY_RE = re.compile(r"(results|thumbs|templates|media|inputs)/[A-Za-z0-9_-]{1,64}\.[a-z0-9]{2,5}")
 
 
 class UnsafeKey(ValueError):

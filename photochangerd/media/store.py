@@ -162,6 +162,20 @@ class MediaStore:
         reference, checksum = await trio.to_thread.run_sync(work)
         return StoredResult(reference, mime_type, len(data), checksum)
 
+    async def keep_input(self, job_id: str, extension: str, spool: Spool, data: bytes) -> str:
+        """A queued job's photo, where every instance can read it; returns its reference.
+
+        Another instance may claim the job (shared PostgreSQL): with ``media_backend = "s3"``
+        the photo goes to the bucket (``inputs/<job>``; each host's scratch is its own), else
+        to the media directory the instances share.  Not fsynced on disk: a crash ends its job
+        anyway.  Removed with the job's end (``remove``), like any reference.
+        """
+        if self.remote:
+            return await self.put(f"inputs/{job_id}.{extension}", data)
+        target = self.input_path(job_id, extension)
+        await spool.commit(target, data)
+        return str(target)
+
     async def write_file(self, path: Path, data: bytes) -> None:
         """A local file (scratch), atomically and durably."""
         await trio.to_thread.run_sync(write_atomic, path, data)

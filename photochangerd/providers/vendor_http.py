@@ -159,6 +159,8 @@ def _tls() -> ssl.SSLContext:
 # for a Gemini answer (~2 MB of JSON).  256 KiB reads take 8.  Measured (2 vCPU, a 2 MB answer
 # over loopback, four interleaved rounds): 1-1.5 ms less per answer, the same in the daemon's
 # CPU per 1.5 MB-result upload.  A read never waits for the size: it takes what has arrived.
+# Plain HTTP only (A1111/ComfyUI on a LAN, the fakes): over TLS each read is one TLS record,
+# 16 KiB at most, whatever is asked (docs/stack-traps.md, "Outbound HTTP: httpx").
 # 1 MiB and 4 MiB were no better (4 MiB is past the mmap threshold: a mapping per read).
 # ``READ_NUM_BYTES`` is a class constant of httpcore's public HTTP/1.1 connection
 # (tests/test_dependencies.py checks that it is still what reads use).
