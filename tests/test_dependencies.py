@@ -250,3 +250,19 @@ def test_httpcore_still_reads_http11_answers_in_pieces_of_read_num_bytes() -> No
         f"httpcore {version} no longer reads HTTP/1.1 answers in READ_NUM_BYTES pieces: find "
         "its read size again and set it in photochangerd/providers/vendor_http.py"
     )
+
+
+def test_httpx_transport_still_sends_through_the_pool_we_replace() -> None:
+    """providers/vendor_http.py gives httpx's transport an httpcore pool of its own (the
+    network backend with draining TLS reads: vendor_network.py); httpx has no parameter for
+    it.  A release that renames or stops using ``_pool`` would quietly drop ours."""
+    import httpx
+
+    version = importlib.metadata.version("httpx")
+    transport = httpx.AsyncHTTPTransport()
+    assert hasattr(transport, "_pool") and "self._pool" in _source(
+        httpx.AsyncHTTPTransport.handle_async_request
+    ), (
+        f"httpx {version} no longer sends through AsyncHTTPTransport._pool: find how to give "
+        "its pool a network backend and change _transport in photochangerd/providers/vendor_http.py"
+    )

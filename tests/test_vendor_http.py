@@ -3,7 +3,10 @@ schema."""
 
 from __future__ import annotations
 
+import os
+import ssl
 from functools import partial
+from pathlib import Path
 
 import httpx
 import pytest
@@ -19,6 +22,7 @@ from photochangerd.providers.vendor_http import (
     sleep_if_time,
 )
 from shared.slot_settings import SlotSettingsError, validate_slot
+from tests.support.nginx import self_signed
 
 
 def _client(handler: httpx.MockTransport) -> httpx.AsyncClient:
@@ -103,6 +107,45 @@ async def test_a_big_answer_is_read_in_wide_reads_over_a_real_socket() -> None:
         nursery.cancel_scope.cancel()
     assert b"".join(chunks) == body
     assert 65536 < max(len(chunk) for chunk in chunks) <= VENDOR_READ_BYTES  # never with 64 KiB
+
+
+async def test_a_tls_answer_is_read_many_records_at_a_time(tmp_path: Path) -> None:
+    """Over TLS each of trio's reads returns one record (16 KiB): a 2 MB Gemini answer took
+    ~125 trips through the stream layers.  The vendor clients take every record already
+    received in one read (providers/vendor_network.py) — and the bytes are the same."""
+    cert, key = self_signed(tmp_path, "127.0.0.1")
+    served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    served.load_cert_chain(cert, key)
+    body = os.urandom(1024 * 1024)
+    sent = trio.Event()
+
+    async def vendor(stream: trio.SSLStream[trio.SocketStream]) -> None:
+        for _ in range(2):  # two requests on one keep-alive connection
+            await stream.receive_some(65536)
+            head = b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(body)
+            await stream.send_all(head + body)
+            sent.set()
+        await stream.receive_some(1)  # until the client closes
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(
+            partial(trio.serve_ssl_over_tcp, vendor, 0, served, host="127.0.0.1")
+        )
+        port = listeners[0].transport_listener.socket.getsockname()[1]
+        trusted = ssl.create_default_context(cafile=str(cert))
+        async with make_client(tls=trusted) as client:
+            for _ in range(2):
+                sent = trio.Event()
+                request = client.build_request("GET", f"https://127.0.0.1:{port}/answer")
+                response = await client.send(request, stream=True)
+                with trio.move_on_after(0.2):  # the socket's buffers fill
+                    await sent.wait()
+                chunks = [chunk async for chunk in response.aiter_raw()]
+                await response.aclose()
+                assert b"".join(chunks) == body
+                assert max(len(chunk) for chunk in chunks) > 16384  # more than one record
+                assert response.extensions["network_stream"].get_extra_info("ssl_object")
+        nursery.cancel_scope.cancel()
 
 
 async def test_retry_sleeps_only_when_they_fit_the_deadline() -> None:

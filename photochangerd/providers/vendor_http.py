@@ -30,6 +30,7 @@ import pybase64
 import trio
 
 from photochangerd.providers.base import ProviderRejected
+from photochangerd.providers.vendor_network import VendorNetwork
 
 ERROR_TEXT_LIMIT = 300
 
@@ -159,24 +160,46 @@ def _tls() -> ssl.SSLContext:
 # for a Gemini answer (~2 MB of JSON).  256 KiB reads take 8.  Measured (2 vCPU, a 2 MB answer
 # over loopback, four interleaved rounds): 1-1.5 ms less per answer, the same in the daemon's
 # CPU per 1.5 MB-result upload.  A read never waits for the size: it takes what has arrived.
-# Plain HTTP only (A1111/ComfyUI on a LAN, the fakes): over TLS each read is one TLS record,
-# 16 KiB at most, whatever is asked (docs/stack-traps.md, "Outbound HTTP: httpx").
+# Over TLS trio reads one record (16 KiB) per call whatever is asked: the network under the
+# clients takes the records already received as well (vendor_network.py).
 # 1 MiB and 4 MiB were no better (4 MiB is past the mmap threshold: a mapping per read).
 # ``READ_NUM_BYTES`` is a class constant of httpcore's public HTTP/1.1 connection
 # (tests/test_dependencies.py checks that it is still what reads use).
 VENDOR_READ_BYTES = 256 * 1024
 
 
-def make_client(connect_timeout: float = 10.0, read_timeout: float = 120.0) -> httpx.AsyncClient:
-    """A shared client: pooled keep-alive connections, inner network guards as timeouts."""
+VENDOR_LIMITS = httpx.Limits(max_connections=64, max_keepalive_connections=16)
+
+
+def make_client(
+    connect_timeout: float = 10.0, read_timeout: float = 120.0, tls: ssl.SSLContext | None = None
+) -> httpx.AsyncClient:
+    """A shared client: pooled keep-alive connections, inner network guards as timeouts.
+
+    ``tls``: the context that verifies the vendor (default: the system's CA bundle)."""
     httpcore.AsyncHTTP11Connection.READ_NUM_BYTES = VENDOR_READ_BYTES
     return httpx.AsyncClient(
-        verify=_tls(),
+        transport=_transport(tls or _tls()),
         timeout=httpx.Timeout(connect=connect_timeout, read=read_timeout, write=60.0, pool=None),
-        limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
         follow_redirects=False,
         headers={"User-Agent": "photochangerd"},
     )
+
+
+def _transport(tls: ssl.SSLContext) -> httpx.AsyncHTTPTransport:
+    """httpx's own transport over httpcore's pool, whose network is :class:`VendorNetwork`
+    (TLS reads that take every record already received: vendor_network.py).  httpx has no
+    parameter for the pool's network backend, so its pool is replaced by the same pool with
+    ours; tests/test_dependencies.py fails when httpx changes that shape."""
+    transport = httpx.AsyncHTTPTransport(verify=tls, limits=VENDOR_LIMITS)
+    transport._pool = httpcore.AsyncConnectionPool(
+        ssl_context=tls,
+        max_connections=VENDOR_LIMITS.max_connections,
+        max_keepalive_connections=VENDOR_LIMITS.max_keepalive_connections,
+        keepalive_expiry=VENDOR_LIMITS.keepalive_expiry,
+        network_backend=VendorNetwork(),
+    )
+    return transport
 
 
 async def send(client: httpx.AsyncClient, request: httpx.Request, max_bytes: int) -> VendorResponse:
