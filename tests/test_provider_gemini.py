@@ -12,8 +12,10 @@ from PIL import Image
 
 from tests.conftest import INGEST_PASSWORD, RunningDaemon, make_config, start_daemon
 from tests.fakes import FakeGemini, looks_derived_from, outcome
+from tests.support.daemon_process import DaemonProcess
 from tests.support.dslr import DslrResponse, dslr_upload
 from tests.support.images import make_jpeg, make_png
+from tests.support.nginx import self_signed
 
 PHOTO = make_jpeg(800, 600)
 KEY = "test-gemini-key"
@@ -193,3 +195,40 @@ async def test_large_photo_is_downscaled_and_templates_follow_it(
     assert sent.width * sent.height <= 1_000_000 and sent.width > 1000
     template = base64.b64decode(parts[1]["inline_data"]["data"])
     assert template == style  # small enough: sent as it is
+
+
+async def test_a_gemini_over_https_with_an_operators_ca(tmp_path: Path) -> None:
+    """The real vendors speak HTTPS: the daemon (a real process) calls a Gemini served over TLS
+    with a certificate of a private CA it was told to trust (``SSL_CERT_FILE``, as an operator
+    with a TLS-terminating proxy or an in-house CA would), and a 1.5 MB-class answer comes
+    through the vendor clients' TLS reads (providers/vendor_network.py) intact."""
+    fake = FakeGemini(api_key=KEY)
+    fake.tls = self_signed(tmp_path, "127.0.0.1")
+    photo = make_jpeg(1600, 1200)
+    daemon = DaemonProcess(tmp_path / "data")
+    async with trio.open_nursery() as nursery:
+        url = await nursery.start(fake.serve)
+        assert url.startswith("https://")
+        daemon.env.update(
+            PHOTOCHANGER_GEMINI_BASE_URL=url, GEMINI_API_KEY=KEY, SSL_CERT_FILE=str(fake.tls[0])
+        )
+        try:
+            await trio.to_thread.run_sync(lambda: daemon.start(scripted=False))
+            daemon.sql(
+                "UPDATE slot SET provider = 'gemini', operation = 'edit', settings = ? "
+                "WHERE id = 'slot-003'",
+                '{"prompt": "turn it into a watercolour", "output_format": "png"}',
+            )
+            response = await dslr_upload(
+                "127.0.0.1", daemon.port, "slot-003", photo=photo, password=INGEST_PASSWORD
+            )
+        finally:
+            daemon.stop()
+            nursery.cancel_scope.cancel()
+    assert response is not None and response.status == 200, response
+    assert response.headers["content-type"] == "image/png" and len(response.body) > 500_000
+    assert looks_derived_from(response.body, photo)
+    assert [r.path for r in fake.requests] == [
+        "/v1beta/models/gemini-2.5-flash-image:generateContent"
+    ]
+    assert fake.internal_errors == []

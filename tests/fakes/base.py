@@ -30,6 +30,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl
 
@@ -220,6 +221,8 @@ class FakeServer:
         self._changed = trio.Event()
         self._url: str | None = None
         self._nursery: trio.Nursery | None = None
+        # (certificate, key) PEM files: serve HTTPS, as the real vendors do (set before serve).
+        self.tls: tuple[Path, Path] | None = None
 
     # scripting
 
@@ -303,6 +306,9 @@ class FakeServer:
         config.accesslog = None
         config.errorlog = None  # our own bugs land in internal_errors instead
         config.graceful_timeout = 0.5
+        if self.tls is not None:
+            config.certfile, config.keyfile = (str(path) for path in self.tls)
+            config.alpn_protocols = ["http/1.1"]
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             app: Any = self._asgi  # a plain ASGI callable; Hypercorn's types want its TypedDicts
