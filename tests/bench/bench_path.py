@@ -28,6 +28,11 @@ one ``machine:`` line.  The exit status is 0 (130 on Ctrl-C): the bars are read,
 per run, on the client's CPU like PostgreSQL: the outside world); its columns are labelled
 ``<dialect>+s3``, and with ``both`` the summary adds the S3 overhead over local disk (the bar:
 p50 within +10 ms).
+
+``--tls`` serves the fake Gemini over HTTPS (a throwaway certificate the daemon trusts through
+``SSL_CERT_FILE``), as the real vendors are: the daemon's side of TLS (its handshakes, sealing
+the 1.35 MB request, opening the answer) is then in its figures, and so is the fake's, on the
+client's core, in the vendor round trip.
 """
 
 from __future__ import annotations
@@ -69,6 +74,7 @@ from tests.fakes.gemini_request import GeminiRequest
 from tests.fakes.images import generated_image, photo_png
 from tests.support.dslr import DslrConnectionError, dslr_upload
 from tests.support.images import make_jpeg
+from tests.support.nginx import self_signed
 from tests.support.postgres import PostgresCluster, find_pg_bin
 from tests.support.s3 import SeaweedS3
 
@@ -145,6 +151,7 @@ class Bench:
     pg: PostgresCluster | None = None
     s3: SeaweedS3 | None = None
     backends: tuple[str, ...] = ("local",)
+    tls: tuple[Path, Path] | None = None  # the fake's certificate and key: it serves HTTPS
     floor_p50: float = math.nan  # seconds: the floor measured last (each run measures its own)
     floors: list[float] = field(default_factory=list)  # every floor p50 measured, seconds
     foreign: dict[str, float] = field(default_factory=dict)  # phase -> worst foreign % of a core
@@ -660,6 +667,8 @@ async def run_dialect(
         "GEMINI_API_KEY": fake.api_key,
         "PHOTOCHANGER_LOG_LEVEL": "info",  # the daemon's default (BenchDaemon says warning)
     }
+    if bench.tls is not None:  # trust the fake's throwaway certificate (as a private CA's)
+        env["SSL_CERT_FILE"] = str(bench.tls[0])
     if backend == "s3":
         assert bench.s3 is not None
         bucket = bench.s3.create_bucket(f"bench-{dialect}-{run}-{os.getpid()}")
@@ -728,6 +737,7 @@ async def run_with_fake(bench: Bench, phases: Callable[[PathGemini], Awaitable[N
     that exception would be swallowed (an HTTP 500) and the run would go on.
     """
     fake = PathGemini(bench.tiny)
+    fake.tls = bench.tls
     interrupted = False
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
@@ -930,6 +940,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="where the daemon keeps results: the media dir, a SeaweedFS bucket, or both",
     )
     parser.add_argument(
+        "--tls", action="store_true", help="the fake Gemini serves HTTPS, as the real one does"
+    )
+    parser.add_argument(
         "--runs", type=int, default=None, help="interleaved runs per dialect (default 2, quick 1)"
     )
     parser.add_argument(
@@ -972,6 +985,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     interrupted = False
     try:
         with contextlib.ExitStack() as stack:
+            if args.tls:
+                certificates = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+                bench.tls = self_signed(certificates, "127.0.0.1")
             if "postgresql" in dialects:
                 bench.pg = stack.enter_context(PostgresCluster())
             if "s3" in bench.backends:  # started here: on the client's CPU (pinned above)
