@@ -84,8 +84,9 @@ def _load_with_credentials(config_path: Path | None) -> Config:
 
 
 def _where(config: Config) -> str:
-    """The database a command acted on, without its password: ``host:port/name`` or a path."""
-    return config.effective_database_url.split("@")[-1].split(":///")[-1]
+    """The database a command acted on, without its user, password or query: ``host:port/name``
+    or a SQLite file's path."""
+    return config.effective_database_url.split("?")[0].split("@")[-1].split(":///")[-1]
 
 
 def _existing_sqlite(config: Config) -> None:
@@ -93,7 +94,10 @@ def _existing_sqlite(config: Config) -> None:
     ``database-url`` credential would otherwise create one in the data dir and act on it."""
     import sqlalchemy as sa
 
-    url = sa.make_url(config.effective_database_url)
+    try:
+        url = sa.make_url(config.effective_database_url)
+    except sa.exc.ArgumentError:  # its text would repeat the URL, password included
+        raise StartupFailed("database_url is not a database URL") from None
     if url.get_backend_name() != "sqlite" or url.query.get("uri") == "true":
         return
     from photochangerd.backup import BackupError, sqlite_path

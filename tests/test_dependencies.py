@@ -252,17 +252,28 @@ def test_httpcore_still_reads_http11_answers_in_pieces_of_read_num_bytes() -> No
     )
 
 
-def test_httpx_transport_still_sends_through_the_pool_we_replace() -> None:
-    """providers/vendor_http.py gives httpx's transport an httpcore pool of its own (the
-    network backend with draining TLS reads: vendor_network.py); httpx has no parameter for
-    it.  A release that renames or stops using ``_pool`` would quietly drop ours."""
+def test_httpx_and_httpcore_still_have_the_pools_we_put_on_our_network() -> None:
+    """providers/vendor_http.py sets the network backend of every httpcore pool of a vendor
+    client (direct and proxies': TLS reads that drain, vendor_network.py); httpx has no
+    parameter for it.  A release that renames these pieces would quietly drop ours."""
+    import httpcore
     import httpx
 
-    version = importlib.metadata.version("httpx")
-    transport = httpx.AsyncHTTPTransport()
-    assert hasattr(transport, "_pool") and "self._pool" in _source(
-        httpx.AsyncHTTPTransport.handle_async_request
+    versions = f"httpx {importlib.metadata.version('httpx')}, httpcore " + (
+        importlib.metadata.version("httpcore")
+    )
+    client = httpx.AsyncClient()
+    pool = getattr(getattr(client, "_transport", None), "_pool", None)
+    assert (
+        isinstance(getattr(client, "_mounts", None), dict)
+        and isinstance(pool, httpcore.AsyncConnectionPool)
+        and hasattr(pool, "_network_backend")
+        and "self._network_backend" in _source(httpcore.AsyncConnectionPool.__init__)
+        and "network_backend=self._network_backend"
+        in _source(httpcore.AsyncConnectionPool.create_connection)
+        and issubclass(httpcore.AsyncHTTPProxy, httpcore.AsyncConnectionPool)
     ), (
-        f"httpx {version} no longer sends through AsyncHTTPTransport._pool: find how to give "
-        "its pool a network backend and change _transport in photochangerd/providers/vendor_http.py"
+        f"{versions}: the client's transports, their _pool or its _network_backend changed "
+        "shape; find how to give the pools a network backend and change _use_vendor_network "
+        "in photochangerd/providers/vendor_http.py"
     )

@@ -200,8 +200,9 @@ async def test_large_photo_is_downscaled_and_templates_follow_it(
 async def test_a_gemini_over_https_with_an_operators_ca(tmp_path: Path) -> None:
     """The real vendors speak HTTPS: the daemon (a real process) calls a Gemini served over TLS
     with a certificate of a private CA it was told to trust (``SSL_CERT_FILE``, as an operator
-    with a TLS-terminating proxy or an in-house CA would), and a 1.5 MB-class answer comes
-    through the vendor clients' TLS reads (providers/vendor_network.py) intact."""
+    with a TLS-terminating proxy or an in-house CA would), and a 1 MB-class answer comes through
+    the vendor clients' TLS reads (providers/vendor_network.py) intact.  The draining itself is
+    tested in tests/test_vendor_http.py."""
     fake = FakeGemini(api_key=KEY)
     fake.tls = self_signed(tmp_path, "127.0.0.1")
     photo = make_jpeg(1600, 1200)

@@ -8,6 +8,7 @@ import ssl
 from functools import partial
 from pathlib import Path
 
+import httpcore
 import httpx
 import pytest
 import trio
@@ -21,6 +22,7 @@ from photochangerd.providers.vendor_http import (
     send,
     sleep_if_time,
 )
+from photochangerd.providers.vendor_network import DrainingStream, VendorNetwork
 from shared.slot_settings import SlotSettingsError, validate_slot
 from tests.support.nginx import self_signed
 
@@ -146,6 +148,76 @@ async def test_a_tls_answer_is_read_many_records_at_a_time(tmp_path: Path) -> No
                 assert max(len(chunk) for chunk in chunks) > 16384  # more than one record
                 assert response.extensions["network_stream"].get_extra_info("ssl_object")
         nursery.cancel_scope.cancel()
+
+
+class _TLSObject:
+    def __init__(self, records: list[bytes], end: ssl.SSLError) -> None:
+        self.records, self.end = records, end
+
+    def read(self, size: int) -> bytes:
+        if not self.records:
+            raise self.end
+        return self.records.pop(0)
+
+
+class _Connection(httpcore.AsyncNetworkStream):
+    def __init__(self, tls: _TLSObject) -> None:
+        self.tls, self.reads = tls, 0
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        self.reads += 1
+        return b"first;"
+
+    def get_extra_info(self, info: str) -> object:
+        return self.tls if info == "ssl_object" else None
+
+
+async def test_draining_stops_where_no_whole_record_is_left() -> None:
+    inner = _Connection(_TLSObject([b"second;", b"third;"], ssl.SSLWantReadError()))
+    stream = DrainingStream(inner)
+    assert await stream.read(65536) == b"first;second;third;"
+    assert await stream.read(65536) == b"first;"  # trio's read again: it waits for more
+    assert inner.reads == 2
+
+
+async def test_a_damaged_record_met_while_draining_fails_the_next_read() -> None:
+    """Left to trio, OpenSSL would report an EOF after a fatal error, and httpcore's
+    https_compatible stream would make that a clean end: an answer that ends with its
+    connection would pass truncated.  What came before is kept; the next read fails."""
+    inner = _Connection(_TLSObject([b"second;"], ssl.SSLError("bad record mac")))
+    stream = DrainingStream(inner)
+    assert await stream.read(65536) == b"first;second;"
+    with pytest.raises(httpcore.ReadError, match="bad record mac"):
+        await stream.read(65536)
+    assert inner.reads == 1
+
+
+async def test_proxies_from_the_environment_still_apply(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """httpx drops the environment's proxies when it is handed a transport: the vendor
+    clients keep httpx's own transports (and mounts) and only change their pools' network."""
+    seen: list[bytes] = []
+
+    async def proxy(stream: trio.SocketStream) -> None:
+        seen.append(await stream.receive_some(65536))
+        await stream.send_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+        await stream.receive_some(1)
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(partial(trio.serve_tcp, proxy, 0, host="127.0.0.1"))
+        port = listeners[0].socket.getsockname()[1]
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{port}")
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        async with make_client() as client:
+            pools = [getattr(t, "_pool", None) for t in client._mounts.values()]
+            assert any(isinstance(p, httpcore.AsyncHTTPProxy) for p in pools)
+            assert all(isinstance(p._network_backend, VendorNetwork) for p in pools if p)
+            answer = await client.get("http://vendor.invalid/answer")
+        nursery.cancel_scope.cancel()
+    assert answer.status_code == 200 and answer.content == b"ok"
+    assert seen[0].startswith(b"GET http://vendor.invalid/answer HTTP/1.1")
 
 
 async def test_retry_sleeps_only_when_they_fit_the_deadline() -> None:

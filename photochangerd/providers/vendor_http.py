@@ -176,30 +176,34 @@ def make_client(
 ) -> httpx.AsyncClient:
     """A shared client: pooled keep-alive connections, inner network guards as timeouts.
 
-    ``tls``: the context that verifies the vendor (default: the system's CA bundle)."""
+    ``tls``: the context that verifies the vendor (default: the system's CA bundle).  Proxies
+    from the environment (``HTTPS_PROXY``, ``ALL_PROXY``, ``NO_PROXY``) apply as in any httpx
+    client; every connection pool, direct or through a proxy, runs on :class:`VendorNetwork`.
+    """
     httpcore.AsyncHTTP11Connection.READ_NUM_BYTES = VENDOR_READ_BYTES
-    return httpx.AsyncClient(
-        transport=_transport(tls or _tls()),
+    client = httpx.AsyncClient(
+        verify=tls or _tls(),
         timeout=httpx.Timeout(connect=connect_timeout, read=read_timeout, write=60.0, pool=None),
+        limits=VENDOR_LIMITS,
         follow_redirects=False,
         headers={"User-Agent": "photochangerd"},
     )
+    for transport in (client._transport, *client._mounts.values()):
+        _use_vendor_network(transport)
+    return client
 
 
-def _transport(tls: ssl.SSLContext) -> httpx.AsyncHTTPTransport:
-    """httpx's own transport over httpcore's pool, whose network is :class:`VendorNetwork`
-    (TLS reads that take every record already received: vendor_network.py).  httpx has no
-    parameter for the pool's network backend, so its pool is replaced by the same pool with
-    ours; tests/test_dependencies.py fails when httpx changes that shape."""
-    transport = httpx.AsyncHTTPTransport(verify=tls, limits=VENDOR_LIMITS)
-    transport._pool = httpcore.AsyncConnectionPool(
-        ssl_context=tls,
-        max_connections=VENDOR_LIMITS.max_connections,
-        max_keepalive_connections=VENDOR_LIMITS.max_keepalive_connections,
-        keepalive_expiry=VENDOR_LIMITS.keepalive_expiry,
-        network_backend=VendorNetwork(),
-    )
-    return transport
+def _use_vendor_network(transport: object) -> None:
+    """Put an httpx transport's httpcore pool (direct, or a proxy's) on :class:`VendorNetwork`
+    (TLS reads that take every record already received: vendor_network.py).
+
+    httpx has no parameter for its pool's network backend, and the pool only uses it when it
+    opens a connection, so it is set on the fresh pool here; tests/test_dependencies.py fails
+    when httpx or httpcore change that shape.
+    """
+    pool = getattr(transport, "_pool", None)
+    if isinstance(pool, httpcore.AsyncConnectionPool):  # proxies' pools are subclasses
+        pool._network_backend = VendorNetwork()
 
 
 async def send(client: httpx.AsyncClient, request: httpx.Request, max_bytes: int) -> VendorResponse:

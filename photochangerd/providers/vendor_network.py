@@ -14,13 +14,16 @@ object's buffer with ``SSLObject.read`` until the read size is reached or a whol
 longer there (``SSLWantReadError``): what trio's next ``receive_some`` would have returned, one
 trip instead of several.  The TLS object comes from httpcore's public
 ``get_extra_info("ssl_object")``; it is the same object trio reads from, used while no other
-read runs on the connection (HTTP/1.1: one request at a time).  Anything else a read raises
-(the peer's ``close_notify``, a damaged record) ends the draining; trio's next read meets the
-same condition and reports it as it always does.  Bytes TLS wants to send meanwhile (a key
-update's answer) stay in its outgoing buffer until trio's next operation sends them.
+read runs on the connection (HTTP/1.1: one request at a time).  The peer's ``close_notify``
+ends the draining, and trio's next read reports the end as it always does.  A damaged record or
+a fatal alert ends it too, and the *next* read raises ``httpcore.ReadError``: left to trio,
+OpenSSL would then report an EOF, which httpcore's ``https_compatible`` stream turns into a
+clean end, and an answer that ends with its connection would pass truncated.  Bytes TLS wants
+to send meanwhile (a key update's answer) stay in its outgoing buffer until trio's next
+operation sends them.
 
-Wired in by :func:`photochangerd.providers.vendor_http.make_client`.  Test:
-``tests/test_vendor_http.py::test_a_tls_answer_is_read_many_records_at_a_time``.
+Wired in by :func:`photochangerd.providers.vendor_http.make_client`, on every pool of the client
+(direct, and through proxies from the environment).  Tests: ``tests/test_vendor_http.py``.
 """
 
 # The methods keep httpcore's interface, timeout parameters included.
@@ -42,20 +45,29 @@ class DrainingStream(httpcore.AsyncNetworkStream):
 
     def __init__(self, inner: httpcore.AsyncNetworkStream) -> None:
         self._inner = inner
+        self._broken: ssl.SSLError | None = None  # met while draining: the next read raises it
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        if self._broken is not None:
+            raise httpcore.ReadError(f"TLS: {self._broken}") from self._broken
         data = await self._inner.read(max_bytes, timeout)
         tls = self._inner.get_extra_info("ssl_object")
-        if not data or not isinstance(tls, ssl.SSLObject):
+        if not data or tls is None:  # plain TCP
             return data
         parts = [data]
         size = len(data)
         while size < max_bytes:
             try:
                 more = tls.read(max_bytes - size)
-            except ssl.SSLError:  # no whole record left, or something trio's next read reports
+            except ssl.SSLWantReadError:  # no whole record left: trio's next read waits for it
                 break
-            if not more:
+            except ssl.SSLError as exc:
+                # A damaged record or a fatal alert.  Not left to trio's next read: OpenSSL
+                # then says "EOF", which httpcore's https_compatible stream turns into a clean
+                # end of the answer.  What came before it is returned; the next read fails.
+                self._broken = exc
+                break
+            if not more:  # the peer's close_notify: trio's next read says so too
                 break
             parts.append(more)
             size += len(more)
