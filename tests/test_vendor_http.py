@@ -7,6 +7,7 @@ import os
 import ssl
 from functools import partial
 from pathlib import Path
+from typing import cast
 
 import httpcore
 import httpx
@@ -22,7 +23,7 @@ from photochangerd.providers.vendor_http import (
     send,
     sleep_if_time,
 )
-from photochangerd.providers.vendor_network import DrainingStream, VendorNetwork
+from photochangerd.providers.vendor_network import TLS_WRITE_BYTES, DrainingStream, VendorNetwork
 from shared.slot_settings import SlotSettingsError, validate_slot
 from tests.support.nginx import self_signed
 
@@ -170,6 +171,25 @@ class _Connection(httpcore.AsyncNetworkStream):
 
     def get_extra_info(self, info: str) -> object:
         return self.tls if info == "ssl_object" else None
+
+
+class _Writes(_Connection):
+    def __init__(self, tls: _TLSObject | None) -> None:
+        super().__init__(cast(_TLSObject, tls))
+        self.written: list[int] = []
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self.written.append(len(buffer))
+
+
+@pytest.mark.parametrize("tls", [True, False])
+async def test_big_writes_go_into_a_tls_connection_in_pieces(tls: bool) -> None:
+    """OpenSSL keeps a connection's outgoing buffer at the largest write sealed into it: a
+    1 MiB piece of the photo per open vendor connection was ~50 MiB at the peak."""
+    inner = _Writes(_TLSObject([], ssl.SSLWantReadError()) if tls else None)
+    await DrainingStream(inner).write(b"x" * (TLS_WRITE_BYTES * 4 + 5))
+    pieces = [TLS_WRITE_BYTES] * 4 + [5]
+    assert inner.written == (pieces if tls else [sum(pieces)])
 
 
 async def test_draining_stops_where_no_whole_record_is_left() -> None:

@@ -96,7 +96,12 @@ def test_openai_decodes_the_image_and_rejects_invalid_base64() -> None:
 async def test_json_with_images_streams_exactly_what_json_would_say(size: int) -> None:
     import pybase64
 
-    from photochangerd.providers.vendor_http import JsonWithImages
+    from photochangerd.providers.vendor_http import (
+        BASE64_CHUNK,
+        TLS_BASE64_CHUNK,
+        JsonWithImages,
+        base64_piece,
+    )
 
     photo, template = os.urandom(size), os.urandom(7)
     body = JsonWithImages()
@@ -110,3 +115,9 @@ async def test_json_with_images_streams_exactly_what_json_would_say(size: int) -
     assert pybase64.b64decode(parts[0]["data"], validate=True) == photo
     assert parts[1]["text"] == prompt and pybase64.b64decode(parts[2]["data"]) == template
     assert b"".join([chunk async for chunk in body.chunks()]) == sent  # a retry sends it again
+    # Over TLS in smaller pieces (vendor_http.TLS_BASE64_CHUNK): the same bytes.
+    pieces = [chunk async for chunk in body.chunks(base64_piece("https://vendor.example"))]
+    assert b"".join(pieces) == sent
+    # three pieces of JSON text around the two images, the photo's base64 in pieces, the template's
+    assert len(pieces) == 3 + -(-size // TLS_BASE64_CHUNK) + 1
+    assert base64_piece("http://gpu-box.lan:7860") == BASE64_CHUNK

@@ -35,6 +35,7 @@ from photochangerd.providers.vendor_http import (
     JsonWithImages,
     VendorResponse,
     VendorUnreachable,
+    base64_piece,
     decode_base64,
     parse_duration,
     send,
@@ -119,7 +120,7 @@ class GeminiProvider(CloudProvider):
 
         async def attempt(number: int) -> ProviderResult | Retry:
             request = self._client.build_request(
-                "POST", url, content=body.chunks(), headers=headers
+                "POST", url, content=body.chunks(base64_piece(url)), headers=headers
             )
             try:
                 response = await send(self._client, request, self._max_response_bytes)

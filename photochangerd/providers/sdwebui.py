@@ -57,6 +57,7 @@ from photochangerd.providers.vendor_http import (
     JsonWithImages,
     VendorResponse,
     VendorUnreachable,
+    base64_piece,
     decode_base64,
     remaining,
     send,
@@ -150,7 +151,7 @@ class SdWebUIProvider(CloudProvider):
             answered = False
             try:
                 request = self._client.build_request(
-                    "POST", url, content=body.chunks(), headers=sent_headers
+                    "POST", url, content=body.chunks(base64_piece(url)), headers=sent_headers
                 )
                 try:
                     response = await send(self._client, request, self._max_response_bytes)

@@ -92,12 +92,19 @@ def decode_base64(text: Any) -> bytes:
     return pybase64.b64decode(text, validate=True)
 
 
-# Raw bytes per base64 piece sent (a multiple of 3): 256 KiB of text.  Over TLS a piece is
-# sealed whole into the connection's outgoing buffer, which keeps that size for the life of the
-# connection: with 1 MiB pieces thirty open vendor connections held ~50 MiB more at the peak
-# (bench_path --tls, two interleaved pairs: 199.8-222.9 -> 146.3-170.6 MiB, throughput and CPU
-# per upload the same or better).
-BASE64_CHUNK = 3 * 64 * 1024
+# Raw bytes of the photo per base64 piece sent (a multiple of 3).  Plain HTTP: 1 MiB of text,
+# the fewest steps of the event loop (256 KiB pieces took /healthz p95 under 30 booths with
+# 1.5 MB results from 26-35 to 46-53 ms).  TLS: 256 KiB of text.  Sends over TLS are slower,
+# so more of them are in flight at once, each piece held twice (its text and h11's copy): with
+# 1 MiB pieces thirty booths peaked at 199.8-222.9 MiB, with 256 KiB at 146.3-170.6 MiB
+# (bench_path --tls, two interleaved pairs, CPU per upload and throughput the same or better).
+BASE64_CHUNK = 3 * 256 * 1024
+TLS_BASE64_CHUNK = 3 * 64 * 1024
+
+
+def base64_piece(url: str) -> int:
+    """The base64 piece size for a request to ``url`` (see :data:`BASE64_CHUNK`)."""
+    return TLS_BASE64_CHUNK if url.startswith("https:") else BASE64_CHUNK
 
 
 class JsonWithImages:
@@ -139,13 +146,14 @@ class JsonWithImages:
         encoded = sum(4 * -(-len(image) // 3) for image in self._images)
         return sum(len(segment) for segment in self._segments) + encoded
 
-    async def chunks(self) -> AsyncIterator[bytes]:
+    async def chunks(self, piece: int = BASE64_CHUNK) -> AsyncIterator[bytes]:
+        """The body, the images' base64 in pieces of ``piece`` raw bytes (a multiple of 3)."""
         for index, segment in enumerate(self._segments):
             yield segment
             if index < len(self._images):
                 view = memoryview(self._images[index])
-                for start in range(0, len(view), BASE64_CHUNK):
-                    yield pybase64.b64encode(view[start : start + BASE64_CHUNK])
+                for start in range(0, len(view), piece):
+                    yield pybase64.b64encode(view[start : start + piece])
 
 
 def truncate(text: str, limit: int = ERROR_TEXT_LIMIT) -> str:

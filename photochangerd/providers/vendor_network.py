@@ -20,7 +20,8 @@ a fatal alert ends it too, and the *next* read raises ``httpcore.ReadError``: le
 OpenSSL would then report an EOF, which httpcore's ``https_compatible`` stream turns into a
 clean end, and an answer that ends with its connection would pass truncated.  Bytes TLS wants
 to send meanwhile (a key update's answer) stay in its outgoing buffer until trio's next
-operation sends them.
+operation sends them.  Writes into a TLS connection go in pieces of at most
+:data:`TLS_WRITE_BYTES` (the connection's outgoing buffer keeps the size of the largest).
 
 Wired in by :func:`photochangerd.providers.vendor_http.make_client`, on every pool of the client
 (direct, and through proxies from the environment).  Tests: ``tests/test_vendor_http.py``.
@@ -38,6 +39,13 @@ from typing import Any
 import httpcore
 
 SocketOption = Any  # httpcore's SOCKET_OPTION: a tuple for socket.setsockopt
+
+# The most written into a TLS connection at once.  trio seals a write whole into the
+# connection's outgoing buffer, and OpenSSL keeps that buffer's size for the life of the
+# connection; thirty open vendor connections each holding a 1 MiB buffer are ~30 MiB.  The
+# photo's pieces over TLS are 256 KiB already (vendor_http.TLS_BASE64_CHUNK): this bounds
+# whatever else a driver sends.
+TLS_WRITE_BYTES = 256 * 1024
 
 
 class DrainingStream(httpcore.AsyncNetworkStream):
@@ -74,7 +82,12 @@ class DrainingStream(httpcore.AsyncNetworkStream):
         return data if len(parts) == 1 else b"".join(parts)
 
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        await self._inner.write(buffer, timeout)
+        if len(buffer) <= TLS_WRITE_BYTES or self._inner.get_extra_info("ssl_object") is None:
+            await self._inner.write(buffer, timeout)
+            return
+        view = memoryview(buffer)
+        for start in range(0, len(view), TLS_WRITE_BYTES):
+            await self._inner.write(bytes(view[start : start + TLS_WRITE_BYTES]), timeout)
 
     async def aclose(self) -> None:
         await self._inner.aclose()
