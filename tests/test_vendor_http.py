@@ -185,7 +185,7 @@ class _Writes(_Connection):
 @pytest.mark.parametrize("tls", [True, False])
 async def test_big_writes_go_into_a_tls_connection_in_pieces(tls: bool) -> None:
     """OpenSSL keeps a connection's outgoing buffer at the largest write sealed into it: a
-    1 MiB piece of the photo per open vendor connection was ~50 MiB at the peak."""
+    1 MiB buffer per open vendor connection is ~30 MiB for thirty of them."""
     inner = _Writes(_TLSObject([], ssl.SSLWantReadError()) if tls else None)
     await DrainingStream(inner).write(b"x" * (TLS_WRITE_BYTES * 4 + 5))
     pieces = [TLS_WRITE_BYTES] * 4 + [5]
@@ -263,9 +263,11 @@ async def test_thirty_calls_at_once_keep_their_connections_for_the_next_thirty()
         async with make_client() as client:
             for _ in range(2):
                 everyone = trio.Event()
-                async with trio.open_nursery() as calls:
-                    for _ in range(30):
-                        calls.start_soon(client.get, url)
+                # Fewer than 30 connections would wait forever: fail instead.
+                with trio.fail_after(10):
+                    async with trio.open_nursery() as calls:
+                        for _ in range(30):
+                            calls.start_soon(client.get, url)
         nursery.cancel_scope.cancel()
     assert arrived == 60 and accepted == 30
 

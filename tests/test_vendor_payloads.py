@@ -121,3 +121,5 @@ async def test_json_with_images_streams_exactly_what_json_would_say(size: int) -
     # three pieces of JSON text around the two images, the photo's base64 in pieces, the template's
     assert len(pieces) == 3 + -(-size // TLS_BASE64_CHUNK) + 1
     assert base64_piece("http://gpu-box.lan:7860") == BASE64_CHUNK
+    with pytest.raises(ValueError, match="multiple of 3"):  # a padded middle piece: bad base64
+        [chunk async for chunk in body.chunks(4)]

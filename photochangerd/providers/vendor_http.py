@@ -95,7 +95,8 @@ def decode_base64(text: Any) -> bytes:
 # Raw bytes of the photo per base64 piece sent (a multiple of 3).  Plain HTTP: 1 MiB of text,
 # the fewest steps of the event loop (256 KiB pieces took /healthz p95 under 30 booths with
 # 1.5 MB results from 26-35 to 46-53 ms).  TLS: 256 KiB of text.  Sends over TLS are slower,
-# so more of them are in flight at once, each piece held twice (its text and h11's copy): with
+# so more of them are in flight at once, each piece held twice (its text and OpenSSL's sealed
+# copy): with
 # 1 MiB pieces thirty booths peaked at 199.8-222.9 MiB, with 256 KiB at 146.3-170.6 MiB
 # (bench_path --tls, two interleaved pairs, CPU per upload and throughput the same or better).
 BASE64_CHUNK = 3 * 256 * 1024
@@ -147,7 +148,10 @@ class JsonWithImages:
         return sum(len(segment) for segment in self._segments) + encoded
 
     async def chunks(self, piece: int = BASE64_CHUNK) -> AsyncIterator[bytes]:
-        """The body, the images' base64 in pieces of ``piece`` raw bytes (a multiple of 3)."""
+        """The body, the images' base64 in pieces of ``piece`` raw bytes (a multiple of 3:
+        only the last piece of an image is padded, so :attr:`length` stays exact)."""
+        if piece <= 0 or piece % 3:
+            raise ValueError(f"a base64 piece is a positive multiple of 3 bytes, not {piece}")
         for index, segment in enumerate(self._segments):
             yield segment
             if index < len(self._images):
@@ -185,8 +189,9 @@ VENDOR_READ_BYTES = 256 * 1024
 # one, instead of closing it and opening another for the next job.  With 16, thirty booths
 # turned connections over all the time; over TLS each new one is a handshake, and the closed
 # ones' TLS buffers were not given back in time: peak RSS 425-593 MiB with 30 booths
-# (bench_path --tls), 203-211 MiB with 64, and throughput up.  An idle connection still closes
-# after httpx's 5 s keep-alive expiry.
+# (bench_path --tls), 203-224 MiB with 64, and throughput up.  httpcore closes a connection idle
+# past its 5 s expiry only when the client next starts or ends a request: after a busy spell
+# the connections stay open (with their TLS buffers) until the next photo.
 VENDOR_LIMITS = httpx.Limits(max_connections=64, max_keepalive_connections=64)
 
 

@@ -87,7 +87,7 @@ class DrainingStream(httpcore.AsyncNetworkStream):
             return
         view = memoryview(buffer)
         for start in range(0, len(view), TLS_WRITE_BYTES):
-            await self._inner.write(bytes(view[start : start + TLS_WRITE_BYTES]), timeout)
+            await self._inner.write(view[start : start + TLS_WRITE_BYTES], timeout)  # type: ignore[arg-type]
 
     async def aclose(self) -> None:
         await self._inner.aclose()
