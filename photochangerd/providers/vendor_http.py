@@ -96,9 +96,9 @@ def decode_base64(text: Any) -> bytes:
 # the fewest steps of the event loop (256 KiB pieces took /healthz p95 under 30 booths with
 # 1.5 MB results from 26-35 to 46-53 ms).  TLS: 256 KiB of text.  Sends over TLS are slower,
 # so more of them are in flight at once, each piece held twice (its text and OpenSSL's sealed
-# copy): with
-# 1 MiB pieces thirty booths peaked at 199.8-222.9 MiB, with 256 KiB at 146.3-170.6 MiB
-# (bench_path --tls, two interleaved pairs, CPU per upload and throughput the same or better).
+# copy): with 1 MiB pieces thirty booths peaked at 199.8-222.9 MiB, with 256 KiB at
+# 146.3-170.6 MiB (bench_path --tls, two interleaved pairs, CPU per upload and throughput the
+# same or better).  vendor_network.TLS_WRITE_BYTES bounds what other drivers write over TLS.
 BASE64_CHUNK = 3 * 256 * 1024
 TLS_BASE64_CHUNK = 3 * 64 * 1024
 

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 import httpcore
 
@@ -85,9 +85,12 @@ class DrainingStream(httpcore.AsyncNetworkStream):
         if len(buffer) <= TLS_WRITE_BYTES or self._inner.get_extra_info("ssl_object") is None:
             await self._inner.write(buffer, timeout)
             return
+        # Slices of a memoryview, not copies: httpcore annotates ``bytes``, but its Trio stream
+        # hands the buffer to trio's send_all, which takes any bytes-like object.
         view = memoryview(buffer)
         for start in range(0, len(view), TLS_WRITE_BYTES):
-            await self._inner.write(view[start : start + TLS_WRITE_BYTES], timeout)  # type: ignore[arg-type]
+            piece = cast(bytes, view[start : start + TLS_WRITE_BYTES])
+            await self._inner.write(piece, timeout)
 
     async def aclose(self) -> None:
         await self._inner.aclose()
