@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
@@ -28,7 +29,7 @@ from photochangerd.media.s3 import (
     StoreHealth,
     normalize_prefix,
 )
-from photochangerd.media.store import PROBE_DOWN_SECONDS, PROBE_UP_SECONDS, MediaStore
+from photochangerd.media.store import PROBE_DOWN_SECONDS, PROBE_UP_SECONDS, MediaStore, Spool
 from tests.support.daemon_process import REPO
 from tests.support.s3 import REGION, SeaweedS3
 
@@ -188,6 +189,34 @@ async def test_an_unreachable_store_fails_fast_and_reports_why(
     await store.remove("results/job_1.png")
     with pytest.raises(ObjectStoreUnavailable):
         await store.delete("results/job_1.png")
+
+
+async def test_a_queued_photo_the_bucket_never_answers_gives_up_at_the_deadline(
+    s3_env: SeaweedS3, tmp_path: Path
+) -> None:
+    """A bucket that accepts the connection and never answers: the photo of a job waiting for
+    a worker is given up at the job's deadline (the booth gets 503), not after boto3's read
+    timeout and retry (20 s and more)."""
+    requests: list[bytes] = []
+
+    async def black_hole(stream: trio.SocketStream) -> None:
+        requests.append(await stream.receive_some())
+        await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(partial(trio.serve_tcp, black_hole, 0, host="127.0.0.1"))
+        port = listeners[0].socket.getsockname()[1]
+        objects = S3Objects(f"http://127.0.0.1:{port}", "bucket", REGION, "")
+        store = MediaStore(tmp_path, objects)
+        started = trio.current_time()
+        with pytest.raises(ObjectStoreUnavailable, match="deadline"):
+            await store.keep_input(
+                "job_1", "jpg", Spool(tmp_path / "spool"), b"photo", until=started + 0.5
+            )
+        waited = trio.current_time() - started
+        assert 0.5 <= waited < 2, waited
+        assert requests and requests[0].startswith(b"PUT /bucket/inputs/job_1.jpg ")
+        nursery.cancel_scope.cancel()  # closes the connection: the abandoned PUT fails and ends
 
 
 async def test_health_recovers_when_the_probe_answers(

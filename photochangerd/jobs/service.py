@@ -123,7 +123,9 @@ class JobService:
         hand_over = self.queue.reserve()  # released by _hand_over
         input_path: str | None = None
         if self.policy.inputs_on_disk and not hand_over:
-            input_path = await self.store.keep_input(job_id, image.extension, spool, data)
+            input_path = await self.store.keep_input(
+                job_id, image.extension, spool, data, until=deadline.trio
+            )
         values = repositories.pending_job_row(
             job_id, slot, source, created_at, deadline.wall, metadata, input_path, image.mime_type
         )

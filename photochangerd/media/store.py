@@ -162,16 +162,30 @@ class MediaStore:
         reference, checksum = await trio.to_thread.run_sync(work)
         return StoredResult(reference, mime_type, len(data), checksum)
 
-    async def keep_input(self, job_id: str, extension: str, spool: Spool, data: bytes) -> str:
+    async def keep_input(
+        self, job_id: str, extension: str, spool: Spool, data: bytes, until: float
+    ) -> str:
         """A queued job's photo, where every instance can read it; returns its reference.
 
         Another instance may claim the job (shared PostgreSQL): with ``media_backend = "s3"``
         the photo goes to the bucket (``inputs/<job>``; each host's scratch is its own), else
         to the media directory the instances share.  Not fsynced on disk: a crash ends its job
         anyway.  Removed with the job's end (``remove``), like any reference.
+
+        The bucket gets until ``until`` (trio time: the job's deadline) to store it; then
+        :class:`ObjectStoreUnavailable`, and the ``PUT`` still in flight is left to finish in
+        its thread (an object it leaves behind is collected by the bucket's lifecycle rule for
+        ``inputs/``: README, "PostgreSQL and scaling out").  Without this bound a bucket
+        that accepts and never answers kept the booth for boto3's own timeouts and retries,
+        past its deadline.
         """
         if self.remote:
-            return await self.put(f"inputs/{job_id}.{extension}", data)
+            key = f"inputs/{job_id}.{extension}"
+            with trio.move_on_at(until):
+                return await trio.to_thread.run_sync(
+                    self.objects.put, key, data, abandon_on_cancel=True
+                )
+            raise ObjectStoreUnavailable("object store: no answer before the job's deadline")
         target = self.input_path(job_id, extension)
         await spool.commit(target, data)
         return str(target)
