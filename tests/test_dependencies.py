@@ -274,6 +274,29 @@ def test_httpx_and_httpcore_still_have_the_pools_we_put_on_our_network() -> None
         and issubclass(httpcore.AsyncHTTPProxy, httpcore.AsyncConnectionPool)
     ), (
         f"{versions}: the client's transports, their _pool or its _network_backend changed "
-        "shape; find how to give the pools a network backend and change _use_vendor_network "
+        "shape; find how to give the pools a network backend and change _pools "
         "in photochangerd/providers/vendor_http.py"
+    )
+
+
+def test_httpcore_still_tidies_its_pool_in_the_step_our_sweep_runs() -> None:
+    """providers/vendor_http.py's close_expired_connections runs the pool's own housekeeping
+    step on a timer (httpcore runs it only when a request starts or ends): the lock it takes,
+    the step that drops expired connections and returns them, and the one that closes them."""
+    import httpcore
+
+    version = importlib.metadata.version("httpcore")
+    pool = httpcore.AsyncConnectionPool()
+    step = _source(httpcore.AsyncConnectionPool._assign_requests_to_connections)
+    release = _source(httpcore.AsyncConnectionPool.handle_async_request)
+    assert (
+        hasattr(pool, "_optional_thread_lock")
+        and "connection.has_expired()" in step
+        and "closing_connections.append(connection)" in step
+        and "return closing_connections" in step
+        and "await self._close_connections(closing)" in release
+    ), (
+        f"httpcore {version}: the pool's housekeeping step changed shape; find how to close "
+        "idle expired connections and change close_expired_connections in "
+        "photochangerd/providers/vendor_http.py"
     )

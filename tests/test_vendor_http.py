@@ -18,6 +18,8 @@ from photochangerd.providers.vendor_http import (
     VENDOR_READ_BYTES,
     ResponseTooLarge,
     VendorUnreachable,
+    _pools,
+    close_expired_connections,
     make_client,
     parse_duration,
     send,
@@ -270,6 +272,43 @@ async def test_thirty_calls_at_once_keep_their_connections_for_the_next_thirty()
                             calls.start_soon(client.get, url)
         nursery.cancel_scope.cancel()
     assert arrived == 60 and accepted == 30
+
+
+async def test_idle_connections_are_let_go_of_without_waiting_for_the_next_request() -> None:
+    """httpcore tidies its pool only when a request starts or ends: a connection the vendor
+    hung up on stayed open, with its buffers, until the next photo.  The sweep lets go of it
+    and keeps the ones still good for the next call."""
+    hang_up, hung_up = trio.Event(), trio.Event()
+
+    async def vendor(stream: trio.SocketStream) -> None:
+        request = await stream.receive_some(65536)
+        await stream.send_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+        if request.startswith(b"GET /bye "):
+            await hang_up.wait()  # once the client has put the connection back in its pool
+            await stream.aclose()
+            hung_up.set()
+            return
+        await stream.receive_some(1)  # keeps the connection until the client closes it
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(partial(trio.serve_tcp, vendor, 0, host="127.0.0.1"))
+        url = f"http://127.0.0.1:{listeners[0].socket.getsockname()[1]}"
+        async with make_client() as staying, make_client() as leaving:
+            assert (await staying.get(f"{url}/stay")).text == "ok"
+            assert (await leaving.get(f"{url}/bye")).text == "ok"
+            [kept], [gone] = (_pools(staying)[0].connections, _pools(leaving)[0].connections)
+            hang_up.set()
+            await hung_up.wait()
+            async with trio.open_nursery() as sweeping:
+                sweeping.start_soon(close_expired_connections, [staying, leaving], 0.02)
+                with trio.fail_after(2):
+                    while _pools(leaving)[0].connections:
+                        await trio.sleep(0.02)
+                await trio.sleep(0.1)  # a few more sweeps
+                sweeping.cancel_scope.cancel()
+            assert gone.is_closed()
+            assert _pools(staying)[0].connections == [kept] and kept.is_idle()
+        nursery.cancel_scope.cancel()
 
 
 async def test_retry_sleeps_only_when_they_fit_the_deadline() -> None:

@@ -19,7 +19,7 @@ from photochangerd.providers.openai_images import OpenAIImagesProvider
 from photochangerd.providers.sdwebui import SdWebUIProvider
 from photochangerd.providers.sdwebui_interrupt import Interrupter
 from photochangerd.providers.turbotext import TurbotextProvider
-from photochangerd.providers.vendor_http import make_client
+from photochangerd.providers.vendor_http import close_expired_connections, make_client
 
 
 class ProviderRegistry:
@@ -43,7 +43,8 @@ async def open_providers(
     keys: ProviderKeys,
     extra: Mapping[str, Provider] | None = None,
 ) -> AsyncIterator[ProviderRegistry]:
-    """All providers, each cloud one with its own pooled HTTP client (closed on exit).
+    """All providers, each cloud one with its own pooled HTTP client (closed on exit; the
+    connections a busy spell left idle are closed on a timer, ``close_expired_connections``).
 
     The providers' background nursery runs work that outlives a job and must not delay its
     answer: stopping a self-hosted backend's work on a photo whose job ended (sdwebui's
@@ -59,6 +60,10 @@ async def open_providers(
         openai_http = await stack.enter_async_context(make_client())
         sdwebui_http = await stack.enter_async_context(make_client())
         comfyui_http = await stack.enter_async_context(make_client())
+        clients = [gemini_http, turbotext_http, openai_http, sdwebui_http, comfyui_http]
+        sweeper = await stack.enter_async_context(trio.open_nursery())
+        stack.callback(sweeper.cancel_scope.cancel)  # stops before the clients close
+        sweeper.start_soon(close_expired_connections, clients)
         background = await stack.enter_async_context(trio.open_nursery())
         stack.callback(_cancel_after_grace, background)
         providers: dict[str, Provider] = {
