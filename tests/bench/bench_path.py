@@ -15,7 +15,9 @@ it as it is (the path the issue measures).  The upload is the ~1 MB 2000x1333 JP
 ``bench_ingest``.
 
 Order: per run and dialect, the floor first (``floor_app.py`` ``POST /small`` on CPU 0: each
-run's ×floor figures are against its own floor, measured just before it), then a fresh
+run's ×floor figures are against its own floor, measured just before it), the path floor
+(``floor_app.py`` ``POST /gemini``: the work the Gemini path cannot avoid, and nothing else, per
+result size; the overheads are also given against it), then a fresh
 daemon (and a fresh PostgreSQL database): idle RSS and start-up peak 2 s after ready, idle CPU,
 sequential overhead (tiny, then 1.5 MB result), throughput at concurrency 30 over 15 slots
 (tiny, then 1.5 MB), the load peak.  Full runs do two interleaved runs (sqlite, postgresql,
@@ -92,6 +94,7 @@ SETTLE = 2.0  # after ready: the start-up is over, the daemon idles
 PROFILE_COUNT = 100
 TIMEOUT = 60.0
 PROMPT = "turn it into a watercolour"
+GEMINI_MODEL = "gemini-2.5-flash-image"  # the slots' default model
 DIALECTS = ("sqlite", "postgresql")
 BACKENDS = ("local", "s3")
 BAR_S3_OVER_LOCAL_MS = 10.0  # overhead p50 with the media in a bucket, over local disk
@@ -153,6 +156,8 @@ class Bench:
     backends: tuple[str, ...] = ("local",)
     tls: tuple[Path, Path] | None = None  # the fake's certificate and key: it serves HTTPS
     floor_p50: float = math.nan  # seconds: the floor measured last (each run measures its own)
+    # seconds, per result size: the path floor measured last (floor_app.py POST /gemini)
+    path_floor_p50: dict[str, float] = field(default_factory=dict)
     floors: list[float] = field(default_factory=list)  # every floor p50 measured, seconds
     foreign: dict[str, float] = field(default_factory=dict)  # phase -> worst foreign % of a core
     # summary rows: (dialect, run) -> {figure: value}
@@ -390,6 +395,41 @@ async def phase_floor(bench: Bench, name: str = "floor_small_1mb") -> float:
         return bench.floor_p50
 
 
+async def phase_path_floor(bench: Bench, figures: Figures, fake: PathGemini) -> None:
+    """The path floor: ``floor_app.py``'s ``POST /gemini`` on the daemon's core, against the
+    same fake — the work the Gemini path cannot avoid, with nothing else (``PathFloor``).  Per
+    result size: its p50 with the vendor's own work taken out, as in the overhead (what the
+    daemon's overhead is then compared with: ``overhead_<size>_x_path_floor``), and its CPU."""
+    env = {
+        "PHOTOCHANGER_FLOOR_GEMINI_URL": f"{fake.url}/v1beta/models/{GEMINI_MODEL}:generateContent",
+        "PHOTOCHANGER_FLOOR_GEMINI_KEY": fake.api_key,
+    }
+    if bench.tls is not None:
+        env["SSL_CERT_FILE"] = str(bench.tls[0])
+    with BenchDaemon(module="tests.bench.floor_app", cpus={DAEMON_CPU}, **env) as floor:
+        for label, result in (("tiny", bench.tiny), ("big", bench.big)):
+            fake.result = result
+
+            async def upload() -> Sample:
+                return await shoot(
+                    floor.host, floor.port, SEQ_SLOT, bench.upload, fake, path="/gemini"
+                )
+
+            for _ in range(WARMUP):
+                await upload()
+            meter = Meter(floor.pid)
+            samples = [await upload() for _ in range(COUNT)]
+            usage = meter.read()
+            good = [s for s in samples if s.status == 200 and s.body_size == len(result)]
+            elapsed = [s.elapsed - (s.vendor_seconds or 0.0) for s in good]
+            name = f"path_floor_{label}"
+            figures.latency(name, elapsed, points=(50, 99))
+            figures.add(f"{name}_200", len(good), f"of {len(samples)}")
+            per_upload = usage.server / len(samples) * 1000
+            figures.add(f"{name}_cpu_per_upload", per_upload, "ms", digits=2)
+            bench.path_floor_p50[label] = percentile(elapsed, 50)
+
+
 @contextlib.contextmanager
 def profiling(pid: int, out: Path) -> Iterator[subprocess.Popen[bytes] | None]:
     """``py-spy record`` on ``pid`` (non-blocking sampling, collapsed stacks) while inside."""
@@ -490,6 +530,8 @@ def report_overhead(
         figures.add(f"{name}_wrong_body", wrong, "requests (not the fake's PNG as it is)")
     p50 = percentile(elapsed, 50)
     figures.add(f"{name}_x_floor", p50 / bench.floor_p50, "x floor p50", digits=2)
+    path_floor = bench.path_floor_p50.get(label, math.nan)
+    figures.add(f"{name}_x_path_floor", p50 / path_floor, "x path floor p50", digits=2)
     figures.add(f"{name}_p99_over_p50", percentile(elapsed, 99) / p50, "x", digits=2)
     figures.latency(
         f"{name}_server_timing_daemon", ms_as_seconds([s.daemon_ms for s in good]), points=(50,)
@@ -662,6 +704,7 @@ async def run_dialect(
     # of 2.4-4.7 ms in one hour), and a ratio to a floor taken earlier measures the drift.
     floor = await phase_floor(bench, f"{prefix}_floor_small_1mb")
     figures.add("floor_p50", floor * 1000, "ms (this run's own floor)", digits=2)
+    await phase_path_floor(bench, figures, fake)
     env = {
         "PHOTOCHANGER_GEMINI_BASE_URL": fake.url,
         "GEMINI_API_KEY": fake.api_key,
@@ -795,6 +838,12 @@ def bars() -> list[Bar]:
         Bar("overhead 1.5MB p99 / p50", "overhead_big_p99_over_p50", BAR_P99_OVER_P50, "x"),
         Bar("overhead tiny p50", "overhead_tiny_p50", None, "ms"),
         Bar("overhead 1.5MB p50", "overhead_big_p50", None, "ms"),
+        Bar("path floor tiny p50", "path_floor_tiny_p50", None, "ms"),
+        Bar("path floor 1.5MB p50", "path_floor_big_p50", None, "ms"),
+        Bar("overhead tiny / path floor", "overhead_tiny_x_path_floor", None, "x"),
+        Bar("overhead 1.5MB / path floor", "overhead_big_x_path_floor", None, "x"),
+        Bar("path floor CPU per upload, tiny", "path_floor_tiny_cpu_per_upload", None, "ms"),
+        Bar("path floor CPU per upload, 1.5MB", "path_floor_big_cpu_per_upload", None, "ms"),
         Bar("CPU per upload, tiny", "cpu_per_upload_tiny", None, "ms"),
         Bar("CPU per upload, 1.5MB", "cpu_per_upload_big", None, "ms"),
         Bar(
