@@ -7,6 +7,7 @@ import io
 import random
 import struct
 import time
+import warnings
 import zlib
 
 import pytest
@@ -345,3 +346,21 @@ def test_final_image_still_converts_by_decoding() -> None:
         _final_image(png_bomb(), "jpeg", False)
     with pytest.raises(UnsupportedImage, match="not a JPEG, PNG or WebP"):
         _final_image(b"hello", "jpeg", False)
+
+
+@pytest.mark.parametrize("size", [(1500, 1000), (2500, 1000)])  # Pillow's warning, then error
+def test_a_photo_over_the_pixel_cap_is_too_large_not_broken(
+    size: tuple[int, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pillow's own bomb check (our cap: configure_pillow) reads the header first: a 56 MP
+    camera photo was answered "image does not decode (DecompressionBombWarning)"."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_000_000)
+    data = make_jpeg(*size)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with pytest.raises(UnsupportedImage) as refused:
+            inspect_image(data, 1_000_000)
+    pixels = size[0] * size[1]
+    assert str(refused.value) == (
+        f"image too large: {pixels} pixels (limit 1000000, the max_image_pixels setting)"
+    )

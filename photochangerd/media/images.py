@@ -18,6 +18,7 @@ image :class:`trio.CapacityLimiter` (see :mod:`photochangerd.media.imaging`).
 from __future__ import annotations
 
 import io
+import re
 import struct
 import warnings
 from dataclasses import dataclass
@@ -113,6 +114,21 @@ def inspect_image(data: bytes, max_pixels: int, *, decode_pixels: bool = True) -
                 image.load()
     except UnsupportedImage:
         raise
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+        # Pillow's own cap is ours (configure_pillow) and it checks the header's size first:
+        # a 56 MP camera photo is too large, not broken.
+        raise UnsupportedImage(_too_large(str(exc), max_pixels)) from None
     except DECODE_ERRORS as exc:
         raise UnsupportedImage(f"image does not decode ({type(exc).__name__})") from None
     return ImageInfo(fmt, width, height)
+
+
+_BOMB_PIXELS = re.compile(r"\((\d+) pixels\)")
+
+
+def _too_large(pillow_message: str, max_pixels: int) -> str:
+    """The operator's message for an image over the pixel cap, from Pillow's bomb message
+    ("Image size (56000000 pixels) exceeds limit of ...")."""
+    found = _BOMB_PIXELS.search(pillow_message)
+    size = f"{found.group(1)} pixels" if found else "over the limit"
+    return f"image too large: {size} (limit {max_pixels}, the max_image_pixels setting)"
