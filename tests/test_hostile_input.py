@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 from pathlib import Path
 
 import pytest
 import trio
 
 from photochangerd.db.engine import SQLITE_THREADS
+from photochangerd.http import bodies
 from tests.conftest import INGEST_PASSWORD, RunningDaemon
 from tests.support.dslr import DSLR_BOUNDARY, build_dslr_body, dslr_upload
 from tests.support.images import make_jpeg
@@ -140,3 +142,74 @@ async def test_no_descriptor_task_or_file_leak_under_load(daemon: RunningDaemon)
     assert len(list(store.results.iterdir())) == 120
     assert daemon.context.jobs.runs == {}
     assert daemon.context.admission.in_flight == 0
+
+
+async def _answer_to(daemon: RunningDaemon, head: bytes, body: bytes) -> tuple[bytes, bool]:
+    """Send ``head`` and ``body``, then nothing more; the answer as received until the daemon
+    closes the connection, and whether it did."""
+    stream = await trio.open_tcp_stream("127.0.0.1", daemon.port)
+    async with stream:
+        await stream.send_all(head + body)
+        received = b""
+        with trio.move_on_after(10):
+            while chunk := await stream.receive_some(65536):
+                received += chunk
+            return received, True
+        return received, False
+
+
+async def test_a_login_body_over_the_small_cap_is_413_without_waiting_for_the_rest(
+    daemon: RunningDaemon,
+) -> None:
+    """quart-trio buffers a body as it comes, whatever the route: 20 MB sent to the login and
+    left unfinished stayed in memory with its connection, for good (http/bodies.py)."""
+    piece = b"x" * (128 * 1024)
+    head = (
+        b"POST /api/login HTTP/1.1\r\nHost: booth\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n"
+    )
+    answer, closed = await _answer_to(daemon, head, b"%x\r\n%s\r\n" % (len(piece), piece))
+    assert answer.startswith(b"HTTP/1.1 413 "), answer[:200]
+    assert b'"failure_reason":"payload_too_large"' in answer.replace(b" ", b"")
+    assert closed
+
+
+async def test_a_login_body_that_stops_coming_is_408(
+    daemon: RunningDaemon, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bodies, "SMALL_BODY_SECONDS", 0.5)
+    head = (
+        b"POST /api/login HTTP/1.1\r\nHost: booth\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 100\r\n\r\n"
+    )
+    started = trio.current_time()
+    answer, closed = await _answer_to(daemon, head, b'{"username": "se')
+    assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
+    assert b'"failure_reason":"invalid_request"' in answer.replace(b" ", b"")
+    assert closed and trio.current_time() - started < 5
+
+
+def test_every_route_that_takes_a_body_is_bounded_on_purpose() -> None:
+    """The upload routes keep the large cap (they stream through their own reader); every other
+    route that takes a body gets 64 KiB and 10 s (http/bodies.py).  A new route must be placed."""
+    from photochangerd.http.app import create_quart_app
+
+    streamed = {
+        "/ingest/<path:slot_id>",
+        "/api/ingest/<path:slot_id>",
+        "/api/slots/<slot_id>/test-run",
+        "/admin/slots/<slot_id>/test-run",
+        "/admin/slots/<slot_id>/templates",
+        "/api/template-media",
+        "/api/template-media/register",
+        "/api/media/register",
+    }
+    taking_a_body = {
+        rule.rule
+        for rule in create_quart_app(None).url_map.iter_rules()
+        if rule.methods and rule.methods & {"POST", "PUT", "PATCH"}
+    }
+    assert streamed <= taking_a_body
+    for rule in sorted(taking_a_body):
+        path = re.sub(r"<[^>]+>", "slot-001", rule)
+        assert (bodies.STREAMED_BODY.fullmatch(path) is not None) == (rule in streamed), rule

@@ -14,6 +14,7 @@ from photochangerd import __version__
 from photochangerd.config import Config
 from photochangerd.http import admin, docs, health, ingest, public
 from photochangerd.http.asgi import ShieldedSend
+from photochangerd.http.bodies import BoundedRequest
 from photochangerd.http.booth import BoothRouter
 from photochangerd.http.context import EXTENSION_KEY, AppContext, Handles
 from photochangerd.http.errors import (
@@ -56,11 +57,13 @@ def create_quart_app(context: AppContext | None) -> QuartTrio:
 
 def _quart_app(handles: Handles | None, config: Config) -> QuartTrio:
     app = QuartTrio("photochangerd", static_folder=None)  # no static files: no /static route
+    app.request_class = BoundedRequest  # small bodies everywhere but the upload routes
     app.extensions[EXTENSION_KEY] = handles
     max_upload_bytes = config.max_upload_bytes
-    # Our handlers enforce their own limits and deadlines (docs/stack-traps.md, "Chunked uploads
-    # past the size limit" and "Quart's BODY_TIMEOUT and RESPONSE_TIMEOUT"); Quart's
-    # MAX_CONTENT_LENGTH stays as a backstop bounding the unread buffer of any request.
+    # The upload routes enforce their own limits and deadlines (docs/stack-traps.md, "Chunked
+    # uploads past the size limit" and "Quart's BODY_TIMEOUT and RESPONSE_TIMEOUT"); Quart's
+    # MAX_CONTENT_LENGTH stays as a backstop bounding their unread buffer.  Every other route
+    # gets a small cap and a read deadline of its own (http/bodies.py).
     app.config.update(
         MAX_CONTENT_LENGTH=max_upload_bytes + 1024 * 1024,
         BODY_TIMEOUT=None,
