@@ -69,8 +69,8 @@ class Config:
     bind: tuple[str, ...] = _setting(("127.0.0.1:8080",), "host:port to listen on (a list is ok).")
     trusted_proxies: tuple[str, ...] = _setting(
         (),
-        "Reverse proxies (addresses or CIDRs) whose Forwarded / X-Forwarded-For / "
-        "X-Forwarded-Proto headers are believed. Empty: none (the TCP peer is the client).",
+        "Reverse proxies (addresses or CIDRs) whose X-Forwarded-For / X-Forwarded-Proto "
+        "headers are believed. Empty: none (the TCP peer is the client).",
     )
     public_base_url: str = _setting(
         "",

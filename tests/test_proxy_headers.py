@@ -1,4 +1,4 @@
-"""trusted_proxies: client and scheme from Forwarded / X-Forwarded-*, only from trusted peers."""
+"""trusted_proxies: client and scheme from X-Forwarded-*, only from trusted peers."""
 
 from __future__ import annotations
 
@@ -43,15 +43,16 @@ def _xff(value: str, proto: str | None = None) -> list[tuple[bytes, bytes]]:
         ("127.0.0.1", _xff("[2001:db8::1]:4711"), ("2001:db8::1", None)),
         # only http/https are schemes
         ("127.0.0.1", _xff("203.0.113.5", "gopher"), ("203.0.113.5", None)),
-        # RFC 7239 Forwarded wins over X-Forwarded-*
+        # RFC 7239 Forwarded is never read: nginx and Caddy pass the client's own through
         (
             "127.0.0.1",
             [
-                (b"forwarded", b'for="[2001:db8::7]:80";proto=https, for=10.1.1.1'),
-                (b"x-forwarded-for", b"6.6.6.6"),
+                (b"forwarded", b'for="[2001:db8::7]:80";proto=https'),
+                (b"x-forwarded-for", b"203.0.113.5"),
             ],
-            ("2001:db8::7", "https"),
+            ("203.0.113.5", None),
         ),
+        ("127.0.0.1", [(b"forwarded", b"for=198.51.100.1")], ("127.0.0.1", None)),
         ("fd00::1", _xff("198.51.100.4", "http"), ("198.51.100.4", "http")),
         ("127.0.0.1", [], ("127.0.0.1", None)),
     ],

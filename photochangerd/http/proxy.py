@@ -3,9 +3,15 @@
 Behind nginx or Caddy every connection comes from the proxy, so the login throttle, the
 ingest-password pacing, logs and stats would see one address, and the console could not tell
 that the browser used https (``Secure`` cookies).  The proxy says who the client was in
-``Forwarded`` (RFC 7239) or ``X-Forwarded-For`` / ``X-Forwarded-Proto``; anyone can send those
-headers, so they count only when the TCP peer is in ``trusted_proxies`` (addresses or CIDRs,
-empty by default: nothing is believed).
+``X-Forwarded-For`` / ``X-Forwarded-Proto``; anyone can send those headers, so they count only
+when the TCP peer is in ``trusted_proxies`` (addresses or CIDRs, empty by default: nothing is
+believed).
+
+RFC 7239's ``Forwarded`` is never read.  nginx and Caddy (the shipped examples) set the
+``X-Forwarded-*`` headers and pass a client's ``Forwarded`` through untouched: believing it
+from a trusted proxy believed what the client wrote, and a client sending a new
+``for=`` with each guess escaped the per-address login lock and the ingest-password pacing
+(a review, 2026-12-02).
 
 The client is the right-most address in the chain that is not itself a trusted proxy (each
 proxy appends the address it saw; what the client wrote itself is further left and never read
@@ -15,12 +21,10 @@ past an untrusted hop).  The scheme is the one the nearest trusted proxy reports
 from __future__ import annotations
 
 import ipaddress
-import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-_FORWARDED_PAIR = re.compile(r'(?i)\b(for|proto)=("[^"]*"|[^;,\s]*)')
 
 
 def parse_networks(values: Iterable[str]) -> tuple[Network, ...]:
@@ -51,18 +55,7 @@ def _header(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> list[str]:
 
 
 def forwarded_chain(headers: Sequence[tuple[bytes, bytes]]) -> tuple[list[str], list[str]]:
-    """(for-addresses, protos) left to right, from ``Forwarded`` else ``X-Forwarded-*``."""
-    forwarded = _header(headers, b"forwarded")
-    if forwarded:
-        hops: list[str] = []
-        protos: list[str] = []
-        for element in ",".join(forwarded).split(","):
-            pairs = {k.lower(): v.strip('"') for k, v in _FORWARDED_PAIR.findall(element)}
-            if "for" in pairs:
-                hops.append(pairs["for"])
-            if "proto" in pairs:
-                protos.append(pairs["proto"])
-        return hops, protos
+    """(for-addresses, protos) left to right, from ``X-Forwarded-For`` / ``-Proto``."""
     hops = [part for value in _header(headers, b"x-forwarded-for") for part in value.split(",")]
     protos = [p for value in _header(headers, b"x-forwarded-proto") for p in value.split(",")]
     return [h.strip() for h in hops if h.strip()], [p.strip() for p in protos if p.strip()]
