@@ -93,13 +93,13 @@ async def test_brute_force_is_throttled(client: httpx.AsyncClient) -> None:
     assert 800 < int(locked.headers["retry-after"]) <= 901
 
 
-def _valid_claims(now: int) -> dict[str, Any]:
+def _valid_claims(now: float) -> dict[str, Any]:
     """Every claim a token needs, right: each tampered case changes one of them."""
     return {
         "sub": "serg",
         "scope": "admin",
         "iat": now,
-        "exp": now + 600,
+        "exp": int(now) + 600,
         "iss": "photochangerd",
         "aud": "photochanger-admin",
         "jti": "forged-token-id",
@@ -669,7 +669,7 @@ async def test_a_forged_token_with_every_claim_is_accepted(
     daemon: RunningDaemon, client: httpx.AsyncClient
 ) -> None:
     """The control for the cases above: they fail for their own reason, not a missing claim."""
-    token = _forge(_valid_claims(int(time.time())), _jwt_key(daemon))
+    token = _forge(_valid_claims(round(time.time(), 3)), _jwt_key(daemon))
     response = await client.get("/api/slots", headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 200
 
@@ -685,3 +685,35 @@ async def test_logout_signs_the_token_out(client: httpx.AsyncClient) -> None:
     still = await client.get("/api/slots", headers={"Authorization": f"Bearer {other}"})
     assert still.status_code == 200  # only that token
     assert (await client.post("/api/logout")).status_code == 401  # needs a token
+
+
+async def test_a_new_password_ends_earlier_tokens_and_console_sessions(
+    daemon: RunningDaemon, client: httpx.AsyncClient
+) -> None:
+    """``photochangerd set-admin-password``: a leaked token or an open console must not
+    outlive the password it was opened with (up to 12 h, the token's life)."""
+    from photochangerd.auth.passwords import hash_password
+    from photochangerd.db import repositories
+
+    token = await _token(client)
+    other_user = await _token(client, "igor")
+    sessions = daemon.context.sessions
+    console = await sessions.open("serg")
+    new_password = "a-new-password-for-serg"
+    digest = hash_password(new_password)
+    await daemon.context.db.write(repositories.set_admin_password, "serg", digest, time.time())
+
+    refused = await client.get("/api/slots", headers={"Authorization": f"Bearer {token}"})
+    assert refused.status_code == 401
+    assert refused.json()["details"] == (
+        "the password changed after the token was issued: sign in again"
+    )
+    assert await sessions.lookup(console.session_id) is None
+    old = await client.post("/api/login", json={"username": "serg", "password": ADMIN_PASSWORD})
+    assert old.status_code == 401
+    # At once with the new one (the same second as the change), and only serg's were ended.
+    fresh = await client.post("/api/login", json={"username": "serg", "password": new_password})
+    assert fresh.status_code == 200
+    for bearer in (fresh.json()["access_token"], other_user):
+        allowed = await client.get("/api/slots", headers={"Authorization": f"Bearer {bearer}"})
+        assert allowed.status_code == 200

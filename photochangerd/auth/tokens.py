@@ -1,5 +1,6 @@
 """Admin access tokens: HS256 JWTs with ``sub``, ``scope``, ``iat``, ``exp``, ``iss``, ``aud``
-and ``jti`` (the id ``POST /api/logout`` revokes on every instance: ``revoked_token``).
+and ``jti`` (the id ``POST /api/logout`` revokes on every instance: ``revoked_token``).  A token
+issued before its user's password last changed is refused (``admin_user.updated_at``).
 
 PyJWT accepts a token without ``exp`` unless told otherwise and only warns on short keys
 (docs/stack-traps.md, "PyJWT: exp is not required by default"): decoding pins the algorithm,
@@ -37,6 +38,7 @@ class Principal:
     username: str
     expires_at: int
     token_id: str
+    issued_at: float  # refused once the user's password changed after it
 
 
 class TokenService:
@@ -47,12 +49,15 @@ class TokenService:
         self.ttl_seconds = ttl_seconds
 
     def issue(self, username: str, now: float | None = None) -> str:
-        issued = int(now if now is not None else time.time())
+        # ``iat`` to the millisecond (RFC 7519 allows a fraction): compared with the moment the
+        # user's password last changed, a whole second would refuse a sign-in made just after
+        # the change, or accept one made just before it.
+        issued = round(now if now is not None else time.time(), 3)
         claims = {
             "sub": username,
             "scope": SCOPE,
             "iat": issued,
-            "exp": issued + self.ttl_seconds,
+            "exp": int(issued) + self.ttl_seconds,
             "iss": ISSUER,
             "aud": AUDIENCE,
             "jti": secrets.token_urlsafe(16),
@@ -81,4 +86,4 @@ class TokenService:
             raise InvalidToken("wrong scope")
         if not isinstance(claims.get("jti"), str):
             raise InvalidToken("no token id")
-        return Principal(claims["sub"], int(claims["exp"]), claims["jti"])
+        return Principal(claims["sub"], int(claims["exp"]), claims["jti"], float(claims["iat"]))

@@ -135,6 +135,8 @@ def admin_password_hash(conn: Connection, username: str) -> str | None:
 
 
 def set_admin_password(conn: Connection, username: str, password_hash: str, now: float) -> None:
+    """A new password: the user's console sessions end, and tokens issued before ``now``
+    (``updated_at``) are refused (:func:`token_refusal`)."""
     updated = conn.execute(
         sa.update(admin_user)
         .where(admin_user.c.username == username)
@@ -146,6 +148,17 @@ def set_admin_password(conn: Connection, username: str, password_hash: str, now:
                 username=username, password_hash=password_hash, updated_at=now
             )
         )
+    conn.execute(sa.delete(admin_session).where(admin_session.c.username == username))
+
+
+@single_statement
+def renew_admin_password_hash(conn: Connection, username: str, password_hash: str) -> None:
+    """The same password hashed with current parameters: sessions and tokens stay valid."""
+    conn.execute(
+        sa.update(admin_user)
+        .where(admin_user.c.username == username)
+        .values(password_hash=password_hash)
+    )
 
 
 # -- jobs -------------------------------------------------------------------------------------
@@ -752,9 +765,19 @@ def revoke_token(conn: Connection, jti: str, expires_at: float) -> None:
     conn.execute(_insert_ignore(conn, revoked_token).values(jti=jti, expires_at=expires_at))
 
 
-def token_revoked(conn: Connection, jti: str) -> bool:
-    found = conn.scalar(sa.select(revoked_token.c.jti).where(revoked_token.c.jti == jti))
-    return found is not None
+def token_refusal(conn: Connection, jti: str, username: str, issued_at: float) -> str | None:
+    """Why a well-signed token is refused anyway, or None: signed out, or issued before its
+    user's password last changed (or for a user who is gone)."""
+    if conn.scalar(sa.select(revoked_token.c.jti).where(revoked_token.c.jti == jti)) is not None:
+        return "the token was signed out"
+    changed = conn.scalar(
+        sa.select(admin_user.c.updated_at).where(admin_user.c.username == username)
+    )
+    if changed is None:
+        return "the token's user does not exist"
+    if issued_at < float(changed):
+        return "the password changed after the token was issued: sign in again"
+    return None
 
 
 @single_statement

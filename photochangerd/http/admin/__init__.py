@@ -47,12 +47,17 @@ async def require_admin() -> None:
         principal = app.tokens.verify(token.strip())
     except InvalidToken:
         raise Unauthorized("the token is invalid or expired") from None
-    try:  # signed out (on any instance: the table is shared)
-        revoked = await app.db.read(repositories.token_revoked, principal.token_id)
+    try:  # signed out, or its password changed (on any instance: the tables are shared)
+        refusal = await app.db.read(
+            repositories.token_refusal,
+            principal.token_id,
+            principal.username,
+            principal.issued_at,
+        )
     except DatabaseUnavailable:
         raise ServiceUnavailable("database unavailable") from None
-    if revoked:
-        raise Unauthorized("the token was signed out")
+    if refusal is not None:
+        raise Unauthorized(refusal)
     g.admin = principal.username
     g.principal = principal
 

@@ -62,7 +62,7 @@ async def authenticate(app: AdminHandles, username: str, password: str, address:
     if needs_rehash(stored):  # made with older parameters: renewed while we know the password
         renewed = await trio.to_thread.run_sync(hash_password, password, limiter=_KDF)
         with contextlib.suppress(DatabaseUnavailable):
-            await app.db.write(repositories.set_admin_password, username, renewed, app.clock.now())
+            await app.db.write(repositories.renew_admin_password_hash, username, renewed)
 
 
 @bp.post("/login")
