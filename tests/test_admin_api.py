@@ -93,6 +93,24 @@ async def test_brute_force_is_throttled(client: httpx.AsyncClient) -> None:
     assert 800 < int(locked.headers["retry-after"]) <= 901
 
 
+async def test_a_burst_of_parallel_guesses_is_throttled_too(client: httpx.AsyncClient) -> None:
+    """Forty wrong passwords sent at once: the guesses queued for the two KDF slots all passed
+    the lock check on arrival and were all tried (40 x 401, a 300-burst tried 101)."""
+    statuses: list[int] = []
+
+    async def guess(password: str) -> None:
+        response = await client.post("/api/login", json={"username": "serg", "password": password})
+        statuses.append(response.status_code)
+
+    async with trio.open_nursery() as nursery:
+        for number in range(40):
+            nursery.start_soon(guess, f"wrong-{number}")
+    assert 10 <= statuses.count(401) <= 12, statuses  # the limit, + at most one per KDF slot
+    assert statuses.count(429) == 40 - statuses.count(401)
+    locked = await client.post("/api/login", json={"username": "serg", "password": ADMIN_PASSWORD})
+    assert locked.status_code == 429
+
+
 def _valid_claims(now: float) -> dict[str, Any]:
     """Every claim a token needs, right: each tampered case changes one of them."""
     return {

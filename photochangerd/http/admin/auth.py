@@ -40,25 +40,25 @@ async def authenticate(app: AdminHandles, username: str, password: str, address:
     :class:`ServiceUnavailable` (database down).
     """
     keys = [f"user:{username.lower()[:100]}", f"addr:{address}"]
-    try:
-        wait = await app.throttle.retry_after(keys)
-        if wait is not None:
-            raise RateLimited(
-                "too many failed logins; try again later", headers={"Retry-After": str(wait)}
-            )
-        stored = await app.db.read(repositories.admin_password_hash, username)
-    except DatabaseUnavailable:
-        raise ServiceUnavailable("database unavailable") from None
-    ok = await trio.to_thread.run_sync(
-        verify_password, stored or DUMMY_HASH, password, limiter=_KDF
-    )
-    try:
-        if not ok or stored is None:
-            await app.throttle.failed(keys)
-            raise Unauthorized("wrong username or password")
-        await app.throttle.succeeded(keys)
-    except DatabaseUnavailable:
-        raise ServiceUnavailable("database unavailable") from None
+    # The lock is read, the guess checked and its failure written while holding one of the KDF
+    # slots: a burst of parallel guesses queued behind the slots used to pass the lock check
+    # on arrival, all of them, and 40 wrong passwords sent at once were all tried (review,
+    # 2026-12-02).  Now at most one guess per slot goes past the limit.
+    async with _KDF:
+        try:
+            wait = await app.throttle.retry_after(keys)
+            if wait is not None:
+                raise RateLimited(
+                    "too many failed logins; try again later", headers={"Retry-After": str(wait)}
+                )
+            stored = await app.db.read(repositories.admin_password_hash, username)
+            ok = await trio.to_thread.run_sync(verify_password, stored or DUMMY_HASH, password)
+            if not ok or stored is None:
+                await app.throttle.failed(keys)
+                raise Unauthorized("wrong username or password")
+            await app.throttle.succeeded(keys)
+        except DatabaseUnavailable:
+            raise ServiceUnavailable("database unavailable") from None
     if needs_rehash(stored):  # made with older parameters: renewed while we know the password
         renewed = await trio.to_thread.run_sync(hash_password, password, limiter=_KDF)
         with contextlib.suppress(DatabaseUnavailable):
