@@ -83,3 +83,31 @@ async def test_a_cancelled_check_does_not_strand_the_others(kdf_runs: list[str])
         leaving.cancel()  # the first booth goes away before the run ends
     assert verdicts == [True] * 3
     assert kdf_runs == ["booth-secret"]  # the run itself is not abandoned half-way
+
+
+async def test_a_burst_of_different_guesses_is_paced_past_the_free_ones(
+    kdf_runs: list[str],
+) -> None:
+    """Forty different wrong passwords from one address at once: the pacing counted only
+    settled failures, so every one of them passed that count on arrival and was checked at
+    full speed.  Now the free ones run, the rest one per second, and past the queue's limit
+    they are refused (429 at ingest)."""
+    checker = IngestPasswordChecker()
+    refused = 0
+
+    async def guess(number: int) -> None:
+        nonlocal refused
+        try:
+            assert await checker.check(STORED, f"guess-{number}", "10.0.0.9") is False
+        except passwords.PacedOut:
+            refused += 1
+
+    started = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        for number in range(40):
+            nursery.start_soon(guess, number)
+    free = passwords.FREE_FAILURES
+    paced = len(kdf_runs) - free
+    assert 1 <= paced <= passwords.MAX_PACED_WAIT / passwords.PACED_INTERVAL + 1, kdf_runs
+    assert refused == 40 - len(kdf_runs)
+    assert trio.current_time() - started >= (paced - 1) * passwords.PACED_INTERVAL

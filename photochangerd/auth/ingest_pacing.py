@@ -30,10 +30,10 @@ class DatabasePaceLedger:
         self._db = db
         self._clock = clock
 
-    async def paced(self, address: str) -> bool:
+    async def paced(self, address: str, pending: int = 0) -> bool:
         since = self._clock.now() - FAILURE_WINDOW
         count = await self._db.read(repositories.ingest_failures_since, address, since)
-        return count >= FREE_FAILURES
+        return count + pending >= FREE_FAILURES
 
     async def wait_turn(self, address: str) -> None:
         start = await self._db.write(
