@@ -69,3 +69,23 @@ def test_session_cookie_flags_and_csrf(web_daemon: Any) -> None:
         anonymous = httpx.get(_url(web_daemon, "/admin/?slot=slot-003"))
         assert anonymous.status_code == 302
         assert anonymous.headers["location"] == "/admin/login?next=/admin/%3Fslot%3Dslot-003"
+
+
+def test_the_api_documentation_renders_under_the_content_security_policy(
+    browser: Any, web_daemon: Any
+) -> None:
+    """Swagger UI was started by an inline script that the daemon's CSP (script-src 'self')
+    blocks: the page stayed blank."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    blocked: list[str] = []
+    page.on(
+        "console", lambda message: blocked.append(message.text) if message.type == "error" else None
+    )
+    response = page.goto(_url(web_daemon, "/api/docs"))
+    assert (
+        response is not None and "script-src 'self'" in response.headers["content-security-policy"]
+    )
+    page.get_by_text("/api/slots", exact=True).first.wait_for(timeout=15_000)
+    assert page.locator(".opblock").count() > 10  # the operations, rendered from the document
+    assert not [text for text in blocked if "Content Security Policy" in text], blocked
+    page.screenshot(path=screenshot_path("api-docs"), full_page=False)

@@ -1,7 +1,9 @@
 """``GET /api/docs``: Swagger UI for ``/api/openapi.json``, served entirely by the daemon.
 
 Booths run at events without internet access, so the page loads no CDN: its script and style
-come from the ``swagger-ui-bundle-v2`` package and are served under ``/api/docs/``."""
+come from the ``swagger-ui-bundle-v2`` package and are served under ``/api/docs/``.  The page
+starts Swagger UI from a script file of ours (``init.js``), not an inline one: the daemon's
+Content-Security-Policy (``script-src 'self'``) blocks inline scripts, and the page was blank."""
 
 from __future__ import annotations
 
@@ -34,20 +36,21 @@ _PAGE = """<!DOCTYPE html>
   <link rel="stylesheet" href="{{ assets['swagger-ui.css'] }}">
 </head>
 <body>
-  <div id="swagger-ui"></div>
+  <div id="swagger-ui" data-openapi-url="{{ openapi_url }}"></div>
   <script src="{{ assets['swagger-ui-bundle.js'] }}"></script>
-  <script>
-    window.ui = SwaggerUIBundle({
-      url: {{ openapi_url | tojson }},
-      dom_id: "#swagger-ui",
-      deepLinking: true,
-      persistAuthorization: true,
-      presets: [SwaggerUIBundle.presets.apis],
-      layout: "BaseLayout"
-    });
-  </script>
+  <script src="{{ init_url }}"></script>
 </body>
 </html>
+"""
+
+_INIT = b"""window.ui = SwaggerUIBundle({
+  url: document.getElementById("swagger-ui").dataset.openapiUrl,
+  dom_id: "#swagger-ui",
+  deepLinking: true,
+  persistAuthorization: true,
+  presets: [SwaggerUIBundle.presets.apis],
+  layout: "BaseLayout"
+});
 """
 
 
@@ -59,8 +62,17 @@ async def page() -> Response:
         version=__version__,
         openapi_url=url_for("openapi"),
         assets={name: url_for("docs.asset", filename=name) for name in ASSETS},
+        init_url=url_for("docs.init"),
     )
     return Response(html, mimetype="text/html")
+
+
+@bp.get("/api/docs/init.js")
+@hide
+async def init() -> Response:
+    response = Response(_INIT, mimetype="text/javascript")
+    response.cache_control.max_age = 3600
+    return response
 
 
 @bp.get("/api/docs/<filename>")
