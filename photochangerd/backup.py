@@ -72,6 +72,7 @@ from photochangerd import __version__
 from photochangerd.config import Config
 from photochangerd.data_dir_lock import LOCK_FILE, DataDirInUse, DataDirUnusable, lock_data_dir
 from photochangerd.db.tables import job, media_object, template_media
+from photochangerd.db.urls import without_secret_query
 from photochangerd.media.store import MediaStore
 
 T = TypeVar("T")
@@ -239,8 +240,9 @@ def _migrations(conn: Connection) -> list[tuple[int, str]]:
 
 
 def libpq_url(database_url: str) -> str:
-    """The SQLAlchemy URL as ``pg_dump``/``pg_restore`` take it, without the password."""
-    url = sa.make_url(database_url)
+    """The SQLAlchemy URL as ``pg_dump``/``pg_restore`` take it, without the password (in the
+    user part or the query: give it to the tools through ``PGPASSWORD`` or ``~/.pgpass``)."""
+    url = without_secret_query(sa.make_url(database_url))
     plain = sa.URL.create(
         "postgresql",
         username=url.username,

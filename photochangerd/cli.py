@@ -211,8 +211,10 @@ def check_config(config_path: Path | None) -> None:
         else:
             if setting.name in ("jwt_secret", "secret_key") and value:
                 value = "***"
-            if setting.name == "database_url" and value and "@" in str(value):
-                value = str(value).split("://")[0] + "://***@" + str(value).split("@", 1)[1]
+            if setting.name == "database_url" and value:
+                from photochangerd.db.urls import redacted
+
+                value = redacted(str(value))
             shown = repr(value)
         click.echo(f"{setting.name} = {shown}    # {env_name(setting.name)}")
     for line in _secret_sources(os.environ, credentials):

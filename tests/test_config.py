@@ -206,3 +206,25 @@ def test_hypercorn_settings_follow_the_config() -> None:
     assert hypercorn.keep_alive_timeout == 3.0
     assert hypercorn.alpn_protocols == ["http/1.1"]
     assert hypercorn.include_server_header is False
+
+
+def test_check_config_and_the_pg_dump_line_never_show_a_database_password(
+    tmp_path: Path,
+) -> None:
+    """asyncpg and libpq take a password in the query as well as in the user part; only the
+    user part's was hidden."""
+    from photochangerd.backup import libpq_url
+    from photochangerd.db.urls import redacted
+
+    url = "postgresql://booth:in-user@db.lan:5433/photos?password=in-query&sslmode=require"
+    assert redacted(url) == (
+        "postgresql://booth:***@db.lan:5433/photos?password=***&sslmode=require"
+    )
+    assert libpq_url(url) == "postgresql://booth@db.lan:5433/photos?sslmode=require"
+    assert redacted("postgres ql://x:secret@") == "(not a database URL)"
+    env = photochangerd_env(tmp_path / "data", free_port())
+    env["PHOTOCHANGER_DATABASE_URL"] = url
+    done = run_photochangerd("check-config", env=env)
+    assert done.returncode == 0, done.stderr
+    assert "in-user" not in done.stdout and "in-query" not in done.stdout
+    assert "database_url = 'postgresql://booth:***@db.lan:5433/photos?password=***" in done.stdout

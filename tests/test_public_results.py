@@ -33,6 +33,9 @@ async def test_result_download_then_410_after_ttl(
     assert response.headers["content-type"] == "image/jpeg"
     assert response.headers["content-disposition"] == f'attachment; filename="{job_id}.jpg"'
     assert "etag" in response.headers and "last-modified" in response.headers
+    # A guest's photo: the browser may keep it, a shared cache may not (nor past its expiry).
+    assert response.headers["cache-control"] == "private, max-age=3600"  # the cap
+    assert response.headers["x-robots-tag"] == "noindex, nofollow"
 
     head = await client.head(f"/public/results/{job_id}")
     assert head.status_code == 200 and head.headers["content-length"] == str(len(PHOTO))
@@ -44,8 +47,10 @@ async def test_result_download_then_410_after_ttl(
     assert cached.status_code == 304
 
     # 71 h later: still there.  73 h later: 410, even before the cleaner has run.
-    daemon.clock.offset = 71 * 3600
-    assert (await client.get(f"/public/results/{job_id}")).status_code == 200
+    daemon.clock.offset = 71 * 3600 + 1800
+    late = await client.get(f"/public/results/{job_id}")
+    assert late.status_code == 200
+    assert late.headers["cache-control"] in ("private, max-age=1800", "private, max-age=1799")
     daemon.clock.offset = 73 * 3600
     expired = await client.get(f"/public/results/{job_id}")
     assert expired.status_code == 410

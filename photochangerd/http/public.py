@@ -5,6 +5,7 @@ Every file is served by the daemon itself, from the media dir or streamed from t
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import UTC, datetime
 from pathlib import Path
@@ -57,6 +58,22 @@ async def _live_result(job_id: str) -> tuple[Job, str]:
     return job, reference
 
 
+CACHE_CAP_SECONDS = 3600  # a new look of a page, or a new public_base_url, shows within an hour
+NOINDEX = {"X-Robots-Tag": "noindex, nofollow"}  # guests' photos are nobody's search results
+
+
+def cache_privately(response: Response, job: Job) -> Response:
+    """A guest's photo (and its pages) may be kept by the guest's browser, never by a shared
+    cache, and not past the result's expiry (nor past :data:`CACHE_CAP_SECONDS`)."""
+    assert job.result_expires_at is not None
+    remaining = math.floor(job.result_expires_at - public().clock.now())
+    max_age = max(0, min(remaining, CACHE_CAP_SECONDS))
+    response.headers["Cache-Control"] = f"private, max-age={max_age}"
+    response.headers.pop("Expires", None)
+    response.headers.update(NOINDEX)
+    return response
+
+
 @bp.route("/public/results/<job_id>", methods=["GET", "HEAD"])
 async def result(job_id: str) -> Response:
     job, reference = await _live_result(job_id)
@@ -74,7 +91,7 @@ async def result(job_id: str) -> Response:
     # Quoted, as docs/booth-contract.md shows it (the name is ours: a job id and a known
     # extension).
     response.headers["Content-Disposition"] = f'attachment; filename="{job_id}.{extension}"'
-    return response
+    return cache_privately(response, job)
 
 
 _MEDIA_ID_RE = re.compile(MEDIA_ID_PATTERN)
@@ -118,4 +135,4 @@ async def thumbnail(job_id: str) -> Response:
         response = await send_stored(app.store, thumb, "image/webp", cache_timeout=3600)
     if response is None:  # removed again at once (the cleaner): as expired
         raise ResultExpired("this result is no longer stored")
-    return response
+    return cache_privately(response, job)

@@ -9,14 +9,14 @@ answered as short HTML pages.  The page shows nothing the booth sent (no metadat
 name): only the picture, the links and the expiry time.
 
 ``/r/<id>/photo`` (the picture shown), ``/r/<id>/qr.svg`` and ``/r/<id>/qr.png`` follow the
-same rules.  Every answer is ``Cache-Control: private`` until the expiry, at most
-:data:`CACHE_CAP_SECONDS`; errors are not stored (a 404 may be a mistyped id).
+same rules.  Every answer is ``Cache-Control: private`` until the expiry, at most an hour
+(:func:`~photochangerd.http.public.cache_privately`, as the result's download); errors are not
+stored (a 404 may be a mistyped id).
 """
 
 from __future__ import annotations
 
 import io
-import math
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from photochangerd.domain.models import Job
 from photochangerd.http.context import public
 from photochangerd.http.errors import ApiError, ResultExpired, ServiceUnavailable
 from photochangerd.http.files import send_stored
-from photochangerd.http.public import _live_result
+from photochangerd.http.public import NOINDEX, _live_result, cache_privately
 from photochangerd.media.display import (
     DISPLAY_DIRECT_BYTES,
     DISPLAY_MIME,
@@ -42,8 +42,6 @@ from photochangerd.media.qr import qr_png, qr_svg
 bp = Blueprint("guest", __name__)
 
 GUEST_PATH = "/r/{job_id}"
-CACHE_CAP_SECONDS = 3600  # a new look of the page, or a new public_base_url, shows within an hour
-NOINDEX = {"X-Robots-Tag": "noindex, nofollow"}  # guests' photos are nobody's search results
 # The standalone SVG draws nothing active; a CSP keeps it so when opened on its own.
 SVG_CSP = "default-src 'none'; frame-ancestors 'none'"
 
@@ -118,12 +116,7 @@ async def _result(job_id: str) -> tuple[Job, str] | Response:
 
 
 def _cacheable(response: Response, job: Job) -> Response:
-    assert job.result_expires_at is not None
-    remaining = math.floor(job.result_expires_at - public().clock.now())
-    max_age = max(0, min(remaining, CACHE_CAP_SECONDS))
-    response.headers["Cache-Control"] = f"private, max-age={max_age}"
-    response.headers.update(NOINDEX)
-    return response
+    return cache_privately(response, job)
 
 
 @bp.route("/r/<job_id>", methods=["GET"])
