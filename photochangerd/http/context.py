@@ -42,6 +42,7 @@ from photochangerd.jobs.service import JobService
 from photochangerd.media.cleaner import Cleaner
 from photochangerd.media.imaging import ImageWorkers
 from photochangerd.media.provider_media import ProviderMedia
+from photochangerd.media.renditions import DisplayRenditions
 from photochangerd.media.store import MediaStore
 from photochangerd.metrics import Metrics
 from photochangerd.providers.keys import ProviderKeys
@@ -82,6 +83,7 @@ class PublicHandles:
     db: Database
     store: MediaStore
     images: ImageWorkers
+    renditions: DisplayRenditions  # the guest page's pictures
     clock: WallClock
     intake: Intake  # /readyz answers 503 while shutting down
     metrics: Metrics
@@ -145,6 +147,7 @@ class AppContext:
     throttle: LoginThrottle
     intake: Intake = field(default_factory=Intake)
     instance_id: str = ""
+    renditions: DisplayRenditions = field(default_factory=DisplayRenditions)
 
     def handles(self) -> Handles:
         booth = BoothHandles(
@@ -165,6 +168,7 @@ class AppContext:
             db=self.db,
             store=self.store,
             images=self.images,
+            renditions=self.renditions,
             clock=self.clock,
             intake=self.intake,
             metrics=self.metrics,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,6 @@ from photochangerd.http.public import NOINDEX, _live_result, cache_privately
 from photochangerd.media.display import (
     DISPLAY_DIRECT_BYTES,
     DISPLAY_MIME,
-    display_rendition,
     fits_display,
 )
 from photochangerd.media.images import EXT_BY_MIME
@@ -180,8 +180,11 @@ async def _photo(job: Job, reference: str) -> Response:
     if request.if_none_match.contains_weak(etag):
         response = Response(b"", status=304)
     else:
-        data = data if data is not None else await app.store.read(reference)
-        response = Response(await app.images.run(display_rendition, data), mimetype=DISPLAY_MIME)
+        del data  # read again when the rendition's turn comes (media/renditions.py)
+        picture = await app.renditions.get(
+            job.result_checksum, partial(app.store.read, reference), app.images
+        )
+        response = Response(picture, mimetype=DISPLAY_MIME)
     response.set_etag(etag)
     return _cacheable(response, job)
 
