@@ -60,7 +60,7 @@ def _load(config_path: Path | None) -> Config:
     try:
         config = load_config(_config_path(config_path))
     except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise StartupFailed(str(exc)) from None
     configure_logging(config.log_format, config.log_level)
     return config
 
@@ -167,7 +167,7 @@ def serve(config_path: Path | None) -> None:
             used, _ = with_credentials(config, os.environ)  # maybe a database-url credential
             raise StartupFailed(f"{cause} ({_where(used)})") from None
         if isinstance(cause, ConfigError):  # the secrets key, checked with the credentials
-            raise click.ClickException(str(cause)) from None
+            raise StartupFailed(str(cause)) from None
         if isinstance(cause, StartupError):  # credentials, data dir lock, listening sockets
             raise StartupFailed(str(cause)) from None
         raise
@@ -202,7 +202,7 @@ def check_config(config_path: Path | None) -> None:
     try:
         config, credentials = with_credentials(config, os.environ)
     except (CredentialError, ConfigError) as exc:
-        raise click.ClickException(str(exc)) from None
+        raise StartupFailed(str(exc)) from None
     from_credentials = {setting for setting, name in CONFIG_SETTINGS.items() if name in credentials}
     for setting in SETTINGS:
         value = getattr(config, setting.name)
@@ -277,7 +277,7 @@ def set_admin_password(username: str, password_stdin: bool, config_path: Path | 
     else:
         password = click.prompt("New password", hide_input=True, confirmation_prompt=True)
     if len(password) < 8:
-        raise click.ClickException("the password needs at least 8 characters")
+        raise StartupFailed("the password needs at least 8 characters")
     digest = hash_password(password)
 
     async def store(db: Any) -> None:

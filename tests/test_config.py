@@ -112,7 +112,7 @@ def test_config_option_reads_the_file_before_or_after_the_command(
         timeout=20,  # a serve that ignored the file would run on
     )
     assert done.returncode == 1
-    assert done.stderr.strip() == f"Error: config file {typo}: unknown settings workres"
+    assert done.stderr.strip() == f"photochangerd: config file {typo}: unknown settings workres"
     assert not (tmp_path / "data").exists()
 
 

@@ -452,5 +452,5 @@ def test_check_config_names_the_bad_credential(
     daemon.env["CREDENTIALS_DIRECTORY"] = str(directory)
     done = run_photochangerd("check-config", env=daemon.env)
     assert done.returncode == 1
-    assert done.stderr.strip() == "Error: " + message.format(dir=directory)
+    assert done.stderr.strip() == "photochangerd: " + message.format(dir=directory)
     assert done.stdout == ""
