@@ -738,3 +738,24 @@ async def test_a_new_password_ends_earlier_tokens_and_console_sessions(
     for bearer in (fresh.json()["access_token"], other_user):
         allowed = await client.get("/api/slots", headers={"Authorization": f"Bearer {bearer}"})
         assert allowed.status_code == 200
+
+
+async def test_a_body_that_is_not_json_says_so(client: httpx.AsyncClient) -> None:
+    headers = {"Authorization": f"Bearer {await _token(client)}"}
+    broken = await client.put(
+        "/api/slots/slot-009",
+        content=b'{"display_name": "Garden", "settings": {',
+        headers={**headers, "Content-Type": "application/json"},
+    )
+    assert broken.status_code == 400
+    assert broken.json()["failure_reason"] == "invalid_request"
+    assert broken.json()["details"].startswith("the body is not valid JSON: ")
+    assert "line 1 column" in broken.json()["details"]
+    form = await client.put("/api/slots/slot-009", data={"display_name": "Garden"}, headers=headers)
+    assert form.status_code == 415
+    assert form.json() == {
+        "status": "error",
+        "failure_reason": "unsupported_media_type",
+        "details": "the body must be JSON (Content-Type: application/json), "
+        "not application/x-www-form-urlencoded",
+    }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from quart import Response, jsonify
+from quart import Response, jsonify, request
 from quart_schema import QuartSchema, RequestSchemaValidationError
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
@@ -20,6 +20,7 @@ from photochangerd.http.context import EXTENSION_KEY, AppContext, Handles
 from photochangerd.http.errors import (
     ApiError,
     ServiceUnavailable,
+    UnsupportedMediaType,
     api_error_response,
     error_response,
 )
@@ -91,6 +92,11 @@ def _quart_app(handles: Handles | None, config: Config) -> QuartTrio:
 
     @app.errorhandler(RequestSchemaValidationError)
     async def on_schema_error(error: RequestSchemaValidationError) -> Response:
+        if request.mimetype and not request.is_json:  # a form, text: not a document
+            wanted = (
+                f"the body must be JSON (Content-Type: application/json), not {request.mimetype}"
+            )
+            return api_error_response(UnsupportedMediaType(wanted))
         return validation_response(ValidationFailed(errors_from_pydantic(error)))
 
     @app.errorhandler(ValidationFailed)

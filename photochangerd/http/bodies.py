@@ -21,6 +21,8 @@ from typing import Any
 
 from quart_trio.wrappers import TrioRequest
 
+from photochangerd.http.errors import InvalidRequest
+
 # tests/test_hostile_input.py lists every route that takes a body: a new one must be placed here
 # or not, on purpose.
 STREAMED_BODY = re.compile(
@@ -35,10 +37,16 @@ SMALL_BODY_SECONDS = 10
 
 
 class BoundedRequest(TrioRequest):
-    """quart-trio's request with the small body bounds on every route that does not stream."""
+    """quart-trio's request with the small body bounds on every route that does not stream,
+    and a JSON body that does not parse answered with where it breaks."""
 
     def __init__(self, method: str, scheme: str, path: str, *args: Any, **kwargs: Any) -> None:
         if STREAMED_BODY.fullmatch(path) is None:
             kwargs["max_content_length"] = SMALL_BODY_BYTES
             kwargs["body_timeout"] = SMALL_BODY_SECONDS
         super().__init__(method, scheme, path, *args, **kwargs)
+
+    def on_json_loading_failed(self, error: Exception) -> Any:
+        # Quart answers a bare "Bad Request" outside debug mode; the parser's message names the
+        # line and column, and says nothing of the body's content.
+        raise InvalidRequest(f"the body is not valid JSON: {error}")
