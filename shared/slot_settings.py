@@ -257,6 +257,9 @@ def validate_slot(
         for error in exc.errors():
             message = error["msg"].removeprefix("Value error, ")
             path = ".".join(str(part) for part in error["loc"])
+            if error["type"] == "extra_forbidden" and len(error["loc"]) == 1:
+                allowed = ", ".join(sorted(model.model_fields))
+                message = f"unknown setting for {provider}/{operation} (allowed: {allowed})"
             if not path:  # a cross-field rule: its message starts with the field it is about
                 first = message.split(" ", 1)[0].rstrip(":")
                 path = first if first in model.model_fields else ""
