@@ -81,6 +81,12 @@ class NotLoggedIn(PcctlError):
     exit_code = EXIT_AUTH
 
 
+class BadFlag(PcctlError):
+    """A flag's value pcctl cannot read (exit 2, as click's own usage errors)."""
+
+    exit_code = EXIT_USAGE
+
+
 class LocalInvalid(PcctlError):
     """Validation that pcctl did itself before asking the server."""
 

@@ -23,7 +23,7 @@ import tomli_w
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
-from pcctl.errors import LocalInvalid
+from pcctl.errors import BadFlag, LocalInvalid
 from shared.api_models import SlotDetail, SlotUpdate
 from shared.catalogue import CATALOGUE, TEMPLATE_ROLES
 from shared.fallbacks import MAX_FALLBACKS, FallbackStep, validate_fallbacks
@@ -353,15 +353,23 @@ def check_update(update: SlotUpdate, slot: SlotDetail) -> None:
 
 # -- flag edits -----------------------------------------------------------------------------
 def parse_assignment(text: str) -> tuple[str, Any]:
-    """``key=value`` with the value read as a TOML scalar (bare words are strings)."""
+    """``key=value`` with the value read as TOML (bare words are strings); raises
+    :class:`BadFlag` (exit 2) for a missing ``=`` or a value that looks like a TOML table,
+    array or quoted string and does not parse: sent as a plain string it came back from the
+    server as a puzzling type error."""
     key, sep, raw = text.partition("=")
     key = key.strip()
     if not sep or not key:
-        raise LocalInvalid({"--set": f"expected key=value, got {text!r}"})
+        raise BadFlag(f"--set: expected key=value, got {text!r}")
     raw = raw.strip()
     try:
         value = tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
+    except tomllib.TOMLDecodeError as exc:
+        if raw[:1] in ("{", "[", '"', "'"):
+            raise BadFlag(
+                f"--set {key}: not a valid TOML value ({exc})",
+                hint="TOML, not JSON: --set 'qr_stamp={enabled=true, position=\"top-left\"}'",
+            ) from None
         value = raw  # `--set prompt=make it pop` — an unquoted string
     return key, value
 

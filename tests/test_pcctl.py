@@ -609,7 +609,14 @@ def test_slot_edit_flags_are_validated_locally(pcctl: Pcctl) -> None:
     result = pcctl("slot", "edit", "slot-007", "--provider", "turbotext")
     assert result.exit_code == 1 and "image2image, mix_images, face_swap" in result.stderr
     result = pcctl("slot", "edit", "slot-007", "--set", "no-equals-sign")
-    assert result.exit_code == 1 and "expected key=value" in result.stderr
+    assert result.exit_code == 2 and "expected key=value" in result.stderr  # a usage error
+    # A table with a missing brace, or JSON: was sent as a string, and the server's answer
+    # ("Input should be a valid dictionary") never said the TOML was broken.
+    for value in ('{enabled=true, position="top-left"', '{"enabled": true}'):
+        result = pcctl("slot", "edit", "slot-007", "--set", f"qr_stamp={value}")
+        assert result.exit_code == 2, result.stderr
+        assert "--set qr_stamp: not a valid TOML value" in result.stderr
+        assert "TOML, not JSON" in result.stderr
     assert pcctl("slot", "edit", "slot-007", "--size-limit", "50").exit_code == 2
     assert pcctl.json("slot", "show", "slot-007")["version"] == version  # nothing was sent
     assert pcctl("slot", "edit", "slot-099", "--name", "x").exit_code == 4
