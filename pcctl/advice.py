@@ -2,6 +2,8 @@
 
 * a cloud provider whose API key the server reports as not configured (neither stored with
   ``pcctl settings provider-key`` nor in the daemon's environment): every photo gets a 502;
+* a self-hosted provider (sdwebui, comfyui) whose address the daemon's config does not name:
+  every photo gets a 502 as well;
 * ingest URLs on a loopback (or unspecified) address: a booth on another machine cannot reach
   them.
 
@@ -16,7 +18,7 @@ from urllib.parse import urlsplit
 
 from pcctl.client import ApiClient
 from pcctl.output import Output
-from shared.api_models import KEY_OPTIONAL, PROVIDER_NAMES
+from shared.api_models import KEY_OPTIONAL, PROVIDER_NAMES, SELF_HOSTED
 
 
 def providers_without_key(client: ApiClient, providers: Iterable[str]) -> frozenset[str]:
@@ -51,6 +53,25 @@ def warn_missing_key(
             f"fallback {step} instead",
             hint=hint,
         )
+
+
+def providers_without_backend(client: ApiClient, providers: Iterable[str]) -> frozenset[str]:
+    """The self-hosted providers among ``providers`` whose address the daemon's config does
+    not name (the server is only asked when there is one)."""
+    hosted = {p for p in providers if p in SELF_HOSTED}
+    if not hosted:
+        return frozenset()
+    backends = client.get_settings().backends
+    return frozenset(p for p in hosted if p in backends and not backends[p].configured)
+
+
+def warn_missing_backend(out: Output, provider: str, slots: Iterable[str]) -> None:
+    out.warn(
+        f"{provider} backend not configured: every photo to {', '.join(slots)} gets 502 "
+        f"until the daemon knows its address",
+        hint=f"set {provider}_base_url in the daemon's config file and restart the daemon "
+        f'(README, "AI providers")',
+    )
 
 
 def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

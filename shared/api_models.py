@@ -13,6 +13,7 @@ PROVIDER_NAMES = ("gemini", "turbotext", "openai", "sdwebui")
 # Providers that work without a key: the sdwebui key is the WebUI's optional HTTP Basic
 # "user:pass" (--api-auth).
 KEY_OPTIONAL = ("sdwebui",)
+SELF_HOSTED = ("sdwebui", "comfyui")  # run by the operator: an address in the daemon's config
 
 
 class _Model(BaseModel):
@@ -153,6 +154,13 @@ class ProviderKeyState(_Out):
     updated_at: float | None
 
 
+class BackendState(_Out):
+    configured: bool = Field(
+        description="whether the daemon's config names the backend's address "
+        "(sdwebui_base_url, comfyui_base_url): without it every photo to the slot gets 502"
+    )
+
+
 class Limits(_Out):
     max_upload_mb: int
     max_image_pixels: int
@@ -165,6 +173,9 @@ class SettingsOut(_Out):
     result_ttl_hours: float
     ingest_password: IngestPasswordState
     provider_keys: dict[str, ProviderKeyState]
+    backends: dict[str, BackendState] = Field(
+        default_factory=dict, description="self-hosted providers: sdwebui, comfyui"
+    )
     limits: Limits
 
 

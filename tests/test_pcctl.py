@@ -1002,3 +1002,25 @@ def test_colours_on_a_terminal_unless_no_color(
     assert "yes" in plain and "\x1b[32m" not in plain and "\x1b[31m" not in plain
     Output(stdout_tty=False).table(columns, [True, False])
     assert capsys.readouterr().out == "true\nfalse\n"
+
+
+def test_a_self_hosted_provider_without_its_address_is_warned_about(pcctl: Pcctl) -> None:
+    """README's sdwebui example on a daemon whose config names no backend: saved, and every
+    photo would get 502 "sdwebui backend not configured": pcctl says so, as for a missing key."""
+    result = pcctl.ok(
+        "slot", "edit", "slot-010", "--provider", "sdwebui", "--operation", "img2img",
+        "--prompt", "oil painting",
+    )  # fmt: skip
+    warning = (
+        "warning: sdwebui backend not configured: every photo to slot-010 gets 502 until the "
+        "daemon knows its address"
+    )
+    assert warning in " ".join(result.stderr.split())
+    assert "set sdwebui_base_url in the daemon's config file" in result.stderr
+    for args in (("slot", "show", "slot-010"), ("slot", "list")):
+        assert "sdwebui backend not configured" in pcctl.ok(*args).stderr, args
+    settings = pcctl.json("settings", "show")
+    assert settings["backends"] == {
+        "sdwebui": {"configured": False},
+        "comfyui": {"configured": False},
+    }

@@ -22,6 +22,7 @@ from rich.progress import (
 from rich.text import Text
 
 from pcctl import advice, slotdoc
+from pcctl.client import ApiClient
 from pcctl.editor import edit_interactively, editor_command
 from pcctl.errors import LocalInvalid
 from pcctl.output import Column, Output, dim, human_size, iso, when, yes_no
@@ -88,6 +89,12 @@ def tty_slot_columns(keyless: frozenset[str]) -> list[Column[SlotSummary]]:
     return [marked if c.header == "PROVIDER" else c for c in TTY_SLOT_COLUMNS]
 
 
+def warn_unusable(out: Output, client: ApiClient, slots: Sequence[SlotSummary]) -> None:
+    """After the data: the slots whose self-hosted backend the daemon has no address for."""
+    for provider in sorted(advice.providers_without_backend(client, (s.provider for s in slots))):
+        advice.warn_missing_backend(out, provider, [s.id for s in slots if s.provider == provider])
+
+
 def warn_missing_keys(out: Output, keyless: frozenset[str], slots: Sequence[SlotSummary]) -> None:
     for provider in sorted(keyless):
         mine = [s for s in slots if s.provider == provider]
@@ -119,6 +126,7 @@ def list_slots(state: State) -> None:
     else:
         out.table(SLOT_COLUMNS, slots)
     warn_missing_keys(out, keyless, slots)
+    warn_unusable(out, client, slots)
     advice.warn_local_ingest_urls(out, (s.ingest_url for s in slots))
 
 
@@ -265,6 +273,7 @@ def show(state: State, slot_id: str) -> None:
     else:
         show_table(out, detail, keyless)
     warn_missing_keys(out, keyless, [detail])
+    warn_unusable(out, client, [detail])
 
 
 # -- edit -----------------------------------------------------------------------------------
@@ -395,6 +404,7 @@ def edit(
         )
     # Saved, but a cloud provider without a key fails every photo: say so (stderr, any mode).
     warn_missing_keys(out, advice.providers_without_key(client, [updated.provider]), [updated])
+    warn_unusable(out, client, [updated])
 
 
 def flag_update(

@@ -19,6 +19,7 @@ from photochangerd.http.validation import ValidationFailed
 from photochangerd.logs import event
 from shared.api_models import (
     PROVIDER_NAMES,
+    BackendState,
     IngestPasswordState,
     Limits,
     ProviderKeyState,
@@ -54,6 +55,10 @@ async def current_settings(app: AdminHandles) -> SettingsOut:
             rotated_by=password.get("rotated_by"),
         ),
         provider_keys=keys,
+        backends={
+            "sdwebui": BackendState(configured=bool(config.sdwebui_base_url)),
+            "comfyui": BackendState(configured=bool(config.comfyui_base_url)),
+        },
         limits=Limits(
             max_upload_mb=config.max_upload_mb,
             max_image_pixels=config.max_image_pixels,
