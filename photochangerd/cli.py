@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -205,20 +206,51 @@ def check_config(config_path: Path | None) -> None:
         raise StartupFailed(str(exc)) from None
     from_credentials = {setting for setting, name in CONFIG_SETTINGS.items() if name in credentials}
     for setting in SETTINGS:
-        value = getattr(config, setting.name)
+        comment = env_name(setting.name)
         if setting.name in from_credentials:
             shown = "(from credentials)"
         else:
-            if setting.name in ("jwt_secret", "secret_key") and value:
-                value = "***"
-            if setting.name == "database_url" and value:
-                from photochangerd.db.urls import redacted
-
-                value = redacted(str(value))
-            shown = repr(value)
-        click.echo(f"{setting.name} = {shown}    # {env_name(setting.name)}")
+            value, derived = _effective(config, setting.name)
+            shown = _toml(value)
+            if derived:
+                comment += f" ({derived})"
+        click.echo(f"{setting.name} = {shown}    # {comment}")
     for line in _secret_sources(os.environ, credentials):
         click.echo(line)
+
+
+def _effective(config: Config, name: str) -> tuple[object, str]:
+    """A setting's value as the daemon will use it (paths absolute, derived values filled in,
+    secrets masked), and how it was derived when the configuration leaves it open."""
+    from photochangerd.db.urls import redacted
+
+    value = getattr(config, name)
+    if name in ("jwt_secret", "secret_key") and value:
+        return "***", ""
+    if name == "database_url":
+        return redacted(config.effective_database_url), "" if value else "SQLite in data_dir"
+    if name == "data_dir":
+        return str(Path(value).resolve()), ""
+    if name == "media_dir":
+        return str(config.media_root.resolve()), "" if value is not None else "data_dir/media"
+    if name == "public_base_url" and not value:
+        return config.effective_public_base_url, "derived from bind"
+    if name == "provider_concurrency" and not value:
+        return config.effective_provider_concurrency, "0: max_in_flight"
+    return value, ""
+
+
+def _toml(value: object) -> str:
+    """``value`` as a TOML value (what a config file would say)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, tuple | list):
+        return "[" + ", ".join(_toml(item) for item in value) + "]"
+    if value is None:
+        return '""'
+    return json.dumps(str(value), ensure_ascii=False)  # a TOML basic string
 
 
 def _secret_sources(environ: Mapping[str, str], credentials: Credentials) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import stat
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -124,7 +125,18 @@ def test_check_config_shows_the_values_of_the_file(tmp_path: Path, before: bool)
     args = (*option, "check-config") if before else ("check-config", *option)
     done = run_photochangerd(*args, env=photochangerd_env(tmp_path / "data", free_port()))
     assert done.returncode == 0, done.stderr
-    assert "public_base_url = 'http://booth-server.lan:8080'" in done.stdout
+    assert 'public_base_url = "http://booth-server.lan:8080"    # PHOTOCHANGER_PUBLIC_BASE_URL' in (
+        done.stdout
+    )
+    # What the daemon will use, in TOML: absolute paths, the values the config leaves open.
+    data = str((tmp_path / "data").resolve())
+    assert f'data_dir = "{data}"    # PHOTOCHANGER_DATA_DIR' in done.stdout
+    assert f'media_dir = "{data}/media"    # PHOTOCHANGER_MEDIA_DIR (data_dir/media)' in done.stdout
+    assert (
+        "provider_concurrency = 30    # PHOTOCHANGER_PROVIDER_CONCURRENCY (0: max_in_flight)"
+        in (done.stdout)
+    )
+    assert tomllib.loads("\n".join(line.split("    #")[0] for line in done.stdout.splitlines()))
     assert "workers = 7    # PHOTOCHANGER_WORKERS" in done.stdout
 
 
@@ -227,4 +239,4 @@ def test_check_config_and_the_pg_dump_line_never_show_a_database_password(
     done = run_photochangerd("check-config", env=env)
     assert done.returncode == 0, done.stderr
     assert "in-user" not in done.stdout and "in-query" not in done.stdout
-    assert "database_url = 'postgresql://booth:***@db.lan:5433/photos?password=***" in done.stdout
+    assert 'database_url = "postgresql://booth:***@db.lan:5433/photos?password=***' in done.stdout
