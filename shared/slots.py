@@ -16,3 +16,7 @@ _SLOT_ID_RE = re.compile(SLOT_ID_PATTERN)
 def is_slot_id(value: str) -> bool:
     """True for a well-formed slot id that names one of the 15 slots."""
     return _SLOT_ID_RE.fullmatch(value) is not None and value in SLOT_IDS
+
+
+# What a request naming no slot is told (``slot-1``, ``SLOT-001``, ``slot-016``).
+NO_SUCH_SLOT = f"no such slot (slots are {SLOT_IDS[0]} … {SLOT_IDS[-1]})"

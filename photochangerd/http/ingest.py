@@ -50,7 +50,7 @@ from photochangerd.web.guest import guest_url
 from shared.api_models import SlotUpdate, TestRunResult
 from shared.errors import FailureReason, JobFailure, error_body
 from shared.slot_settings import SlotSettingsError
-from shared.slots import is_slot_id
+from shared.slots import NO_SUCH_SLOT, is_slot_id
 
 log = logging.getLogger("photochangerd.ingest")
 bp = Blueprint("ingest", __name__)
@@ -304,7 +304,7 @@ async def _ingest(
     if not app.intake.open:
         raise ServiceUnavailable("shutting down", headers={"Retry-After": "10"})
     if not is_slot_id(slot_id):
-        raise NotFound("no such slot", reason=FailureReason.SLOT_NOT_FOUND)
+        raise NotFound(NO_SUCH_SLOT, reason=FailureReason.SLOT_NOT_FOUND)
     try:
         # Before the job's deadline exists (it comes from these settings): bounded on its own,
         # so a database that stopped answering cannot keep the booth (docs/jobs.md).
@@ -313,7 +313,7 @@ async def _ingest(
     except (DatabaseUnavailable, trio.TooSlowError):
         raise ServiceUnavailable("database unavailable", headers={"Retry-After": "5"}) from None
     if slot is None:
-        raise NotFound("no such slot", reason=FailureReason.SLOT_NOT_FOUND)
+        raise NotFound(NO_SUCH_SLOT, reason=FailureReason.SLOT_NOT_FOUND)
     if not slot.is_active and mode.password_required:  # admins may test a disabled slot
         raise NotFound("slot is disabled", reason=FailureReason.SLOT_DISABLED)
 

@@ -29,7 +29,7 @@ from shared.api_models import (
 from shared.errors import FailureReason
 from shared.fallbacks import FallbackStep, validate_fallbacks
 from shared.slot_settings import SlotSettingsError
-from shared.slots import is_slot_id
+from shared.slots import NO_SUCH_SLOT, is_slot_id
 
 RECENT_RESULTS = 10
 
@@ -41,7 +41,7 @@ class Conflict(ApiError):
 
 def _check_slot_id(slot_id: str) -> None:
     if not is_slot_id(slot_id):
-        raise NotFound("no such slot", reason=FailureReason.SLOT_NOT_FOUND)
+        raise NotFound(NO_SUCH_SLOT, reason=FailureReason.SLOT_NOT_FOUND)
 
 
 def job_status(job: Job) -> str:
@@ -80,7 +80,7 @@ def _summary(app: AdminHandles, slot: Slot, last: Job | None) -> dict[str, Any]:
 async def slot_detail(app: AdminHandles, slot_id: str) -> SlotDetail:
     slot = await app.db.read(repositories.get_slot, slot_id)
     if slot is None:
-        raise NotFound("no such slot", reason=FailureReason.SLOT_NOT_FOUND)
+        raise NotFound(NO_SUCH_SLOT, reason=FailureReason.SLOT_NOT_FOUND)
     bindings = await app.db.read(repositories.slot_bindings_detail, slot_id)
     recent = await app.db.read(repositories.recent_finished, slot_id, RECENT_RESULTS)
     base = app.config.effective_public_base_url
@@ -140,7 +140,7 @@ async def apply_slot_update(
     _check_slot_id(slot_id)
     slot = await app.db.read(repositories.get_slot, slot_id)
     if slot is None:
-        raise NotFound("no such slot", reason=FailureReason.SLOT_NOT_FOUND)
+        raise NotFound(NO_SUCH_SLOT, reason=FailureReason.SLOT_NOT_FOUND)
     if data.template_media is not None:
         roles = [b.role for b in data.template_media]
         bindings: list[tuple[str, str]] | None = [

@@ -48,7 +48,7 @@ from shared.api_models import KEY_OPTIONAL, PROVIDER_NAMES, SlotUpdate, Template
 from shared.catalogue import CATALOGUE, TEMPLATE_ROLES
 from shared.fallbacks import parse_fallbacks
 from shared.slot_settings import REQUIRED_TEMPLATE_ROLES
-from shared.slots import is_slot_id
+from shared.slots import NO_SUCH_SLOT, is_slot_id
 
 GALLERY_SIZE = 12
 _JOB_ID_RE = re.compile(JOB_ID_PATTERN)
@@ -276,7 +276,7 @@ def _to_slot(slot_id: str, notice: str, anchor: str = "", **params: str) -> Resp
 
 def _check_slot(slot_id: str) -> None:
     if not is_slot_id(slot_id):
-        raise NotFound("no such slot")
+        raise NotFound(NO_SUCH_SLOT)
 
 
 # -- the page and its settings form -----------------------------------------------------------
