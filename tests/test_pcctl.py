@@ -844,6 +844,7 @@ def test_jobs_job_show_and_result_get(pcctl: Pcctl, photo: Path, tmp_path: Path)
     show = _fields(pcctl.ok("job", "show", job_id))
     assert show["slot_id"] == "slot-012" and show["outcome"] == "ok"
     assert ISO.match(show["created_at"]) and ISO.match(show["result.expires_at"])
+    assert show["guest_url"] == f"{pcctl.daemon.url}/r/{job_id}"  # as in the JSON
     assert pcctl.json("job", "show", job_id)["job_id"] == job_id
     assert "Job " in pcctl.ok("job", "show", job_id, "--output", "table").stdout
     missing = pcctl("job", "show", "A" * 22)

@@ -124,6 +124,7 @@ def show_job(out: Output, data: JobOut) -> None:
         shown = iso(value) if key == "expires_at" and isinstance(value, int | float) else value
         pairs.append((f"result.{key}", shown, None))
     pairs.append(("public_result_url", data.public_result_url, None))
+    pairs.append(("guest_url", data.guest_url, None))
     pairs.extend(_metadata_pairs(data.client_metadata))
     out.fields(pairs, f"Job {data.job_id}")
 
