@@ -158,7 +158,7 @@ async def _answer_to(daemon: RunningDaemon, head: bytes, body: bytes) -> tuple[b
         return received, False
 
 
-async def test_a_login_body_over_the_small_cap_is_413_without_waiting_for_the_rest(
+async def test_a_login_body_over_its_cap_is_413_without_waiting_for_the_rest(
     daemon: RunningDaemon,
 ) -> None:
     """quart-trio buffers a body as it comes, whatever the route: 20 MB sent to the login and
@@ -177,7 +177,7 @@ async def test_a_login_body_over_the_small_cap_is_413_without_waiting_for_the_re
 async def test_a_login_body_that_stops_coming_is_408(
     daemon: RunningDaemon, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(bodies, "SMALL_BODY_SECONDS", 0.5)
+    monkeypatch.setattr(bodies, "SIGN_IN_SECONDS", 0.5)
     head = (
         b"POST /api/login HTTP/1.1\r\nHost: booth\r\nContent-Type: application/json\r\n"
         b"Content-Length: 100\r\n\r\n"
@@ -190,8 +190,8 @@ async def test_a_login_body_that_stops_coming_is_408(
 
 
 def test_every_route_that_takes_a_body_is_bounded_on_purpose() -> None:
-    """The upload routes keep the large cap (they stream through their own reader); every other
-    route that takes a body gets 64 KiB and 10 s (http/bodies.py).  A new route must be placed."""
+    """Uploads stream (their own limits); the sign-in forms take 64 KiB in 10 s; every other
+    route Quart's cap in 60 s (http/bodies.py).  A new route must be placed."""
     from photochangerd.http.app import create_quart_app
 
     streamed = {
@@ -204,12 +204,14 @@ def test_every_route_that_takes_a_body_is_bounded_on_purpose() -> None:
         "/api/template-media/register",
         "/api/media/register",
     }
+    sign_in = {"/api/login", "/admin/login"}
     taking_a_body = {
         rule.rule
         for rule in create_quart_app(None).url_map.iter_rules()
         if rule.methods and rule.methods & {"POST", "PUT", "PATCH"}
     }
-    assert streamed <= taking_a_body
+    assert streamed | sign_in <= taking_a_body
     for rule in sorted(taking_a_body):
         path = re.sub(r"<[^>]+>", "slot-001", rule)
         assert (bodies.STREAMED_BODY.fullmatch(path) is not None) == (rule in streamed), rule
+        assert (bodies.SIGN_IN.fullmatch(path) is not None) == (rule in sign_in), rule

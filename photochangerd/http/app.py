@@ -63,8 +63,8 @@ def _quart_app(handles: Handles | None, config: Config) -> QuartTrio:
     max_upload_bytes = config.max_upload_bytes
     # The upload routes enforce their own limits and deadlines (docs/stack-traps.md, "Chunked
     # uploads past the size limit" and "Quart's BODY_TIMEOUT and RESPONSE_TIMEOUT"); Quart's
-    # MAX_CONTENT_LENGTH stays as a backstop bounding their unread buffer.  Every other route
-    # gets a small cap and a read deadline of its own (http/bodies.py).
+    # MAX_CONTENT_LENGTH stays as a backstop bounding their unread buffer.  The sign-in forms
+    # get a small cap, and every route but the uploads a read deadline (http/bodies.py).
     app.config.update(
         MAX_CONTENT_LENGTH=max_upload_bytes + 1024 * 1024,
         BODY_TIMEOUT=None,

@@ -6,12 +6,19 @@ must admit a whole photo, and ``BODY_TIMEOUT`` is off because the upload routes 
 reads (docs/stack-traps.md, "Request bodies Quart buffers").  Left at that, any client could
 send ~21 MB to ``POST /api/login`` and stop: the buffer stayed, and the connection, for good.
 
-The routes that take a file stream it through their own reader, with its limits and deadline:
-the booth's ingest, the test runs, the template uploads and the images an admin registers for a
-provider (:data:`STREAMED_BODY`).  Every
-other route takes a JSON document or a form of a few hundred bytes: its request gets
-:data:`SMALL_BODY_BYTES` and :data:`SMALL_BODY_SECONDS`, so a larger body is answered 413 and a
-client that stops sending is answered 408 — then the connection closes (``asgi.py``).
+Three kinds of route:
+
+* the uploads stream their body through their own reader, with its limits and deadline: the
+  booth's ingest, the test runs, the template uploads and the images an admin registers for a
+  provider (:data:`STREAMED_BODY`) — Quart's cap stays a backstop;
+* the sign-in forms, the only routes that read a body from someone not signed in, take a name
+  and a password: :data:`SIGN_IN_BODY_BYTES` and :data:`SIGN_IN_SECONDS`;
+* every other route answers 401 before its body matters to anyone not signed in, and some take
+  large documents (a slot's ComfyUI workflow may be 2 MB, a prompt 32 000 characters, the
+  console's fallback chain 8 MB): Quart's cap, and :data:`DOCUMENT_SECONDS` to send it.
+
+A larger body is answered 413 at once, one that stops coming 408, and the connection closes
+(``asgi.py``).
 """
 
 from __future__ import annotations
@@ -32,18 +39,22 @@ STREAMED_BODY = re.compile(
     r"|/api/template-media(?:/register)?"
     r"|/api/media/register"
 )
-SMALL_BODY_BYTES = 64 * 1024  # the largest slot settings document is a few KB
-SMALL_BODY_SECONDS = 10
+SIGN_IN = re.compile(r"/(?:api|admin)/login")
+SIGN_IN_BODY_BYTES = 64 * 1024  # a name and a password, as JSON or a form
+SIGN_IN_SECONDS = 10
+DOCUMENT_SECONDS = 60  # a slot document of a few MB over a slow uplink
 
 
 class BoundedRequest(TrioRequest):
-    """quart-trio's request with the small body bounds on every route that does not stream,
-    and a JSON body that does not parse answered with where it breaks."""
+    """quart-trio's request with the body bounds of its route, and a JSON body that does not
+    parse answered with where it breaks."""
 
     def __init__(self, method: str, scheme: str, path: str, *args: Any, **kwargs: Any) -> None:
-        if STREAMED_BODY.fullmatch(path) is None:
-            kwargs["max_content_length"] = SMALL_BODY_BYTES
-            kwargs["body_timeout"] = SMALL_BODY_SECONDS
+        if SIGN_IN.fullmatch(path) is not None:
+            kwargs["max_content_length"] = SIGN_IN_BODY_BYTES
+            kwargs["body_timeout"] = SIGN_IN_SECONDS
+        elif STREAMED_BODY.fullmatch(path) is None:
+            kwargs["body_timeout"] = DOCUMENT_SECONDS
         super().__init__(method, scheme, path, *args, **kwargs)
 
     def on_json_loading_failed(self, error: Exception) -> Any:
