@@ -353,10 +353,10 @@ def check_update(update: SlotUpdate, slot: SlotDetail) -> None:
 
 # -- flag edits -----------------------------------------------------------------------------
 def parse_assignment(text: str) -> tuple[str, Any]:
-    """``key=value`` with the value read as TOML (bare words are strings); raises
-    :class:`BadFlag` (exit 2) for a missing ``=`` or a value that looks like a TOML table,
-    array or quoted string and does not parse: sent as a plain string it came back from the
-    server as a puzzling type error."""
+    """``key=value`` with the value read as TOML (what does not parse is a string, as a bare
+    ``prompt=make it pop``); raises :class:`BadFlag` (exit 2) for a missing ``=``, or for a
+    setting that holds a table or a list whose value does not parse: sent as a string it came
+    back from the server as a puzzling type error."""
     key, sep, raw = text.partition("=")
     key = key.strip()
     if not sep or not key:
@@ -365,13 +365,32 @@ def parse_assignment(text: str) -> tuple[str, Any]:
     try:
         value = tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError as exc:
-        if raw[:1] in ("{", "[", '"', "'"):
+        if key in STRUCTURED_SETTINGS:
             raise BadFlag(
                 f"--set {key}: not a valid TOML value ({exc})",
                 hint="TOML, not JSON: --set 'qr_stamp={enabled=true, position=\"top-left\"}'",
             ) from None
-        value = raw  # `--set prompt=make it pop` — an unquoted string
+        value = raw  # `--set prompt='80s look` — text, whatever it starts with
     return key, value
+
+
+def _structured(annotation: Any) -> bool:
+    """Whether a setting holds a table or a list (not text, a number or a choice)."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_structured(a) for a in typing.get_args(annotation) if a is not type(None))
+    if origin in (list, dict, tuple) or annotation in (list, dict, tuple):
+        return True
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+# Settings whose --set value must parse as TOML (qr_stamp's table …); the others take any text.
+STRUCTURED_SETTINGS = frozenset(
+    name
+    for model in SETTINGS_MODELS.values()
+    for name, info in model.model_fields.items()
+    if _structured(info.annotation) and name not in JSON_SETTINGS
+)
 
 
 def carried_settings(current: Mapping[str, Any], provider: str, operation: str) -> dict[str, Any]:

@@ -1025,3 +1025,23 @@ def test_a_self_hosted_provider_without_its_address_is_warned_about(pcctl: Pcctl
         "sdwebui": {"configured": False},
         "comfyui": {"configured": False},
     }
+
+
+@pytest.mark.parametrize(
+    ("flag", "expected"),
+    [
+        ("prompt='80s look", ("prompt", "'80s look")),
+        ("prompt=[cyberpunk] city", ("prompt", "[cyberpunk] city")),
+        ('prompt="Barbie" style portrait', ("prompt", '"Barbie" style portrait')),
+        ('prompt="quoted"', ("prompt", "quoted")),
+        ("prompt=make it pop", ("prompt", "make it pop")),
+        ("strength=60", ("strength", 60)),
+        ('qr_stamp={enabled=true, position="top-left"}', ("qr_stamp", {"enabled": True, "position": "top-left"})),
+    ],
+)  # fmt: skip
+def test_set_values_are_toml_and_text_stays_text(flag: str, expected: tuple[str, object]) -> None:
+    """Only a setting that holds a table or a list must parse: a prompt is text whatever it
+    starts with."""
+    from pcctl.slotdoc import parse_assignment
+
+    assert parse_assignment(flag) == expected
