@@ -357,3 +357,27 @@ def test_slot_settings_defaults_and_template_roles() -> None:
         validate_slot("turbotext", "face_swap", {}, template_roles=["style"])
     assert "template_media" in caught.value.errors
     validate_slot("turbotext", "face_swap", {}, template_roles=["face"])
+
+
+async def test_a_failing_sweep_is_logged_and_the_next_one_runs(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Housekeeping on httpx/httpcore private names: if a release breaks it at run time, the
+    daemon must go on serving (the sweep runs in the providers' nursery for its whole life)."""
+    from photochangerd.providers import vendor_http
+
+    sweeps = 0
+
+    def broken(client: httpx.AsyncClient) -> list[httpcore.AsyncConnectionPool]:
+        nonlocal sweeps
+        sweeps += 1
+        raise AttributeError("_pool")
+
+    monkeypatch.setattr(vendor_http, "_pools", broken)
+    async with make_client() as client, trio.open_nursery() as nursery:
+        nursery.start_soon(close_expired_connections, [client], 0.01)
+        with trio.fail_after(2):
+            while sweeps < 3:
+                await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
+    assert "vendor_http.sweep_failed" in caplog.text

@@ -14,6 +14,7 @@ logs or job records, and never include request headers (where the keys are).
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import secrets
 import ssl
@@ -31,6 +32,8 @@ import trio
 
 from photochangerd.providers.base import ProviderRejected
 from photochangerd.providers.vendor_network import VendorNetwork
+
+log = logging.getLogger("photochangerd.providers")
 
 ERROR_TEXT_LIMIT = 300
 
@@ -250,10 +253,13 @@ async def close_expired_connections(
     while True:
         await trio.sleep(every)
         for client in clients:
-            for pool in _pools(client):
-                with pool._optional_thread_lock:
-                    closing = pool._assign_requests_to_connections()
-                await pool._close_connections(closing)
+            try:
+                for pool in _pools(client):
+                    with pool._optional_thread_lock:
+                        closing = pool._assign_requests_to_connections()
+                    await pool._close_connections(closing)
+            except Exception:  # housekeeping: never a reason to stop the daemon
+                log.warning("vendor_http.sweep_failed", exc_info=True)
 
 
 async def send(client: httpx.AsyncClient, request: httpx.Request, max_bytes: int) -> VendorResponse:
