@@ -373,8 +373,8 @@ async def test_a_failing_sweep_is_logged_and_the_next_one_runs(
         sweeps += 1
         raise AttributeError("_pool")
 
-    monkeypatch.setattr(vendor_http, "_pools", broken)
     async with make_client() as client, trio.open_nursery() as nursery:
+        monkeypatch.setattr(vendor_http, "_pools", broken)
         nursery.start_soon(close_expired_connections, [client], 0.01)
         with trio.fail_after(2):
             while sweeps < 3:
