@@ -79,3 +79,35 @@ async def test_a_failed_read_lets_the_next_request_try_again() -> None:
     with pytest.raises(FileNotFoundError):
         await renditions.get("checksum-x", gone, images)
     assert await renditions.get("checksum-x", back, images)
+
+
+async def test_a_read_that_does_not_answer_gives_the_turn_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A bucket GET that hangs held the one rendition turn, and every other guest's picture
+    behind it, for boto3's timeouts and retries."""
+    from photochangerd.media import renditions as module
+    from photochangerd.media.objects import ObjectStoreUnavailable
+
+    monkeypatch.setattr(module, "READ_SECONDS", 0.2)
+    renditions = DisplayRenditions()
+    images = ImageWorkers(1)
+
+    async def hung() -> bytes:
+        await trio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    async def local() -> bytes:
+        return BIG
+
+    started = trio.current_time()
+    async with trio.open_nursery() as nursery:
+
+        async def stuck_guest() -> None:
+            with pytest.raises(ObjectStoreUnavailable):
+                await renditions.get("in-the-bucket", hung, images)
+
+        nursery.start_soon(stuck_guest)
+        await trio.sleep(0.01)
+        assert await renditions.get("on-disk", local, images)  # waited for the turn, not forever
+    assert trio.current_time() - started < 2

@@ -19,8 +19,10 @@ import trio
 
 from photochangerd.media.display import display_rendition
 from photochangerd.media.imaging import ImageWorkers
+from photochangerd.media.objects import ObjectStoreUnavailable
 
 KEEP = 16  # renditions kept in memory (≈ 0.2-0.5 MB each)
+READ_SECONDS = 10.0  # to read a result for its rendition (a bucket's GET of 20 MB: ~1 s)
 
 
 class DisplayRenditions:
@@ -47,7 +49,12 @@ class DisplayRenditions:
         done = self._making[key] = trio.Event()
         try:
             async with self._turn:
-                data = await read()  # only now: waiting requests hold no result in memory
+                # Only now: waiting requests hold no result in memory.  Bounded: a bucket that
+                # does not answer must not hold every other guest's picture behind this one.
+                with trio.move_on_after(READ_SECONDS) as late:
+                    data = await read()
+                if late.cancelled_caught:
+                    raise ObjectStoreUnavailable(f"no answer in {READ_SECONDS:g} s")
                 made = await images.run(display_rendition, data)
                 del data
         finally:

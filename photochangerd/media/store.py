@@ -195,9 +195,10 @@ class MediaStore:
         await trio.to_thread.run_sync(write_atomic, path, data)
 
     async def read(self, reference: str | Path) -> bytes:
-        """A whole object or local file; FileNotFoundError when it is not there."""
+        """A whole object or local file; FileNotFoundError when it is not there.  Cancellable:
+        a caller that gives up leaves the read to finish in its thread (it changes nothing)."""
         text = str(reference)
-        data = await trio.to_thread.run_sync(self._backend(text).get, text)
+        data = await trio.to_thread.run_sync(self._backend(text).get, text, abandon_on_cancel=True)
         if data is None:
             raise FileNotFoundError(text)
         return data
