@@ -732,10 +732,20 @@ async def test_a_new_password_ends_earlier_tokens_and_console_sessions(
     assert await sessions.lookup(console.session_id) is None
     old = await client.post("/api/login", json={"username": "serg", "password": ADMIN_PASSWORD})
     assert old.status_code == 401
+    # A token carries its password's version (compared exactly: no clock of one host against
+    # another's); the new password's version is the change's.
+    import jwt
+
+    claims = jwt.decode(token, options={"verify_signature": False})
+    assert claims["pwv"] < (await daemon.context.db.read(repositories.admin_credentials, "serg"))[1]
     # At once with the new one (the same second as the change), and only serg's were ended.
     fresh = await client.post("/api/login", json={"username": "serg", "password": new_password})
     assert fresh.status_code == 200
-    for bearer in (fresh.json()["access_token"], other_user):
+    # An instance whose clock is 100 s behind issued it with the new password: accepted.
+    version = (await daemon.context.db.read(repositories.admin_credentials, "serg"))[1]
+    behind = _valid_claims(round(time.time() - 100, 3)) | {"pwv": version, "jti": "behind"}
+    skewed = _forge(behind, _jwt_key(daemon))
+    for bearer in (fresh.json()["access_token"], other_user, skewed):
         allowed = await client.get("/api/slots", headers={"Authorization": f"Bearer {bearer}"})
         assert allowed.status_code == 200
 

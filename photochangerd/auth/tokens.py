@@ -1,6 +1,7 @@
 """Admin access tokens: HS256 JWTs with ``sub``, ``scope``, ``iat``, ``exp``, ``iss``, ``aud``
 and ``jti`` (the id ``POST /api/logout`` revokes on every instance: ``revoked_token``).  A token
-issued before its user's password last changed is refused (``admin_user.updated_at``).
+issued with a password since set again is refused (``pwv``: the version of the password, the
+``updated_at`` read at sign-in).
 
 PyJWT accepts a token without ``exp`` unless told otherwise and only warns on short keys
 (docs/stack-traps.md, "PyJWT: exp is not required by default"): decoding pins the algorithm,
@@ -38,7 +39,8 @@ class Principal:
     username: str
     expires_at: int
     token_id: str
-    issued_at: float  # refused once the user's password changed after it
+    issued_at: float
+    password_version: float | None  # the password it was issued with (``pwv``); None: older
 
 
 class TokenService:
@@ -48,7 +50,9 @@ class TokenService:
         self._key = key
         self.ttl_seconds = ttl_seconds
 
-    def issue(self, username: str, now: float | None = None) -> str:
+    def issue(
+        self, username: str, now: float | None = None, password_version: float | None = None
+    ) -> str:
         # ``iat`` to the millisecond (RFC 7519 allows a fraction): compared with the moment the
         # user's password last changed, a whole second would refuse a sign-in made just after
         # the change, or accept one made just before it.
@@ -62,6 +66,8 @@ class TokenService:
             "aud": AUDIENCE,
             "jti": secrets.token_urlsafe(16),
         }
+        if password_version is not None:
+            claims["pwv"] = password_version
         jwt = _jwt()
         return str(jwt.encode(claims, self._key, algorithm=ALGORITHM))
 
@@ -86,4 +92,13 @@ class TokenService:
             raise InvalidToken("wrong scope")
         if not isinstance(claims.get("jti"), str):
             raise InvalidToken("no token id")
-        return Principal(claims["sub"], int(claims["exp"]), claims["jti"], float(claims["iat"]))
+        version = claims.get("pwv")
+        if version is not None and not isinstance(version, int | float):
+            raise InvalidToken("bad password version")
+        return Principal(
+            claims["sub"],
+            int(claims["exp"]),
+            claims["jti"],
+            float(claims["iat"]),
+            None if version is None else float(version),
+        )

@@ -127,6 +127,17 @@ def load_ingest_context(
 # -- admins -----------------------------------------------------------------------------------
 
 
+def admin_credentials(conn: Connection, username: str) -> tuple[str, float] | None:
+    """(password hash, when the password was last set) of an admin, else None.  The second is
+    the password's version: tokens carry it, and one set later refuses them."""
+    row = conn.execute(
+        sa.select(admin_user.c.password_hash, admin_user.c.updated_at).where(
+            admin_user.c.username == username
+        )
+    ).first()
+    return None if row is None else (str(row.password_hash), float(row.updated_at))
+
+
 def admin_password_hash(conn: Connection, username: str) -> str | None:
     value = conn.scalar(
         sa.select(admin_user.c.password_hash).where(admin_user.c.username == username)
@@ -765,9 +776,20 @@ def revoke_token(conn: Connection, jti: str, expires_at: float) -> None:
     conn.execute(_insert_ignore(conn, revoked_token).values(jti=jti, expires_at=expires_at))
 
 
-def token_refusal(conn: Connection, jti: str, username: str, issued_at: float) -> str | None:
-    """Why a well-signed token is refused anyway, or None: signed out, or issued before its
-    user's password last changed (or for a user who is gone)."""
+def token_refusal(
+    conn: Connection,
+    jti: str,
+    username: str,
+    issued_at: float,
+    password_version: float | None,
+) -> str | None:
+    """Why a well-signed token is refused anyway, or None: signed out, or its user's password
+    set again since it was issued (or a user who is gone).
+
+    A token carries the version of the password it was issued with (``pwv``, the
+    ``updated_at`` read at sign-in), compared exactly: no clock of one host is compared with
+    another's.  A token issued before that claim existed falls back to its ``iat``.
+    """
     if conn.scalar(sa.select(revoked_token.c.jti).where(revoked_token.c.jti == jti)) is not None:
         return "the token was signed out"
     changed = conn.scalar(
@@ -775,9 +797,12 @@ def token_refusal(conn: Connection, jti: str, username: str, issued_at: float) -
     )
     if changed is None:
         return "the token's user does not exist"
-    if issued_at < float(changed):
-        return "the password changed after the token was issued: sign in again"
-    return None
+    stale = (
+        float(changed) != password_version
+        if password_version is not None
+        else issued_at < float(changed)
+    )
+    return "the password changed after the token was issued: sign in again" if stale else None
 
 
 @single_statement

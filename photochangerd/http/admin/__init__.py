@@ -53,6 +53,7 @@ async def require_admin() -> None:
             principal.token_id,
             principal.username,
             principal.issued_at,
+            principal.password_version,
         )
     except DatabaseUnavailable:
         raise ServiceUnavailable("database unavailable") from None

@@ -33,8 +33,9 @@ DUMMY_HASH = (
 _KDF = trio.CapacityLimiter(2)
 
 
-async def authenticate(app: AdminHandles, username: str, password: str, address: str) -> None:
-    """Check an admin's password, throttled (API and console sign-in alike).
+async def authenticate(app: AdminHandles, username: str, password: str, address: str) -> float:
+    """Check an admin's password, throttled (API and console sign-in alike); returns the
+    password's version (when it was set: a token carries it).
 
     Raises :class:`RateLimited` (locked), :class:`Unauthorized` (wrong) or
     :class:`ServiceUnavailable` (database down).
@@ -51,7 +52,8 @@ async def authenticate(app: AdminHandles, username: str, password: str, address:
                 raise RateLimited(
                     "too many failed logins; try again later", headers={"Retry-After": str(wait)}
                 )
-            stored = await app.db.read(repositories.admin_password_hash, username)
+            found = await app.db.read(repositories.admin_credentials, username)
+            stored, version = found if found is not None else (None, 0.0)
             ok = await trio.to_thread.run_sync(verify_password, stored or DUMMY_HASH, password)
             if not ok or stored is None:
                 await app.throttle.failed(keys)
@@ -63,6 +65,7 @@ async def authenticate(app: AdminHandles, username: str, password: str, address:
         renewed = await trio.to_thread.run_sync(hash_password, password, limiter=_KDF)
         with contextlib.suppress(DatabaseUnavailable):
             await app.db.write(repositories.renew_admin_password_hash, username, renewed)
+    return version
 
 
 @bp.post("/login")
@@ -70,8 +73,10 @@ async def authenticate(app: AdminHandles, username: str, password: str, address:
 @validate_response(TokenResponse, 200)
 async def login(data: LoginRequest) -> tuple[TokenResponse, int]:
     app = admin()
-    await authenticate(app, data.username, data.password, request.remote_addr or "unknown")
-    token = app.tokens.issue(data.username)
+    version = await authenticate(
+        app, data.username, data.password, request.remote_addr or "unknown"
+    )
+    token = app.tokens.issue(data.username, password_version=version)
     return TokenResponse(access_token=token, expires_in=app.tokens.ttl_seconds), 200
 
 
