@@ -162,6 +162,26 @@ async def test_bad_and_missing_keys(nursery: trio.Nursery, tmp_path: Path) -> No
     assert fake.requests == []
 
 
+async def test_a_vendor_error_that_names_the_key_does_not_pass_it_on(
+    nursery: trio.Nursery, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Google's 403 for a suspended key names it ("Consumer 'api_key:…'"): the text went to the
+    booth's answer, the log, the job record and the admin API."""
+    from tests.test_ingest import _all_jobs
+
+    daemon, fake = await _setup(nursery, tmp_path)
+    fake.script("key_suspended")
+    response = await _shoot(daemon)
+    assert response.status == 502
+    assert "has been suspended" in response.json()["details"]
+    [job] = await daemon.context.db.read(_all_jobs)
+    texts = [response.body.decode(), caplog.text, job.failure_details or "", str(job.attempts)]
+    assert KEY in fake.requests[0].headers["x-goog-api-key"]  # it was there to leak
+    for text in texts:
+        assert KEY not in text, text[:300]
+    assert "api_key:***" in response.json()["details"]
+
+
 @pytest.mark.slow
 async def test_hanging_vendor_gets_504_and_is_cancelled(
     nursery: trio.Nursery, tmp_path: Path

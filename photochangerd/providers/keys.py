@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Literal
 
 from photochangerd.credentials import Credentials
+from photochangerd.providers.vendor_http import remember_key
 
 ENV_VARIABLES = {
     "gemini": "GEMINI_API_KEY",
@@ -59,11 +60,11 @@ class ProviderKeys:
         return "environment" if self._from_service(provider) else None
 
     async def get(self, provider: str) -> str | None:
-        if self._stored is not None:
-            key = await self._stored_key(provider)
-            if key:
-                return key
-        return self._from_service(provider)
+        key = await self._stored_key(provider) if self._stored is not None else None
+        key = key or self._from_service(provider)
+        if key:  # kept out of every vendor text from now on (a vendor may echo it)
+            remember_key(key)
+        return key
 
     async def _stored_key(self, provider: str) -> str | None:
         assert self._stored is not None

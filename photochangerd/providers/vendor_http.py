@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import re
 import secrets
 import ssl
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
@@ -79,9 +80,9 @@ class VendorResponse:
         return document
 
     def snippet(self) -> str:
-        """A short, printable excerpt of the body for logs and job records."""
+        """A short, printable excerpt of the body for logs and job records (no API key)."""
         text = self.body[:ERROR_TEXT_LIMIT].decode("utf-8", errors="replace")
-        return " ".join(text.split())
+        return redact(" ".join(text.split()))
 
 
 def decode_base64(text: Any) -> bytes:
@@ -164,8 +165,39 @@ class JsonWithImages:
 
 
 def truncate(text: str, limit: int = ERROR_TEXT_LIMIT) -> str:
-    text = " ".join(str(text).split())
+    """A vendor's text made fit for a job record, a log and the booth's answer: one line, at
+    most ``limit`` characters, no API key (:func:`redact`)."""
+    text = redact(" ".join(str(text).split()))
     return text if len(text) <= limit else text[:limit] + "…"
+
+
+# API keys as vendors echo them in their errors: Google's "Consumer 'api_key:AIza…' has been
+# suspended", an OpenAI key, a bearer token, a key in a query string.
+_KEY_SHAPES = re.compile(
+    r"(?i)(api[_-]?key[:=])[^\s'\",;&]+"
+    r"|AIza[0-9A-Za-z_\-]{20,}"
+    r"|\bsk-[0-9A-Za-z_\-]{16,}"
+    r"|(bearer\s+)[0-9A-Za-z._~+/=\-]{16,}"
+    r"|([?&]key=)[^\s&'\"]+"
+)
+_known_keys: set[str] = set()  # every provider key this process has used (ProviderKeys.get)
+
+
+def remember_key(key: str) -> None:
+    """A provider key to keep out of every vendor text from now on (see :func:`redact`)."""
+    if len(key) >= 8:  # a shorter "key" would blank ordinary words
+        _known_keys.add(key)
+
+
+def redact(text: str) -> str:
+    """``text`` without the provider keys this process knows, nor anything shaped like one.
+
+    Vendors echo the caller's key in some errors (Google's 403 for a suspended key names it);
+    the text then went to the job record, the log, the admin API and the booth's answer."""
+    for key in _known_keys:
+        if key in text:
+            text = text.replace(key, "***")
+    return _KEY_SHAPES.sub(lambda m: (m.group(1) or m.group(2) or m.group(3) or "") + "***", text)
 
 
 @functools.cache

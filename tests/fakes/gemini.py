@@ -19,6 +19,8 @@ Outcomes (``FakeGemini.OUTCOMES``; parameters via ``outcome(name, ...)``):
   default ``PROHIBITED_CONTENT``).
 * ``rate_limited`` — 429 ``RESOURCE_EXHAUSTED`` with a ``RetryInfo`` detail; ``retry_delay=``
   (``"42s"``; None omits RetryInfo), default ``FakeGemini.retry_delay``.
+* ``key_suspended`` — 403 ``PERMISSION_DENIED`` whose message names the caller's key, as Google
+  answers for a suspended key.
 * ``permission_denied`` 403, ``internal`` 500, ``unavailable`` 503 ("The model is
   overloaded…"), ``deadline_exceeded`` 504 — Google's JSON error body.
 * ``bad_gateway_html`` — 502 with Google's HTML error page.
@@ -119,6 +121,7 @@ class FakeGemini(FakeServer):
             "success",
             "success_image_only",
             "success_with_thoughts",
+            "key_suspended",
             "no_image",
             "image_safety",
             "prohibited",
@@ -211,6 +214,10 @@ class FakeGemini(FakeServer):
         if name in _ERRORS:
             code, status, message = _ERRORS[name]
             await exchange.respond_json(code, google_error(code, status, message), drip=drip)
+        elif name == "key_suspended":  # Google's 403 names the caller's key
+            message = f"Permission denied: Consumer 'api_key:{self.api_key}' has been suspended."
+            error = google_error(403, "PERMISSION_DENIED", message)
+            await exchange.respond_json(403, error, drip=drip)
         elif name == "rate_limited":
             delay = params.get("retry_delay", self.retry_delay)
             await exchange.respond_json(429, _rate_limited(model, delay), drip=drip)
