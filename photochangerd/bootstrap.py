@@ -61,30 +61,60 @@ async def bootstrap(
         if key not in settings:
             await db.write(repositories.insert_setting_if_missing, key, value, now)
 
-    announce: list[str] = []
+    # Every password is generated and hashed first, shown (or written to the file) next, and
+    # stored last, all in one transaction: a first start stopped part-way (Ctrl-C, a kill, a
+    # power cut) used to have stored the ingest password's hash without ever showing it, and
+    # the next start showed only the admins' (a review, 2026-12-02).  Stopped before the
+    # commit, the next start generates and shows them again; a password shown that another
+    # instance beat us to storing is said to be void.
     given_ingest = credentials.get(INITIAL_INGEST_PASSWORD) or environ.get(INITIAL_INGEST_ENV)
-    if "ingest_password" not in settings:
-        password = given_ingest or generate_password()
-        digest = await trio.to_thread.run_sync(hash_password, password)
-        record = {"hash": digest, "rotated_at": now, "rotated_by": "initial"}
-        inserted = await db.write(
-            repositories.insert_setting_if_missing, "ingest_password", record, now
-        )
-        if inserted and not given_ingest:
-            announce.append(f"  ingest password (DSLR Remote Pro): {password}")
-
     shared_admin = credentials.get(INITIAL_ADMIN_PASSWORD) or environ.get(INITIAL_ADMIN_ENV)
+    wanted: dict[str, str] = {}  # "ingest" or an admin's name -> the password
+    if "ingest_password" not in settings:
+        wanted[INGEST] = given_ingest or generate_password()
     for username in ADMINS:
-        if await db.read(repositories.admin_password_hash, username) is not None:
-            continue
-        password = shared_admin or generate_password()
-        digest = await trio.to_thread.run_sync(hash_password, password)
-        inserted = await db.write(repositories.insert_admin_if_missing, username, digest, now)
-        if inserted and not shared_admin:
-            announce.append(f"  admin {username}: {password}")
-
-    if not announce:
+        if await db.read(repositories.admin_password_hash, username) is None:
+            wanted[username] = shared_admin or generate_password()
+    if not wanted:
         return
+    digests = {
+        name: await trio.to_thread.run_sync(hash_password, password)
+        for name, password in wanted.items()
+    }
+    generated = {
+        name: password
+        for name, password in wanted.items()
+        if not (given_ingest if name == INGEST else shared_admin)
+    }
+    announce = [_announcement(name, password) for name, password in generated.items()]
+    if announce:
+        _show(announce, config, now, environ, out)
+    ingest = digests.pop(INGEST, None)
+    record = (
+        None if ingest is None else {"hash": ingest, "rotated_at": now, "rotated_by": "initial"}
+    )
+    stored = await db.write(repositories.insert_initial_passwords, record, digests, now)
+    void = [name for name in generated if name not in stored]
+    if void:
+        out.write(
+            f"photochangerd: another instance stored the initial {', '.join(void)} password"
+            " first: the one shown above for it is not in effect\n"
+        )
+        out.flush()
+
+
+INGEST = "ingest"
+
+
+def _announcement(name: str, password: str) -> str:
+    if name == INGEST:
+        return f"  ingest password (DSLR Remote Pro): {password}"
+    return f"  admin {name}: {password}"
+
+
+def _show(
+    announce: list[str], config: Config, now: float, environ: Mapping[str, str], out: TextIO
+) -> None:
     if under_systemd(environ):
         lines = _write_passwords_file(config.data_dir, announce, now)
     else:

@@ -7,6 +7,7 @@ import io
 import stat
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -240,3 +241,40 @@ def test_check_config_and_the_pg_dump_line_never_show_a_database_password(
     assert done.returncode == 0, done.stderr
     assert "in-user" not in done.stdout and "in-query" not in done.stdout
     assert 'database_url = "postgresql://booth:***@db.lan:5433/photos?password=***' in done.stdout
+
+
+async def test_a_first_start_stopped_before_storing_shows_new_passwords_next_time(
+    tmp_path: Path,
+) -> None:
+    """A first start stopped between storing the ingest password's hash and printing lost that
+    password for good: the next start showed only the admins'.  Now they are shown before any
+    is stored, and stored together."""
+    config = load_config(environ={}, overrides={"data_dir": tmp_path})
+    async with trio_asyncio.open_loop(), open_database(config.effective_database_url) as db:
+        await migrate(db)
+        real_write = db.write
+
+        async def killed(fn: Any, *args: Any) -> Any:
+            if fn is repositories.insert_initial_passwords:
+                raise KeyboardInterrupt  # Ctrl-C, just as they would be stored
+            return await real_write(fn, *args)
+
+        db.write = killed  # type: ignore[method-assign]
+        first = io.StringIO()
+        with pytest.raises(KeyboardInterrupt):
+            await bootstrap(db, config, 1.0, environ={}, out=first)
+        assert "ingest password (DSLR Remote Pro): " in first.getvalue()  # shown, not stored
+        assert "ingest_password" not in await db.read(repositories.get_settings)
+        db.write = real_write  # type: ignore[method-assign]
+
+        again = io.StringIO()
+        await bootstrap(db, config, 2.0, environ={}, out=again)
+        printed = again.getvalue()
+        ingest = printed.split("ingest password (DSLR Remote Pro): ")[1].split()[0]
+        stored = (await db.read(repositories.get_settings))["ingest_password"]["hash"]
+        assert await trio.to_thread.run_sync(verify_password, stored, ingest)
+        for admin in ("serg", "igor"):
+            password = printed.split(f"admin {admin}: ")[1].split()[0]
+            digest = await db.read(repositories.admin_password_hash, admin)
+            assert digest is not None
+            assert await trio.to_thread.run_sync(verify_password, digest, password)

@@ -433,6 +433,22 @@ def insert_setting_if_missing(conn: Connection, key: str, value: Any, now: float
     return result.rowcount == 1
 
 
+@config_write
+def insert_initial_passwords(
+    conn: Connection, ingest: dict[str, Any] | None, admins: Mapping[str, str], now: float
+) -> set[str]:
+    """A first start's passwords in one transaction (the ingest password's record, the admins'
+    hashes), each only if missing; the names stored (``"ingest"``, usernames): another
+    instance starting at the same moment may have stored some first."""
+    stored: set[str] = set()
+    if ingest is not None and insert_setting_if_missing(conn, "ingest_password", ingest, now):
+        stored.add("ingest")
+    for username, password_hash in admins.items():
+        if insert_admin_if_missing(conn, username, password_hash, now):
+            stored.add(username)
+    return stored
+
+
 def insert_admin_if_missing(
     conn: Connection, username: str, password_hash: str, now: float
 ) -> bool:
