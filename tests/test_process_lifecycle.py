@@ -104,6 +104,10 @@ async def test_kill_9_mid_job_then_restart_recovers(proc: DaemonProcess) -> None
     spool_leftover.write_bytes(b"x" * 1000)
     tmp_leftover = proc.data_dir / "media" / "results" / ".half-written.jpg.1234.tmp"
     tmp_leftover.write_bytes(b"x")
+    thumbs = proc.data_dir / "media" / "thumbs"
+    thumbs.mkdir(exist_ok=True)
+    thumb_leftover = thumbs / ".half-written.webp.5678.tmp"  # a thumbnail cut by the kill
+    thumb_leftover.write_bytes(b"x")
 
     proc.start(scripted=False)  # the real photochangerd command
     assert proc.sql(
@@ -111,6 +115,7 @@ async def test_kill_9_mid_job_then_restart_recovers(proc: DaemonProcess) -> None
     ) == [(1, "cancelled", None)]  # interrupted, not an internal error
     assert [p for p in (proc.data_dir / "media" / "temp").iterdir()] == []
     assert not spool_leftover.exists() and not tmp_leftover.exists()
+    assert not thumb_leftover.exists()
     async with httpx.AsyncClient() as client:
         kept = await client.get(f"http://127.0.0.1:{proc.port}/public/results/{finished_id}")
     assert kept.status_code == 200 and kept.content == PHOTO

@@ -102,6 +102,15 @@ class Cleaner:
                             removed += 1
                     except FileNotFoundError:
                         continue
+            # Thumbnails are made on request and have no row: only their interrupted writes.
+            thumbs = self.store.thumbs
+            for path in thumbs.iterdir() if thumbs.is_dir() else ():
+                try:
+                    if path.name.endswith(TMP_SUFFIX) and path.stat().st_mtime < cutoff:
+                        path.unlink()
+                        removed += 1
+                except FileNotFoundError:
+                    continue
             return removed
 
         return await trio.to_thread.run_sync(work)
@@ -150,6 +159,7 @@ def startup_leftovers(store: MediaStore) -> list[Path]:
     """Files a single instance finds at start-up that no live writer can own: upload spools
     and interrupted atomic writes (``.tmp``)."""
     found = [p for p in store.spool.iterdir() if p.is_file()]
-    for directory in (store.results, store.temp, store.templates):
-        found += [p for p in directory.iterdir() if p.name.endswith(TMP_SUFFIX)]
+    for directory in (store.results, store.temp, store.templates, store.thumbs):
+        if directory.is_dir():
+            found += [p for p in directory.iterdir() if p.name.endswith(TMP_SUFFIX)]
     return found
