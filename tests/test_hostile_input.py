@@ -215,3 +215,34 @@ def test_every_route_that_takes_a_body_is_bounded_on_purpose() -> None:
         path = re.sub(r"<[^>]+>", "slot-001", rule)
         assert (bodies.STREAMED_BODY.fullmatch(path) is not None) == (rule in streamed), rule
         assert (bodies.SIGN_IN.fullmatch(path) is not None) == (rule in sign_in), rule
+
+
+async def test_readyz_says_so_while_the_database_refuses_writes(
+    daemon: RunningDaemon, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A full disk or a read-only file: reads work, so /readyz's ping said "ok" while every
+    upload got 503 and the log never said why.  Here another process holds SQLite's write lock
+    (as a full disk would refuse the write)."""
+    import sqlite3
+
+    import httpx
+
+    caplog.set_level("INFO", "photochangerd.db")
+    url = daemon.context.config.effective_database_url.removeprefix("sqlite:///")
+    holder = sqlite3.connect(url, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # every write of the daemon waits, then is refused
+    try:
+        refused = await dslr_upload("127.0.0.1", daemon.port, photo=PHOTO, password=INGEST_PASSWORD)
+        assert refused is not None and refused.status == 503
+        async with httpx.AsyncClient(base_url=daemon.url, timeout=15) as client:
+            ready = await client.get("/readyz")
+            assert ready.status_code == 503
+            assert ready.json()["details"].startswith("database refuses writes: ")
+            assert "database is locked" in ready.json()["details"]
+            assert "db.writes_refused" in caplog.text
+            holder.execute("ROLLBACK")
+            assert (await client.get("/readyz")).status_code == 200  # the probe passed
+        assert daemon.context.db.write_problem is None
+        assert "db.writes_accepted" in caplog.text
+    finally:
+        holder.close()

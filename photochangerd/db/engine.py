@@ -27,6 +27,7 @@ answers with 503.
 from __future__ import annotations
 
 import contextlib
+import logging
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -37,6 +38,7 @@ import trio
 from sqlalchemy import Connection, Engine, event
 
 from photochangerd.errors import PhotoChangerError
+from photochangerd.logs import event as log_event
 
 if TYPE_CHECKING:  # the PostgreSQL stack is imported only when a PostgreSQL URL is opened
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -71,6 +73,8 @@ def single_statement(fn: Callable[..., T]) -> Callable[..., T]:
     _SINGLE_STATEMENTS.add(fn)
     return fn
 
+
+log = logging.getLogger("photochangerd.db")
 
 # What sqlite3 says when the database file cannot be used right now.
 _SQLITE_UNAVAILABLE = (
@@ -143,6 +147,9 @@ class Database:
         # Bumped after every write that changes slots or settings (and on SIGHUP; on
         # PostgreSQL also when another instance's change is announced: db/notify.py).
         self.config_generation = 0
+        # Why the last write failed, until one succeeds (a full disk, a read-only file): reads
+        # still work then, so /readyz's ping alone said "ok" while every upload got 503.
+        self.write_problem: str | None = None
         # Whether an in-memory copy of slots and settings may be used: always with SQLite
         # (this daemon is the only writer), on PostgreSQL only while changes are announced.
         self.config_trusted = dialect == "sqlite"
@@ -193,12 +200,31 @@ class Database:
         try:
             atomic = fn in _SINGLE_STATEMENTS
             if self._write_lock is None:
-                return await self._run(fn, args, kwargs, atomic=atomic)
-            async with self._write_lock:
-                return await self._run(fn, args, kwargs, atomic=atomic)
+                result = await self._run(fn, args, kwargs, atomic=atomic)
+            else:
+                async with self._write_lock:
+                    result = await self._run(fn, args, kwargs, atomic=atomic)
+        except DatabaseUnavailable as exc:
+            self._writes_refused(exc)
+            raise
         finally:
             if fn in _CONFIG_WRITES:
                 self.config_changed()
+        if self.write_problem is not None:
+            self.write_problem = None
+            log_event(log, logging.INFO, "db.writes_accepted")
+        return result
+
+    def _writes_refused(self, exc: DatabaseUnavailable) -> None:
+        """Remember (and log, once per outage) why writes fail: the driver's own words."""
+        cause: BaseException | None = exc.__cause__
+        while cause is not None and cause.__cause__ is not None:
+            cause = cause.__cause__
+        words = " ".join(str(cause or exc).split())[:200]
+        problem = f"database refuses writes: {words}"
+        if problem != self.write_problem:
+            log_event(log, logging.WARNING, "db.writes_refused", problem=problem)
+        self.write_problem = problem
 
     def config_changed(self) -> None:
         """Slots or settings changed (here, or by hand in the database: SIGHUP)."""

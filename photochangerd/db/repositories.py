@@ -792,6 +792,13 @@ def revoke_token(conn: Connection, jti: str, expires_at: float) -> None:
     conn.execute(_insert_ignore(conn, revoked_token).values(jti=jti, expires_at=expires_at))
 
 
+def write_probe(conn: Connection) -> None:
+    """A write that leaves nothing behind (a row in and out of ``revoked_token``, a table no
+    trigger watches): whether the database takes writes again after a refused one."""
+    conn.execute(sa.insert(revoked_token).values(jti="photochangerd-write-probe", expires_at=0.0))
+    conn.execute(sa.delete(revoked_token).where(revoked_token.c.jti == "photochangerd-write-probe"))
+
+
 def token_refusal(
     conn: Connection,
     jti: str,

@@ -1,5 +1,6 @@
-"""``/healthz`` (the process answers) and ``/readyz`` (database reachable, media writable,
-the object store answering when media live in a bucket)."""
+"""``/healthz`` (the process answers) and ``/readyz`` (database reachable, and taking writes
+again after one was refused; media writable; the object store answering when media live in a
+bucket)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ import os
 import trio
 from quart import Blueprint, Response, jsonify
 
+from photochangerd.db import repositories
 from photochangerd.db.engine import DatabaseUnavailable
 from photochangerd.http.context import public
 from photochangerd.http.errors import error_response
 from shared.errors import FailureReason
 
 bp = Blueprint("health", __name__)
+WRITE_PROBE_SECONDS = 5.0  # above SQLite's 3 s busy timeout: its own error, not ours
 
 
 @bp.route("/healthz", methods=["GET", "HEAD"])
@@ -29,6 +32,13 @@ async def readyz() -> Response:
             await app.db.ping()
     except (DatabaseUnavailable, trio.TooSlowError):
         return error_response(503, FailureReason.SERVICE_UNAVAILABLE, "database unavailable")
+    if app.db.write_problem is not None:  # a full disk, a read-only file: reads still work
+        try:
+            with trio.fail_after(WRITE_PROBE_SECONDS):
+                await app.db.write(repositories.write_probe)  # clears it when it passes
+        except (DatabaseUnavailable, trio.TooSlowError):
+            why = app.db.write_problem or "database refuses writes"
+            return error_response(503, FailureReason.SERVICE_UNAVAILABLE, why)
     writable = await trio.to_thread.run_sync(os.access, app.store.results, os.W_OK)
     if not writable:
         return error_response(503, FailureReason.SERVICE_UNAVAILABLE, "media dir not writable")
