@@ -85,6 +85,9 @@ _SQLITE_UNAVAILABLE = (
     "readonly database",
 )
 
+# Of those, what a file that can still be read says when it cannot be written.
+_SQLITE_WRITE_REFUSALS = ("database is locked", "disk i/o error", "or disk is full", "readonly")
+
 # SQLSTATEs meaning "the server is not there right now": class 08 (connection exception),
 # 57P01-57P03 (admin shutdown, crash shutdown, cannot connect now).
 _UNAVAILABLE_STATES = ("08", "57P01", "57P02", "57P03")
@@ -150,6 +153,7 @@ class Database:
         # Why the last write failed, until one succeeds (a full disk, a read-only file): reads
         # still work then, so /readyz's ping alone said "ok" while every upload got 503.
         self.write_problem: str | None = None
+        self._refusal_logged = False
         # Whether an in-memory copy of slots and settings may be used: always with SQLite
         # (this daemon is the only writer), on PostgreSQL only while changes are announced.
         self.config_trusted = dialect == "sqlite"
@@ -211,8 +215,9 @@ class Database:
             if fn in _CONFIG_WRITES:
                 self.config_changed()
         if self.write_problem is not None:
-            self.write_problem = None
-            log_event(log, logging.INFO, "db.writes_accepted")
+            if self._refusal_logged:
+                log_event(log, logging.INFO, "db.writes_accepted")
+            self.write_problem, self._refusal_logged = None, False
         return result
 
     def _writes_refused(self, exc: DatabaseUnavailable) -> None:
@@ -222,8 +227,15 @@ class Database:
             cause = cause.__cause__
         words = " ".join(str(cause or exc).split())[:200]
         problem = f"database refuses writes: {words}"
-        if problem != self.write_problem:
+        # Logged when the file refuses writes while it can be read (a full disk, a read-only
+        # file, a lock held elsewhere); a server that cannot be reached says so everywhere
+        # already (and a start that cannot reach it must stay one line).
+        refusal = isinstance(cause, sqlite3.OperationalError) and any(
+            words_ in str(cause).lower() for words_ in _SQLITE_WRITE_REFUSALS
+        )
+        if refusal and problem != self.write_problem:
             log_event(log, logging.WARNING, "db.writes_refused", problem=problem)
+            self._refusal_logged = True
         self.write_problem = problem
 
     def config_changed(self) -> None:
