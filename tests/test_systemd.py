@@ -389,8 +389,10 @@ async def test_watchdog_pings_stop_while_the_database_is_down(
         late = [m.at - down for m in notify_socket.having("WATCHDOG") if m.at > down + 0.5]
         assert late == [], "pinged while the database was down"
     finally:
+        # Counted before the resume: the daemon may ping, and say it is back, before the
+        # thread running resume() has returned to this task (a busy CI run missed it).
+        back = len(notify_socket.messages)
         await trio.to_thread.run_sync(pg_cluster.resume)
-    back = len(notify_socket.messages)
     await notify_socket.wait(lambda m: "WATCHDOG" in m.fields, since=back, timeout=20)
     await notify_socket.wait(lambda m: m.get("STATUS") == ready.get("STATUS"), since=back)
     assert daemon.proc is not None
