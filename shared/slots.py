@@ -19,4 +19,4 @@ def is_slot_id(value: str) -> bool:
 
 
 # What a request naming no slot is told (``slot-1``, ``SLOT-001``, ``slot-016``).
-NO_SUCH_SLOT = f"no such slot (slots are {SLOT_IDS[0]} … {SLOT_IDS[-1]})"
+NO_SUCH_SLOT = f"no such slot (slots are {SLOT_IDS[0]} to {SLOT_IDS[-1]})"  # ASCII: JSON bodies
