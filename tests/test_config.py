@@ -244,7 +244,7 @@ def test_check_config_and_the_pg_dump_line_never_show_a_database_password(
 
 
 async def test_a_first_start_stopped_before_storing_shows_new_passwords_next_time(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A first start stopped between storing the ingest password's hash and printing lost that
     password for good: the next start showed only the admins'.  Now they are shown before any
@@ -259,13 +259,13 @@ async def test_a_first_start_stopped_before_storing_shows_new_passwords_next_tim
                 raise KeyboardInterrupt  # Ctrl-C, just as they would be stored
             return await real_write(fn, *args)
 
-        db.write = killed  # type: ignore[method-assign]
+        monkeypatch.setattr(db, "write", killed)
         first = io.StringIO()
         with pytest.raises(KeyboardInterrupt):
             await bootstrap(db, config, 1.0, environ={}, out=first)
         assert "ingest password (DSLR Remote Pro): " in first.getvalue()  # shown, not stored
         assert "ingest_password" not in await db.read(repositories.get_settings)
-        db.write = real_write  # type: ignore[method-assign]
+        monkeypatch.undo()
 
         again = io.StringIO()
         await bootstrap(db, config, 2.0, environ={}, out=again)
